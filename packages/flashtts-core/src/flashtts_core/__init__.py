@@ -1,0 +1,44 @@
+"""FlashTTS core: the plugin contract and the machinery shared by every engine and backend."""
+
+from .backend import BackendConfig, GenerationOutput, LLMBackend
+from .codec import AudioCodec
+from .engine import Capabilities, Engine
+from .errors import (
+    AudioDecodeError,
+    BackendUnavailable,
+    FlashTTSError,
+    InvalidRequest,
+    ModelLoadError,
+    NotFound,
+    PayloadTooLarge,
+    UnsupportedCapability,
+)
+from .hookspecs import hookimpl
+from .options import EngineOptions
+from .request import Level, SynthesisRequest, VoiceReference
+from .sampling import SamplingOverrides, SamplingParams
+
+__all__ = [
+    "AudioCodec",
+    "AudioDecodeError",
+    "BackendConfig",
+    "BackendUnavailable",
+    "Capabilities",
+    "Engine",
+    "EngineOptions",
+    "FlashTTSError",
+    "GenerationOutput",
+    "InvalidRequest",
+    "LLMBackend",
+    "Level",
+    "ModelLoadError",
+    "NotFound",
+    "PayloadTooLarge",
+    "SamplingOverrides",
+    "SamplingParams",
+    "SynthesisRequest",
+    "UnsupportedCapability",
+    "VoiceReference",
+    "hookimpl",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,103 @@
+"""The LLM backend contract: token ids in, token ids out, streamed, cancellable."""
+
+from __future__ import annotations
+
+import importlib.util
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import AsyncIterator, ClassVar, Optional
+
+from .errors import BackendUnavailable
+from .sampling import SamplingParams
+
+
+@dataclass
+class BackendConfig:
+    """How to load one causal LM. Engines fill ``model_path`` with their LLM folder."""
+
+    model_path: Path
+    device: str = "auto"
+    torch_dtype: str = "auto"
+    max_length: int = 32768
+    gpu_memory_utilization: float = 0.6
+    batch_size: int = 256
+    attn_implementation: str = "eager"
+    cache_implementation: Optional[str] = None
+    seed: int = 0
+    tensorrt_path: Optional[Path] = None
+    # Token ids an engine will list in ``allowed_token_ids``; backends may precompute masks.
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_options(cls, options, llm_path: Path) -> "BackendConfig":
+        """The configuration for an engine's LLM folder, from the model options (EngineOptions)."""
+        tensorrt = options.llm_tensorrt_path
+        if tensorrt is None and options.model_path is not None:
+            tensorrt = Path(options.model_path) / "tensorrt-engine"
+        return cls(
+            model_path=Path(llm_path),
+            device=options.llm_device,
+            torch_dtype=options.torch_dtype,
+            max_length=options.max_length,
+            gpu_memory_utilization=options.llm_gpu_memory_utilization,
+            batch_size=options.llm_batch_size,
+            attn_implementation=options.llm_attn_implementation,
+            cache_implementation=options.cache_implementation,
+            seed=options.seed,
+            tensorrt_path=tensorrt,
+        )
+
+
+@dataclass
+class GenerationOutput:
+    token_ids: list[int]
+    finish_reason: str  # "stop" (a stop id), "length" (max_tokens / max_length) or "cancelled"
+    prompt_tokens: int = 0
+
+
+class LLMBackend(ABC):
+    """An inference engine for the LLM part of a TTS model.
+
+    Subclasses set ``name`` (the ``--backend`` value), ``extra`` (the pip extra that installs its
+    library) and ``requires`` (importable module names checked by :meth:`check_available`).
+
+    ``stream`` is an async generator of token-id deltas. When the consumer stops iterating (closes the
+    generator, or its task is cancelled), the backend must stop generating and free the sequence's
+    slot. Model work never runs on the event loop: use an async engine or a worker thread.
+    """
+
+    name: ClassVar[str]
+    extra: ClassVar[str] = ""
+    requires: ClassVar[tuple[str, ...]] = ()
+    description: ClassVar[str] = ""
+
+    @classmethod
+    def check_available(cls) -> None:
+        """Raise BackendUnavailable, naming the extra to install, if a required library is missing."""
+        missing = [m for m in cls.requires if importlib.util.find_spec(m) is None]
+        if missing:
+            raise BackendUnavailable(
+                f"backend {cls.name!r} needs {', '.join(missing)}: "
+                f'pip install "flashtts-backends[{cls.extra or cls.name}]"'
+            )
+
+    @classmethod
+    @abstractmethod
+    async def create(cls, config: BackendConfig) -> "LLMBackend":
+        """Load the model and return a ready backend."""
+
+    @abstractmethod
+    def stream(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[list[int]]:
+        """Yield newly generated token ids (stop ids excluded) until a stop id, max_tokens or max_length."""
+
+    async def generate(self, prompt_ids: list[int], params: SamplingParams) -> GenerationOutput:
+        """The whole sequence at once: by default the drained stream."""
+        ids: list[int] = []
+        async for delta in self.stream(prompt_ids, params):
+            ids.extend(delta)
+        reason = "length" if len(ids) >= params.max_tokens else "stop"
+        return GenerationOutput(token_ids=ids, finish_reason=reason, prompt_tokens=len(prompt_ids))
+
+    async def close(self) -> None:
+        """Release the model and any worker."""

@@ -1,0 +1,112 @@
+"""The engine contract: one TTS model family from model directory to audio chunks."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import AsyncIterator, Callable, ClassVar, Optional
+
+import numpy as np
+
+from .backend import BackendConfig, LLMBackend
+from .errors import InvalidRequest, NotFound, UnsupportedCapability
+from .options import EngineOptions
+from .request import SynthesisRequest, VoiceReference
+from .sampling import SamplingParams
+
+BackendFactory = Callable[[BackendConfig], "LLMBackend"]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an engine can do; routes answer 400 for anything it cannot."""
+
+    clone: bool = False
+    reference_text: bool = False  # cloning uses the reference transcript
+    latent: bool = False  # cloning takes a precomputed latent file (MegaTTS3)
+    named_voices: bool = False
+    pitch_speed: bool = False
+    multi_speaker: bool = True
+    streaming: bool = True
+
+    def as_dict(self) -> dict[str, bool]:
+        return asdict(self)
+
+
+class Engine(ABC):
+    """A TTS model family.
+
+    Class-level: ``name``, ``detect(path)``, ``write_tiny_model(path)`` and the async ``load``.
+    Instance-level: ``capabilities``, ``sample_rate``, ``voices``, ``default_sampling``,
+    ``prepare_reference`` (compute a clone voice's tokens/latents once) and ``synthesize``, an async
+    iterator of float32 mono audio chunks. A non-stream response is the same iterator drained, so
+    there is one synthesis path.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    default_role_dir: ClassVar[str] = "data/roles"
+
+    capabilities: Capabilities = Capabilities()
+    sample_rate: int = 16000
+    voices: list[str] = []
+    default_sampling: SamplingParams = SamplingParams()
+    model_path: Optional[Path] = None
+    backend_name: Optional[str] = None
+
+    # -- class-level ------------------------------------------------------------------------------
+    @classmethod
+    @abstractmethod
+    def detect(cls, path: Path) -> bool:
+        """True when ``path`` is a model directory of this engine (look at its layout only)."""
+
+    @classmethod
+    def write_tiny_model(cls, path: Path) -> None:
+        """Write a tiny randomly initialised checkpoint in the exact upstream layout (noise audio)."""
+        raise NotImplementedError(f"engine {cls.name!r} has no tiny model")
+
+    @classmethod
+    @abstractmethod
+    async def load(cls, options: EngineOptions, create_backend: BackendFactory) -> "Engine":
+        """Load the model from ``options.model_path``.
+
+        ``create_backend(config)`` is an async callable that builds the chosen LLM backend for an LLM
+        folder. Heavy work runs in threads (``asyncio.to_thread``) and logs progress.
+        """
+
+    # -- instance-level ---------------------------------------------------------------------------
+    async def prepare_reference(self, reference: VoiceReference) -> VoiceReference:
+        """Fill ``reference.features`` (tokens or latents) from its audio; roles keep the result."""
+        raise UnsupportedCapability(f"engine {self.name!r} does not support voice cloning")
+
+    @abstractmethod
+    def synthesize(self, request: SynthesisRequest) -> AsyncIterator[np.ndarray]:
+        """Yield float32 mono chunks at ``sample_rate``. Closing the iterator stops generation."""
+
+    async def close(self) -> None:
+        """Free the model and its backend."""
+
+    def info(self) -> dict:
+        return {
+            "engine": self.name,
+            "sample_rate": self.sample_rate,
+            "voices": list(self.voices),
+            "capabilities": self.capabilities.as_dict(),
+        }
+
+    # -- shared checks ----------------------------------------------------------------------------
+    def check_request(self, request: SynthesisRequest) -> None:
+        """Refuse what this engine cannot do, with a 4xx naming the problem."""
+        caps = self.capabilities
+        if request.reference is not None and not caps.clone:
+            raise UnsupportedCapability(f"engine {self.name!r} does not support voice cloning", param="voice")
+        if (request.pitch is not None or request.speed is not None) and not caps.pitch_speed:
+            raise UnsupportedCapability(f"engine {self.name!r} has no pitch or speed control", param="pitch")
+        if request.reference is None:
+            if request.voice is None:
+                if not self.voices:
+                    raise InvalidRequest("a reference voice is required for this engine", param="voice")
+            elif request.voice not in self.voices:
+                known = ", ".join(self.voices) or "none"
+                raise NotFound(f"unknown voice {request.voice!r}; built-in voices: {known}", param="voice")

@@ -1,0 +1,59 @@
+"""The FlashTTS plugin contract.
+
+A plugin is a Python distribution that declares an entry point in the ``flashtts`` group::
+
+    [project.entry-points.flashtts]
+    my_plugin = "my_package.plugin"
+
+The module it names implements any of the hooks below with ``@flashtts_core.hookimpl``. Every hook
+receives a ``register`` callback and calls it once per thing it provides. Hooks register *classes*,
+never loaded models: a plugin module must import nothing heavy (torch, vllm, transformers …) at import
+time, so that ``flashtts plugins`` and ``flashtts serve --help`` stay instant. Heavy imports belong
+inside the methods that build a model.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("flashtts")
+hookimpl = pluggy.HookimplMarker("flashtts")
+
+
+@hookspec
+def register_engines(register):
+    """Register TTS engines: ``register(EngineClass)``.
+
+    ``EngineClass`` subclasses :class:`flashtts_core.engine.Engine`. Its ``name`` is what users see;
+    its ``detect(path)`` recognises a model directory, so ``--model_path`` alone picks the engine.
+    """
+
+
+@hookspec
+def register_backends(register):
+    """Register LLM backends: ``register(BackendClass)``.
+
+    ``BackendClass`` subclasses :class:`flashtts_core.backend.LLMBackend`; its ``name`` is the value of
+    ``--backend`` (torch, vllm, …). ``BackendClass.check_available()`` must raise
+    :class:`flashtts_core.errors.BackendUnavailable` naming the extra to install when its library is
+    missing, without importing anything heavy when it is present.
+    """
+
+
+@hookspec
+def register_codecs(register):
+    """Register audio codecs: ``register(CodecClass)``.
+
+    ``CodecClass`` subclasses :class:`flashtts_core.codec.AudioCodec`: reference audio to tokens or
+    latents and tokens back to audio, both batched. Engines build the codecs they need; registering
+    them makes them discoverable and reusable by other engines.
+    """
+
+
+@hookspec
+def register_formats(register):
+    """Register output audio formats: ``register(name, EncoderClass)``.
+
+    ``EncoderClass`` subclasses :class:`flashtts_core.formats.AudioEncoder`: one instance per
+    response, fed float32 PCM chunks incrementally, returning encoded bytes as it goes.
+    """

@@ -1,0 +1,68 @@
+"""The model-related options every engine and backend reads (the server adds host, port, keys …)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Dtype = Literal["float16", "bfloat16", "float32", "auto"]
+AttnImpl = Literal["sdpa", "flash_attention_2", "eager"]
+
+
+class EngineOptions(BaseModel):
+    """Options of ``reference/server-api.md`` §2 that concern loading and running a model."""
+
+    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+
+    model_path: Optional[Path] = Field(None, description="Path to the TTS model directory.")
+    backend: Optional[str] = Field(
+        None, description="LLM backend: llama-cpp, vllm, sglang, torch, mlx-lm, tensorrt-llm."
+    )
+    snac_path: Optional[Path] = Field(None, description="Path to the Orpheus SNAC codec folder (default: MODEL/snac).")
+    llm_tensorrt_path: Optional[Path] = Field(
+        None, description="TensorRT-LLM engine directory (tensorrt-llm backend); default {model_path}/tensorrt-engine."
+    )
+    lang: Optional[str] = Field(None, description="Orpheus language (english, french, german, korean, hindi, mandarin, spanish, italian).")
+    llm_device: str = Field("auto", description="Device for the LLM (cpu, cuda, cuda:1, mps, auto).")
+    tokenizer_device: str = Field("auto", description="Device for the audio tokenizer.")
+    detokenizer_device: str = Field("auto", description="Device for the audio detokenizer.")
+    wav2vec_attn_implementation: AttnImpl = Field("eager", description="wav2vec2 attention in Spark-TTS.")
+    llm_attn_implementation: AttnImpl = Field("eager", description="LLM attention (torch backend).")
+    max_length: int = Field(32768, gt=0, description="Maximum LLM context length.")
+    llm_gpu_memory_utilization: float = Field(0.6, gt=0, le=1, description="GPU memory share for vllm/sglang.")
+    torch_dtype: Dtype = Field("auto", description="Model precision.")
+    cache_implementation: Optional[str] = Field(
+        None, description="KV-cache strategy for the torch backend: static, offloaded_static, sliding_window, …"
+    )
+    seed: int = Field(0, description="Random seed.")
+    batch_size: int = Field(1, gt=0, description="Maximum batch size of audio (de)tokenization.")
+    llm_batch_size: int = Field(256, gt=0, description="Maximum number of concurrent LLM sequences.")
+    wait_timeout: float = Field(0.01, ge=0, description="Seconds the dynamic batcher waits to fill a batch.")
+    fix_voice: bool = Field(False, description="Keep Spark-TTS's built-in female/male timbres fixed.")
+    role_dir: Optional[Path] = Field(None, description="Directory of saved roles (default data/roles, data/mega-roles for Mega).")
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` becomes cuda, mps or cpu, whichever this machine has."""
+    if device != "auto":
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def resolve_dtype(dtype: str, device: str):
+    """The torch dtype for a ``--torch_dtype`` value on a device (``auto``: float32 on CPU, else bf16/fp16)."""
+    import torch
+
+    if dtype == "auto":
+        if device.startswith("cuda"):
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    return {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}[dtype]

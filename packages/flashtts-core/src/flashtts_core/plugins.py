@@ -1,0 +1,198 @@
+"""Plugin discovery: every module named in the ``flashtts`` entry-point group is loaded and asked to
+register its engines, backends, codecs and output formats."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from dataclasses import dataclass, field
+from importlib import metadata
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .errors import BackendUnavailable, InvalidRequest, ModelLoadError
+
+logger = logging.getLogger("flashtts.plugins")
+
+ENTRY_POINT_GROUP = "flashtts"
+KINDS = ("engines", "backends", "codecs", "formats")
+
+
+@dataclass
+class PluginInfo:
+    """One loaded (or failed) plugin module."""
+
+    name: str
+    module: str
+    distribution: str | None
+    version: str | None
+    engines: list[str] = field(default_factory=list)
+    backends: list[str] = field(default_factory=list)
+    codecs: list[str] = field(default_factory=list)
+    formats: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "module": self.module,
+            "distribution": self.distribution,
+            "version": self.version,
+            "engines": self.engines,
+            "backends": self.backends,
+            "codecs": self.codecs,
+            "formats": self.formats,
+            "error": self.error,
+        }
+
+
+class PluginManager:
+    """Loads plugins and holds what they register, by kind and name."""
+
+    def __init__(self) -> None:
+        self._pm = pluggy.PluginManager("flashtts")
+        self._pm.add_hookspecs(hookspecs)
+        self.plugins: list[PluginInfo] = []
+        self.engines: dict[str, type] = {}
+        self.backends: dict[str, type] = {}
+        self.codecs: dict[str, type] = {}
+        self.formats: dict[str, type] = {}
+
+    # -- loading ---------------------------------------------------------------------------------
+    def load_entry_points(self) -> None:
+        """Load every module of the ``flashtts`` entry-point group; a failure is recorded, not raised."""
+        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            dist = getattr(ep, "dist", None)
+            info = PluginInfo(
+                name=ep.name,
+                module=ep.value,
+                distribution=dist.metadata["Name"] if dist is not None else None,
+                version=dist.version if dist is not None else None,
+            )
+            try:
+                module = ep.load()
+            except Exception as exc:  # a broken plugin must not take the others down
+                info.error = f"{type(exc).__name__}: {exc}"
+                logger.warning("plugin %r (%s) failed to load: %s", ep.name, ep.value, info.error)
+                self.plugins.append(info)
+                continue
+            self._register_module(module, info)
+
+    def load_module(self, module: ModuleType | str, name: str | None = None) -> PluginInfo:
+        """Register a plugin module directly (used by tests and embedding applications)."""
+        if isinstance(module, str):
+            module = importlib.import_module(module)
+        info = PluginInfo(name=name or module.__name__, module=module.__name__, distribution=None, version=None)
+        self._register_module(module, info)
+        return info
+
+    def _register_module(self, module: ModuleType, info: PluginInfo) -> None:
+        try:
+            self._pm.register(module, name=f"{info.name}:{info.module}")  # validates hook signatures
+        except ValueError:
+            return  # already registered under this name
+        except pluggy.PluginValidationError as exc:
+            info.error = f"PluginValidationError: {exc}"
+            logger.warning("plugin %r is invalid: %s", info.name, exc)
+            self.plugins.append(info)
+            return
+        for kind in KINDS:
+            impl = getattr(module, f"register_{kind}", None)
+            if impl is None:
+                continue
+            try:
+                impl(register=self._registrar(kind, info))
+            except Exception as exc:
+                info.error = f"{type(exc).__name__}: {exc}"
+                logger.warning("plugin %r failed while registering %s: %s", info.name, kind, info.error)
+        self.plugins.append(info)
+
+    def _registrar(self, kind: str, info: PluginInfo):
+        table: dict[str, type] = getattr(self, kind)
+        names: list[str] = getattr(info, kind)
+
+        def register(*args):
+            if kind == "formats":
+                name, obj = args
+            else:
+                (obj,) = args
+                name = obj.name
+            if name in table and table[name] is not obj:
+                logger.warning("%s %r registered twice; %s overrides it", kind[:-1], name, info.name)
+            table[name] = obj
+            if name not in names:
+                names.append(name)
+
+        return register
+
+    # -- lookups ---------------------------------------------------------------------------------
+    def get_backend(self, name: str) -> type:
+        cls = self.backends.get(name)
+        if cls is None:
+            known = ", ".join(sorted(self.backends)) or "none"
+            raise InvalidRequest(f"unknown backend {name!r}; installed backends: {known}", param="backend")
+        cls.check_available()
+        return cls
+
+    def get_format(self, name: str) -> type:
+        cls = self.formats.get(name)
+        if cls is None:
+            known = ", ".join(sorted(self.formats))
+            raise InvalidRequest(
+                f"unsupported response_format {name!r}; choose one of: {known}", param="response_format"
+            )
+        return cls
+
+    def detect_engine(self, model_path, name: str | None = None) -> type:
+        """The engine class for a model directory: by name if given, else the one whose detect() matches."""
+        from pathlib import Path
+
+        path = Path(model_path)
+        if name is not None:
+            if name not in self.engines:
+                raise ModelLoadError(f"unknown engine {name!r}; installed engines: {', '.join(sorted(self.engines))}")
+            return self.engines[name]
+        if not path.is_dir():
+            raise ModelLoadError(f"model_path {str(path)!r} is not a directory")
+        matches = []
+        for engine_name, cls in sorted(self.engines.items()):
+            try:
+                if cls.detect(path):
+                    matches.append(engine_name)
+            except Exception as exc:
+                logger.warning("engine %r failed to inspect %s: %s", engine_name, path, exc)
+        if len(matches) == 1:
+            return self.engines[matches[0]]
+        found = ", ".join(sorted(p.name for p in path.iterdir())[:20]) or "nothing"
+        if not matches:
+            known = ", ".join(sorted(self.engines)) or "none installed"
+            raise ModelLoadError(
+                f"no installed engine recognises {str(path)!r} (it holds: {found}); engines: {known}"
+            )
+        raise ModelLoadError(f"several engines recognise {str(path)!r}: {', '.join(matches)}")
+
+    def backend_status(self) -> dict[str, str | None]:
+        """For each backend, None when it can be used, else the reason it cannot."""
+        status: dict[str, str | None] = {}
+        for name, cls in sorted(self.backends.items()):
+            try:
+                cls.check_available()
+                status[name] = None
+            except BackendUnavailable as exc:
+                status[name] = exc.message
+        return status
+
+
+_default: PluginManager | None = None
+
+
+def get_plugin_manager() -> PluginManager:
+    """The process-wide plugin manager, loaded from entry points on first use."""
+    global _default
+    if _default is None:
+        _default = PluginManager()
+        _default.load_entry_points()
+    return _default

@@ -1,0 +1,92 @@
+"""The one request type that carries a synthesis from any route to any engine."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from .errors import InvalidRequest
+from .sampling import SamplingOverrides
+
+
+class Level(str, enum.Enum):
+    """Pitch and speed levels, as Spark-TTS's control labels (0..4)."""
+
+    very_low = "very_low"
+    low = "low"
+    moderate = "moderate"
+    high = "high"
+    very_high = "very_high"
+
+    @property
+    def index(self) -> int:
+        return list(Level).index(self)
+
+    @classmethod
+    def parse(cls, value: "str | Level | None", param: str) -> "Level | None":
+        if value is None or isinstance(value, Level):
+            return value
+        try:
+            return cls(str(value).strip().lower())
+        except ValueError:
+            choices = ", ".join(level.value for level in cls)
+            raise InvalidRequest(f"invalid {param} {value!r}; choose one of: {choices}", param=param) from None
+
+    @classmethod
+    def from_ratio(cls, value: float) -> "Level":
+        """Map an OpenAI-style float (1.0 = normal) onto a level."""
+        if value <= 0.5:
+            return cls.very_low
+        if value < 1.0:
+            return cls.low
+        if value < 2.0:
+            return cls.moderate
+        if value < 3.0:
+            return cls.high
+        return cls.very_high
+
+
+@dataclass
+class VoiceReference:
+    """A voice to clone: reference audio, its transcript, and what the engine computed from it.
+
+    ``features`` holds the engine's cached tokens or latents (numpy arrays only, so they can be stored
+    safely); a saved role keeps them so they are computed once.
+    """
+
+    audio: Optional[np.ndarray] = None  # float32 mono
+    sample_rate: int = 0
+    text: Optional[str] = None
+    features: dict[str, np.ndarray] = field(default_factory=dict)
+    name: Optional[str] = None  # the role's name when it is a saved role
+
+
+@dataclass
+class SynthesisRequest:
+    """One synthesis: text plus either a built-in ``voice`` or a ``reference`` to clone."""
+
+    text: str
+    voice: Optional[str] = None
+    reference: Optional[VoiceReference] = None
+    pitch: Optional[Level] = None
+    speed: Optional[Level] = None
+    sampling: SamplingOverrides = field(default_factory=SamplingOverrides)
+    length_threshold: int = 50
+    window_size: int = 50
+    stream: bool = False
+    instructions: Optional[str] = None
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.text, str) or not self.text.strip():
+            raise InvalidRequest("text must not be empty", param="text")
+        self.pitch = Level.parse(self.pitch, "pitch")
+        self.speed = Level.parse(self.speed, "speed")
+        if self.length_threshold < 1:
+            raise InvalidRequest("length_threshold must be >= 1", param="length_threshold")
+        if self.window_size < 1:
+            raise InvalidRequest("window_size must be >= 1", param="window_size")

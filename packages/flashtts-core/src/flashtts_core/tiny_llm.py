@@ -1,0 +1,111 @@
+"""Tiny randomly initialised causal LMs and tokenizers in the Hugging Face layout, for tests, demos
+and plugin authors. Their output is noise; only their shapes and files are real."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable, Optional
+
+
+def write_tokenizer(
+    path: Path,
+    special_tokens: Iterable[str],
+    *,
+    eos_token: str,
+    bos_token: Optional[str] = None,
+    pad_token: Optional[str] = None,
+    extra_tokens: Iterable[str] = (),
+    model_max_length: int = 32768,
+) -> int:
+    """A byte-level BPE tokenizer (256 byte symbols, no merges) with added tokens; returns its size.
+
+    ``special_tokens`` are added as special (never split, skipped on decode); ``extra_tokens`` as
+    ordinary added tokens (never split, kept on decode), the way upstream TTS tokenizers add theirs.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {ch: i for i, ch in enumerate(sorted(alphabet))}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], fuse_unk=False))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token=eos_token,
+        bos_token=bos_token,
+        pad_token=pad_token or eos_token,
+        model_max_length=model_max_length,
+    )
+    specials = [t for t in special_tokens if t not in fast.get_vocab()]
+    fast.add_special_tokens({"additional_special_tokens": specials})
+    extras = [t for t in extra_tokens if t not in fast.get_vocab()]
+    if extras:
+        fast.add_tokens(extras)
+    fast.save_pretrained(str(path))
+    return len(fast)
+
+
+def write_tiny_llm(
+    path: Path,
+    *,
+    architecture: str = "qwen2",
+    vocab_size: int,
+    hidden_size: int = 128,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    num_kv_heads: int = 2,
+    intermediate_size: int = 256,
+    eos_token_id: int | list[int] = 0,
+    bos_token_id: Optional[int] = None,
+    tie_word_embeddings: bool = True,
+    max_position_embeddings: int = 4096,
+    seed: int = 0,
+    init=None,
+) -> None:
+    """Write a tiny Qwen2 or Llama ``*ForCausalLM`` (config.json + model.safetensors) into ``path``.
+
+    ``init(model)`` may reshape weights after random initialisation (e.g. bias the output head so the
+    tiny model emits a well-formed sequence). head_dim = hidden_size / num_heads must be one vLLM's
+    CPU attention supports (32, 64, 80, 96, 112, 128 …): keep hidden 128 with 4 heads.
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    common = dict(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_kv_heads,
+        max_position_embeddings=max_position_embeddings,
+        eos_token_id=eos_token_id,
+        bos_token_id=bos_token_id,
+        tie_word_embeddings=tie_word_embeddings,
+        torch_dtype="float32",
+    )
+    if architecture == "qwen2":
+        config = Qwen2Config(rope_theta=1000000.0, **common)
+        model = Qwen2ForCausalLM(config)
+    elif architecture == "llama":
+        config = LlamaConfig(rope_theta=500000.0, head_dim=hidden_size // num_heads, **common)
+        model = LlamaForCausalLM(config)
+    else:
+        raise ValueError(f"unknown architecture {architecture!r}")
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0.0, 0.05)
+        if init is not None:
+            init(model)
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(path), safe_serialization=True)
+    cfg = json.loads((path / "config.json").read_text())
+    cfg["torch_dtype"] = "float32"
+    (path / "config.json").write_text(json.dumps(cfg, indent=2))

@@ -1,0 +1,3 @@
+"""MegaTTS3 engine for FlashTTS."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,271 @@
+"""The ``flashtts`` command: serve, infer, plugins, tiny-model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import typing
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+LEVELS = ("very_low", "low", "moderate", "high", "very_high")
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+def _field_kind(annotation: Any) -> tuple[type, Optional[tuple]]:
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union or str(origin) == "types.UnionType":
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _field_kind(args[0])
+    if origin is typing.Literal:
+        return str, typing.get_args(annotation)
+    return annotation, None
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser, model_cls, exclude: Sequence[str] = ()) -> None:
+    """One ``--NAME`` flag per settings field, named exactly like the field."""
+    group = parser.add_argument_group("model and server options (also FLASHTTS_<NAME> environment variables)")
+    for name, field in model_cls.model_fields.items():
+        if name in exclude:
+            continue
+        kind, choices = _field_kind(field.annotation)
+        default = field.default
+        help_text = f"{field.description or ''} (default: {default})"
+        if kind is bool:
+            group.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            group.add_argument(f"--{name}", default=None, choices=choices, metavar=name.upper() if not choices else None, help=help_text)
+
+
+def _settings_from_args(model_cls, args: argparse.Namespace):
+    from pydantic import ValidationError
+
+    values = {name: getattr(args, name) for name in model_cls.model_fields if getattr(args, name, None) is not None}
+    try:
+        return model_cls(**values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err.get("loc", ()))
+        raise CLIError(f"--{field}: {err.get('msg')} (got {err.get('input')!r})") from None
+
+
+def _setup_logging(level: str = "info") -> None:
+    logging.basicConfig(
+        level=getattr(logging, str(level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+# -- commands --------------------------------------------------------------------------------------
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .app import create_app
+    from .settings import ServerSettings
+
+    settings = _settings_from_args(ServerSettings, args)
+    _setup_logging(settings.log_level)
+    if settings.model_path is None:
+        raise CLIError("--model_path is required (try `flashtts tiny-model spark demo-model` for a demo model)")
+    if not settings.backend:
+        raise CLIError("--backend is required: llama-cpp, vllm, sglang, torch, mlx-lm or tensorrt-llm")
+    _check_model_and_backend(settings)
+    app = create_app(settings)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower())
+    return 0
+
+
+def _check_model_and_backend(options) -> None:
+    """Fail before starting anything when the model folder or backend is wrong."""
+    from flashtts_core.errors import FlashTTSError
+    from flashtts_core.plugins import get_plugin_manager
+
+    pm = get_plugin_manager()
+    try:
+        pm.detect_engine(options.model_path)
+        pm.get_backend(options.backend)
+    except FlashTTSError as exc:
+        raise CLIError(exc.message) from None
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from flashtts_core.plugins import get_plugin_manager
+
+    pm = get_plugin_manager()
+    if args.json:
+        print(json.dumps([p.as_dict() for p in pm.plugins], indent=2))
+        return 0
+    status = pm.backend_status()
+    for p in pm.plugins:
+        where = f"{p.distribution} {p.version}" if p.distribution else p.module
+        print(f"{p.name} ({where})")
+        if p.error:
+            print(f"  FAILED: {p.error}")
+        for kind in ("engines", "backends", "codecs", "formats"):
+            names = getattr(p, kind)
+            if not names:
+                continue
+            if kind == "backends":
+                shown = [n if status.get(n) is None else f"{n} (unavailable)" for n in names]
+            else:
+                shown = names
+            print(f"  {kind}: {', '.join(shown)}")
+    unavailable = {n: why for n, why in status.items() if why}
+    if unavailable:
+        print("\nunavailable backends:")
+        for name, why in unavailable.items():
+            print(f"  {name}: {why}")
+    return 0
+
+
+def cmd_tiny_model(args: argparse.Namespace) -> int:
+    from flashtts_core.plugins import get_plugin_manager
+
+    _setup_logging("info")
+    pm = get_plugin_manager()
+    engine = pm.engines.get(args.engine)
+    if engine is None:
+        raise CLIError(f"unknown engine {args.engine!r}; installed engines: {', '.join(sorted(pm.engines)) or 'none'}")
+    path = Path(args.dir)
+    if path.exists() and any(path.iterdir()) and not args.force:
+        raise CLIError(f"{path} is not empty (use --force to write into it)")
+    try:
+        engine.write_tiny_model(path)
+    except NotImplementedError as exc:
+        raise CLIError(str(exc)) from None
+    print(f"wrote a tiny {args.engine} model to {path}: random weights in the upstream layout, its audio is noise")
+    return 0
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from flashtts_core.errors import FlashTTSError
+    from flashtts_core.options import EngineOptions
+
+    options = _settings_from_args(EngineOptions, args)
+    _setup_logging(args.log_level)
+    if options.model_path is None:
+        raise CLIError("--model_path is required")
+    if not options.backend:
+        raise CLIError("--backend is required: llama-cpp, vllm, sglang, torch, mlx-lm or tensorrt-llm")
+    text = args.input
+    if text.endswith(".txt") and Path(text).is_file():
+        text = Path(text).read_text(encoding="utf-8")
+    output = Path(args.output)
+    fmt = output.suffix.lstrip(".").lower()
+    try:
+        asyncio.run(_infer(options, args, text, output, fmt))
+    except FlashTTSError as exc:
+        raise CLIError(exc.message) from None
+    return 0
+
+
+async def _infer(options, args, text: str, output: Path, fmt: str) -> None:
+    import time
+
+    from flashtts_core.formats import encode_all
+    from flashtts_core.request import SynthesisRequest
+    from flashtts_core.sampling import SamplingOverrides
+
+    from .runtime import TTSRuntime
+
+    runtime = await TTSRuntime.load(options)
+    try:
+        encoder = runtime.plugins.get_format(fmt)
+        voice, reference = None, None
+        if args.reference_audio:
+            data = Path(args.reference_audio).read_bytes()
+            reference = await runtime.reference_from_bytes(data, args.reference_text)
+        elif args.name:
+            voice, reference = await runtime.resolve_voice(args.name)
+        request = SynthesisRequest(
+            text=text,
+            voice=voice,
+            reference=reference,
+            pitch=args.pitch,
+            speed=args.speed,
+            sampling=SamplingOverrides(
+                temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                repetition_penalty=args.repetition_penalty, max_tokens=args.max_tokens,
+            ),
+            length_threshold=args.length_threshold,
+            window_size=args.window_size,
+        )
+        start = time.perf_counter()
+        audio = await runtime.render(runtime.synthesize(request))
+        elapsed = time.perf_counter() - start
+        sr = runtime.engine.sample_rate
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_bytes(encode_all(encoder, audio, sr))
+        seconds = len(audio) / sr
+        rtf = elapsed / seconds if seconds else float("nan")
+        print(f"wrote {output} ({seconds:.2f} s of audio at {sr} Hz, {elapsed:.2f} s to synthesize, RTF {rtf:.2f})")
+    finally:
+        await runtime.close()
+
+
+# -- parser ----------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    from flashtts_core.options import EngineOptions
+
+    from .settings import ServerSettings
+
+    parser = argparse.ArgumentParser(prog="flashtts", description="FlashTTS: fast LLM-based text-to-speech server")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    serve = sub.add_parser("serve", help="start the HTTP server", description="Start the FlashTTS HTTP server.")
+    add_settings_arguments(serve, ServerSettings)
+    serve.set_defaults(func=cmd_serve)
+
+    plugins = sub.add_parser("plugins", help="list installed plugins")
+    plugins.add_argument("--json", action="store_true", help="print a JSON list")
+    plugins.set_defaults(func=cmd_plugins)
+
+    infer = sub.add_parser("infer", help="synthesise one text to an audio file, without a server")
+    infer.add_argument("-i", "--input", required=True, help="text, or the path of a .txt file")
+    infer.add_argument("-o", "--output", required=True, help="audio file; the format comes from its extension (wav, mp3, opus, aac, flac, pcm)")
+    infer.add_argument("--name", help="a built-in voice or a saved role")
+    infer.add_argument("--reference_audio", help="reference audio file to clone")
+    infer.add_argument("--reference_text", help="transcript of the reference audio")
+    infer.add_argument("--pitch", choices=LEVELS)
+    infer.add_argument("--speed", choices=LEVELS)
+    infer.add_argument("--temperature", type=float)
+    infer.add_argument("--top_k", type=int)
+    infer.add_argument("--top_p", type=float)
+    infer.add_argument("--repetition_penalty", type=float)
+    infer.add_argument("--max_tokens", type=int)
+    infer.add_argument("--length_threshold", type=int, default=50)
+    infer.add_argument("--window_size", type=int, default=50)
+    infer.add_argument("--log_level", default="warning")
+    add_settings_arguments(infer, EngineOptions)
+    infer.set_defaults(func=cmd_infer)
+
+    tiny = sub.add_parser("tiny-model", help="write a tiny random checkpoint of an engine (for tests and demos)")
+    tiny.add_argument("engine", help="engine name, e.g. spark or orpheus")
+    tiny.add_argument("dir", help="output directory")
+    tiny.add_argument("--force", action="store_true", help="write into a non-empty directory")
+    tiny.set_defaults(func=cmd_tiny_model)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except CLIError as exc:
+        print(f"flashtts {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

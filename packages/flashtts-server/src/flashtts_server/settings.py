@@ -1,0 +1,36 @@
+"""Server settings: every option of server-api.md §2 (same names and defaults) plus server limits.
+
+Filled, in order of precedence, from CLI flags (``--model_path`` …), ``FLASHTTS_*`` environment
+variables, and the defaults below.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from flashtts_core.options import EngineOptions
+
+
+class ServerSettings(EngineOptions, BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FLASHTTS_", extra="ignore", protected_namespaces=())
+
+    api_key: Optional[str] = Field(None, description="API key; when set, API routes need 'Authorization: Bearer KEY'.")
+    host: str = Field("0.0.0.0", description="Host address to bind.")
+    port: int = Field(8000, ge=0, le=65535, description="Port to listen on.")
+
+    # Limits and behaviour beyond the upstream table.
+    max_text_length: int = Field(4096, gt=0, description="Maximum characters of input text per request.")
+    max_upload_mb: float = Field(20.0, gt=0, description="Maximum size of an uploaded or fetched audio file (MiB).")
+    max_reference_seconds: float = Field(60.0, gt=0, description="Maximum duration of a reference clip (seconds).")
+    url_timeout: float = Field(10.0, gt=0, description="Timeout for fetching reference audio by URL (seconds).")
+    allow_private_urls: bool = Field(
+        False, description="Allow reference-audio URLs on loopback, private or link-local addresses."
+    )
+    default_voice: Optional[str] = Field(
+        None, description="Voice used for OpenAI voice names the engine lacks (alloy, nova, …); default: engine's first."
+    )
+    speaker_pause: float = Field(0.2, ge=0, le=5, description="Seconds of silence between speakers in /multi_speak.")
+    log_level: str = Field("info", description="Log level: debug, info, warning, error.")
