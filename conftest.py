@@ -1,0 +1,108 @@
+"""Fixtures shared by every package's tests: tiny models in the upstream layouts, and a real server.
+
+Tiny checkpoints are written once per test session by the engines' own ``write_tiny_model`` (the
+same code ``flashtts tiny-model`` runs). ``serve`` starts ``flashtts serve`` as a subprocess, a real
+uvicorn on 127.0.0.1, and waits for /health.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+
+def _tiny_model(tmp_path_factory, engine: str) -> Path:
+    from flashtts_core.plugins import get_plugin_manager
+
+    pm = get_plugin_manager()
+    if engine not in pm.engines:
+        pytest.skip(f"engine {engine!r} is not installed")
+    path = tmp_path_factory.mktemp(f"tiny-{engine}")
+    pm.engines[engine].write_tiny_model(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_spark(tmp_path_factory) -> Path:
+    return _tiny_model(tmp_path_factory, "spark")
+
+
+@pytest.fixture(scope="session")
+def tiny_orpheus(tmp_path_factory) -> Path:
+    return _tiny_model(tmp_path_factory, "orpheus")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A running ``flashtts serve`` process."""
+
+    def __init__(self, proc: subprocess.Popen, port: int, log: Path):
+        self.proc = proc
+        self.port = port
+        self.log = log
+        self.url = f"http://127.0.0.1:{port}"
+
+    def client(self, **kwargs) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=kwargs.pop("timeout", 120), **kwargs)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def start_server(args: list[str], tmp_path: Path, env: dict | None = None, timeout: float = 180) -> Server:
+    port = free_port()
+    log = tmp_path / f"server-{port}.log"
+    cmd = [sys.executable, "-m", "flashtts_server.cli", "serve", "--host", "127.0.0.1", "--port", str(port), *args]
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=full_env, cwd=tmp_path)
+    server = Server(proc, port, log)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{server.output()[-4000:]}")
+        try:
+            r = httpx.get(f"{server.url}/health", timeout=2)
+            if r.status_code == 200 and r.json().get("status") == "ok":
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    server.stop()
+    raise RuntimeError(f"server did not become healthy in {timeout} s:\n{server.output()[-4000:]}")
+
+
+@pytest.fixture
+def serve(tmp_path):
+    """``serve([...flags])`` starts a server; every one started is stopped after the test."""
+    servers: list[Server] = []
+
+    def _serve(args: list[str], env: dict | None = None) -> Server:
+        server = start_server(args, tmp_path, env)
+        servers.append(server)
+        return server
+
+    yield _serve
+    for server in servers:
+        server.stop()
