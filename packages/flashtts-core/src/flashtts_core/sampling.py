@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Optional
 
 from .errors import InvalidRequest
@@ -63,7 +63,6 @@ class SamplingOverrides:
     repetition_penalty: Optional[float] = None
     max_tokens: Optional[int] = None
     seed: Optional[int] = None
-    extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         # Validate eagerly so a route can answer 400 before any work starts.

@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+import soundfile as sf
+
+from flashtts_core.errors import InvalidRequest, NotFound
+from flashtts_core.role_store import RoleStore, validate_role_name
+
+
+@pytest.mark.parametrize("name", ["../etc", "a/b", "a\\b", ".hidden", "", " ", "x" * 65, "a..b", "ok.", "nul\x00"])
+def test_bad_names_are_refused(name):
+    with pytest.raises(InvalidRequest):
+        validate_role_name(name)
+
+
+@pytest.mark.parametrize("name", ["alice", "Bob Smith", "voice-2.v1", "小明", "tara_01"])
+def test_good_names(name):
+    assert validate_role_name(name) == name
+
+
+def test_save_load_delete_roundtrip(tmp_path):
+    store = RoleStore(tmp_path)
+    audio = np.random.default_rng(0).uniform(-0.5, 0.5, 16000).astype(np.float32)
+    store.save("alice", audio, 16000, "hello there", {"global_tokens": np.arange(32)}, engine="spark")
+    again = RoleStore(tmp_path)  # a restart finds it
+    assert again.names() == ["alice"]
+    role = again.load("alice", engine="spark")
+    np.testing.assert_array_equal(role.audio, audio)
+    assert role.text == "hello there"
+    np.testing.assert_array_equal(role.features["global_tokens"], np.arange(32))
+    assert again.load("alice", engine="other").features == {}
+    assert not list(tmp_path.glob(".tmp-*"))
+    again.delete("alice")
+    assert again.names() == []
+    with pytest.raises(NotFound):
+        again.delete("alice")
+
+
+def test_dropped_in_folder_is_a_role(tmp_path):
+    (tmp_path / "bob").mkdir()
+    sf.write(tmp_path / "bob" / "bob_voice.wav", np.full(8000, 0.1, np.float32), 8000)
+    (tmp_path / "bob" / "reference_text.txt").write_text("hi I am bob\n")
+    store = RoleStore(tmp_path)
+    role = store.load("bob")
+    assert role.sample_rate == 8000 and role.text == "hi I am bob"
+    store.save_features("bob", "spark", {"semantic_tokens": np.ones(5, np.int64)})
+    assert store.load("bob", "spark").features["semantic_tokens"].tolist() == [1] * 5
+
+
+def test_features_refuse_pickles(tmp_path):
+    store = RoleStore(tmp_path)
+    with pytest.raises(ValueError):
+        store.save("x", np.ones(100, np.float32), 16000, None, {"bad": np.array([object()])}, engine="spark")
+    assert store.names() == []
+    assert not list(tmp_path.glob(".tmp-*"))
