@@ -1,0 +1,1 @@
+"""An example third-party FlashTTS plugin, as a plugin author would write it."""
