@@ -3,7 +3,6 @@ import io
 import numpy as np
 import pytest
 import soundfile as sf
-
 from flashtts_core.audio_io import load_audio
 from flashtts_core.errors import AudioDecodeError
 from flashtts_core.formats import BUILTIN_FORMATS, encode_all

@@ -3,7 +3,6 @@ import threading
 import time
 
 import pytest
-
 from flashtts_core.batcher import DynamicBatcher
 
 

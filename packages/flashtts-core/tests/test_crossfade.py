@@ -1,5 +1,4 @@
 import numpy as np
-
 from flashtts_core.crossfade import StreamJoiner, fade_edges, linear_crossfade
 
 

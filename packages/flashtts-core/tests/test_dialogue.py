@@ -1,5 +1,4 @@
 import pytest
-
 from flashtts_core.dialogue import parse_dialogue
 from flashtts_core.errors import InvalidRequest
 from flashtts_core.request import Level

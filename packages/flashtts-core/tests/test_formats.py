@@ -4,7 +4,6 @@ import struct
 import av
 import numpy as np
 import pytest
-
 from flashtts_core.formats import BUILTIN_FORMATS
 
 

@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 import soundfile as sf
-
 from flashtts_core.errors import InvalidRequest, NotFound
 from flashtts_core.role_store import RoleStore, validate_role_name
 

@@ -1,5 +1,4 @@
 import pytest
-
 from flashtts_core.errors import InvalidRequest
 from flashtts_core.request import Level, SynthesisRequest
 from flashtts_core.sampling import SamplingOverrides, SamplingParams

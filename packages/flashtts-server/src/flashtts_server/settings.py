@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from typing import Optional
 
+from flashtts_core.options import EngineOptions
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from flashtts_core.options import EngineOptions
 
 
 class ServerSettings(EngineOptions, BaseSettings):

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import AsyncIterator
 
 import numpy as np
-
 from flashtts_core import BackendConfig, LLMBackend, SamplingParams
 
 

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import AsyncIterator
 
 import numpy as np
-
 from flashtts_core import BackendConfig, Capabilities, Engine, SamplingParams, SynthesisRequest, VoiceReference
 from flashtts_core.text import split_text
 
