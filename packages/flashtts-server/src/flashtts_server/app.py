@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from . import __version__
 from .errors import install_error_handlers
+from .limits import BodySizeLimit, body_limit_bytes
 from .runtime import TTSRuntime
 from .settings import ServerSettings
 
@@ -24,15 +25,26 @@ def create_app(settings: ServerSettings, runtime: Optional[TTSRuntime] = None) -
         rt = runtime
         if rt is None:
             rt = await TTSRuntime.load(settings)
+        ready = await rt.preload_roles()
+        logger.info("roles ready: %s", ", ".join(ready) or "none")
         app.state.runtime = rt
         try:
             yield
         finally:
             await rt.close()
 
-    app = FastAPI(title="FlashTTS", version=__version__, lifespan=lifespan)
+    body_limit = body_limit_bytes(settings.max_upload_mb)
+    app = FastAPI(
+        title="FlashTTS",
+        version=__version__,
+        description="Text to speech: native FlashTTS routes, OpenAI-compatible /v1/audio/speech, saved roles.",
+        lifespan=lifespan,
+        # Base64 audio may arrive as a form field: let a field be as large as a whole body may be.
+        form_limits={"max_part_size": body_limit},
+    )
     app.state.settings = settings
     app.state.runtime = runtime
+    app.add_middleware(BodySizeLimit, max_bytes=body_limit)
     install_error_handlers(app)
 
     @app.get("/health", tags=["server"])

@@ -15,8 +15,29 @@ from flashtts_core.errors import FlashTTSError
 logger = logging.getLogger("flashtts.server")
 
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
-          405: "invalid_request_error", 413: "invalid_request_error", 415: "invalid_request_error",
-          422: "invalid_request_error", 429: "rate_limit_error", 503: "service_unavailable"}
+          405: "invalid_request_error", 409: "invalid_request_error", 413: "invalid_request_error",
+          415: "invalid_request_error", 422: "invalid_request_error", 429: "rate_limit_error", 503: "service_unavailable"}
+
+
+class AuthenticationFailed(FlashTTSError):
+    """A missing or wrong API key (401)."""
+
+    status = 401
+    code = "invalid_api_key"
+
+
+class Conflict(FlashTTSError):
+    """The thing to create exists already (409)."""
+
+    status = 409
+    code = "conflict"
+
+
+class ServiceLoading(FlashTTSError):
+    """The model is not loaded yet (503)."""
+
+    status = 503
+    code = "model_loading"
 
 
 def error_body(status: int, message: str, param: Optional[str] = None, code: Optional[str] = None) -> dict:
@@ -32,7 +53,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _flashtts(request: Request, exc: FlashTTSError):
         if exc.status >= 500:
             logger.error("%s %s: %s", request.method, request.url.path, exc.message)
-        return error_response(exc.status, exc.message, exc.param, exc.code)
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return error_response(exc.status, exc.message, exc.param, exc.code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):

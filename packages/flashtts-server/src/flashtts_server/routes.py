@@ -1,9 +1,27 @@
-"""All API routers, included by create_app."""
+"""All API routers, included by create_app, and the web page."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fastapi import FastAPI
+from fastapi.responses import FileResponse
+
+from .native.api_router import router as native_router
+from .openai.api_router import router as openai_router
+from .roles.api_router import router as roles_router
+
+STATIC_DIR = Path(__file__).parent / "static"
 
 
 def include_routes(app: FastAPI) -> None:
-    """The API issue adds the native, OpenAI-compatible and role routes and the web page here."""
+    """Native and role routes at / and again under /v1 (as upstream), the OpenAI routes, the page."""
+    for prefix in ("", "/v1"):
+        app.include_router(native_router, prefix=prefix)
+        app.include_router(roles_router, prefix=prefix)
+    app.include_router(openai_router)
+
+    # The page is public (like /docs): it asks for the API key itself and sends it with each call.
+    @app.get("/", include_in_schema=False)
+    async def web_page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html", headers={"Cache-Control": "no-cache"})

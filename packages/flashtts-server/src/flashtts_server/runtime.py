@@ -36,6 +36,8 @@ class TTSRuntime:
         self.roles = roles
         self._role_cache: dict[str, VoiceReference] = {}
         self._role_locks: dict[str, asyncio.Lock] = {}
+        # Engine iterators running now; a cancelled or disconnected request leaves this at once.
+        self.active_generations = 0
 
     # -- loading ---------------------------------------------------------------------------------
     @classmethod
@@ -69,10 +71,30 @@ class TTSRuntime:
     def voice_names(self) -> list[str]:
         return sorted(set(self.roles.names()) | set(self.engine.voices))
 
-    async def reference_from_bytes(self, data: bytes, text: Optional[str] = None, max_seconds: float = 60.0) -> VoiceReference:
+    async def reference_from_bytes(
+        self,
+        data: bytes,
+        text: Optional[str] = None,
+        max_seconds: float = 60.0,
+        features: Optional[dict[str, np.ndarray]] = None,
+    ) -> VoiceReference:
+        """Decode reference audio (off the loop) and let the engine compute its tokens/latents.
+
+        ``features`` carries what the client sent precomputed (a MegaTTS3 latent)."""
         audio, sr = await asyncio.to_thread(load_audio, data, self.engine.sample_rate, max_seconds=max_seconds)
-        ref = VoiceReference(audio=audio, sample_rate=sr, text=(text or "").strip() or None)
+        ref = VoiceReference(audio=audio, sample_rate=sr, text=(text or "").strip() or None, features=dict(features or {}))
         return await self.engine.prepare_reference(ref)
+
+    async def preload_roles(self) -> list[str]:
+        """Prepare every role found in role_dir at startup; a broken one is logged and skipped."""
+        ready = []
+        for name in self.roles.names():
+            try:
+                await self.role_reference(name)
+                ready.append(name)
+            except Exception as exc:  # one bad folder must not keep the server from starting
+                logger.warning("role %r in %s could not be loaded: %s", name, self.roles.root, exc)
+        return ready
 
     async def role_reference(self, name: str) -> VoiceReference:
         """A saved role as a prepared reference; the engine's tokens are computed once and stored."""
@@ -127,9 +149,18 @@ class TTSRuntime:
     async def synthesize(self, request: SynthesisRequest) -> AsyncIterator[np.ndarray]:
         """The one synthesis path: checks, then the engine's chunks."""
         self.engine.check_request(request)
-        async for chunk in self.engine.synthesize(request):
-            if chunk.size:
-                yield chunk
+        self.active_generations += 1
+        chunks = self.engine.synthesize(request)
+        try:
+            async for chunk in chunks:
+                if chunk.size:
+                    yield chunk
+        finally:
+            self.active_generations -= 1
+            # Close the engine's iterator now (not at garbage collection), so its backend slot is freed.
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     async def dialogue(self, base: SynthesisRequest, pause: float = 0.2) -> AsyncIterator[np.ndarray]:
         """Multi-speaker text: each tagged segment in its role's voice, with a pause between speakers."""

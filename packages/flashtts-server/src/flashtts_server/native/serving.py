@@ -1,0 +1,106 @@
+"""The logic of the native routes: map each request onto the one synthesis path."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from fastapi import Request, Response, UploadFile
+
+from flashtts_core.errors import InvalidRequest
+from flashtts_core.request import Level
+
+from .. import __version__
+from ..audio_response import audio_response, output_spec
+from ..limits import read_upload
+from ..reference_audio import audio_from_string, build_reference, max_upload_bytes, require_clone
+from ..runtime import TTSRuntime
+from ..settings import ServerSettings
+from ..synthesis_fields import SamplingFields, check_text_length, synthesis_request
+from .protocol import MultiSpeakRequest, ServerInfo, SpeakRequest
+
+
+@dataclass
+class CloneForm:
+    """The fields of POST /clone_voice (multipart)."""
+
+    text: str
+    sampling: SamplingFields
+    stream: bool
+    response_format: str
+    sample_rate: Optional[int]
+    reference_audio: Optional[str] = None
+    reference_audio_file: Optional[UploadFile] = None
+    latent_file: Optional[UploadFile] = None
+    reference_text: Optional[str] = None
+    pitch: Optional[Level] = None
+    speed: Optional[Level] = None
+
+
+def _present(upload: Optional[UploadFile]) -> bool:
+    # Browsers send an empty part with filename "" for an untouched file input.
+    return upload is not None and bool(upload.filename or upload.size)
+
+
+async def clone_voice(request: Request, runtime: TTSRuntime, settings: ServerSettings, form: CloneForm) -> Response:
+    check_text_length(form.text, settings)
+    require_clone(runtime)
+    spec = output_spec(runtime, form.response_format, form.sample_rate)
+    limit = max_upload_bytes(settings)
+    if _present(form.reference_audio_file):
+        audio = await read_upload(form.reference_audio_file, limit, "reference_audio_file")
+    elif form.reference_audio and form.reference_audio.strip():
+        audio = await audio_from_string(form.reference_audio, settings, "reference_audio")
+    else:
+        raise InvalidRequest(
+            "give the reference voice as reference_audio_file (upload) or reference_audio (URL or base64)",
+            param="reference_audio",
+        )
+    latent = await read_upload(form.latent_file, limit, "latent_file") if _present(form.latent_file) else None
+    reference = await build_reference(runtime, settings, audio, form.reference_text, latent)
+    synthesis = synthesis_request(
+        form.text, form.sampling, stream=form.stream, reference=reference, pitch=form.pitch, speed=form.speed
+    )
+    return await audio_response(request, runtime, runtime.synthesize(synthesis), spec, form.stream)
+
+
+async def speak(request: Request, runtime: TTSRuntime, settings: ServerSettings, body: SpeakRequest) -> Response:
+    check_text_length(body.text, settings)
+    spec = output_spec(runtime, body.response_format, body.sample_rate)
+    voice, reference = await runtime.resolve_voice(body.name.strip())
+    synthesis = synthesis_request(
+        body.text, body, stream=body.stream, voice=voice, reference=reference, pitch=body.pitch, speed=body.speed
+    )
+    return await audio_response(request, runtime, runtime.synthesize(synthesis), spec, body.stream)
+
+
+async def multi_speak(request: Request, runtime: TTSRuntime, settings: ServerSettings, body: MultiSpeakRequest) -> Response:
+    check_text_length(body.text, settings)
+    spec = output_spec(runtime, body.response_format, body.sample_rate)
+    base = synthesis_request(body.text, body, stream=body.stream, pitch=body.pitch, speed=body.speed)
+    chunks = runtime.dialogue(base, pause=settings.speaker_pause)
+    return await audio_response(request, runtime, chunks, spec, body.stream)
+
+
+def server_info(runtime: TTSRuntime, settings: ServerSettings) -> ServerInfo:
+    engine = runtime.engine
+    model = engine.model_path.name if engine.model_path is not None else engine.name
+    return ServerInfo(
+        model=model,
+        engine=engine.name,
+        backend=engine.backend_name,
+        sample_rate=engine.sample_rate,
+        capabilities=engine.capabilities.as_dict(),
+        voices=list(engine.voices),
+        roles=runtime.roles.names(),
+        formats=sorted(runtime.plugins.formats),
+        default_voice=settings.default_voice or (engine.voices[0] if engine.voices else None),
+        active_generations=runtime.active_generations,
+        limits={
+            "max_text_length": settings.max_text_length,
+            "max_upload_mb": settings.max_upload_mb,
+            "max_reference_seconds": settings.max_reference_seconds,
+        },
+        auth_required=bool(settings.api_key),
+        version=__version__,
+    )

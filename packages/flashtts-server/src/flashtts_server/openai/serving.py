@@ -1,0 +1,92 @@
+"""The logic of the OpenAI-compatible routes."""
+
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+from fastapi import Request, Response
+
+from flashtts_core.errors import InvalidRequest, NotFound
+from flashtts_core.request import Level, VoiceReference
+
+from ..audio_response import audio_response, output_spec, sse_response
+from ..reference_audio import audio_from_string, build_reference, looks_like_base64_audio
+from ..runtime import TTSRuntime
+from ..settings import ServerSettings
+from ..synthesis_fields import check_text_length, synthesis_request
+from ..url_fetch import looks_like_url
+from .protocol import OPENAI_VOICES, ModelCard, ModelList, SpeechRequest, VoiceCard, VoiceList, VoiceId
+
+_STARTED = int(time.time())
+
+
+async def _default_voice(runtime: TTSRuntime, settings: ServerSettings) -> tuple[Optional[str], Optional[VoiceReference]]:
+    if settings.default_voice:
+        return await runtime.resolve_voice(settings.default_voice)
+    if runtime.engine.voices:
+        return runtime.engine.voices[0], None
+    raise InvalidRequest(
+        f"engine {runtime.engine.name!r} has no built-in voices: name a saved role, or start the server with "
+        "--default_voice ROLE",
+        param="voice",
+    )
+
+
+async def resolve_voice(
+    runtime: TTSRuntime, settings: ServerSettings, voice: "str | VoiceId | None", reference_text: Optional[str]
+) -> tuple[Optional[str], Optional[VoiceReference]]:
+    """A voice field as (built-in voice, clone reference): URL/base64 audio, role, built-in, OpenAI name."""
+    value = (voice.id if isinstance(voice, VoiceId) else voice or "").strip()
+    if not value:
+        return await _default_voice(runtime, settings)
+    if looks_like_url(value) or looks_like_base64_audio(value):
+        data = await audio_from_string(value, settings, "voice")
+        return None, await build_reference(runtime, settings, data, reference_text, param="voice")
+    if runtime.roles.exists(value) or value in runtime.engine.voices:
+        return await runtime.resolve_voice(value)
+    if value.lower() in OPENAI_VOICES:
+        return await _default_voice(runtime, settings)
+    raise NotFound(f"unknown voice {value!r}; available: {', '.join(runtime.voice_names()) or 'none'}", param="voice")
+
+
+async def create_speech(request: Request, runtime: TTSRuntime, settings: ServerSettings, body: SpeechRequest) -> Response:
+    check_text_length(body.input, settings, "input")
+    spec = output_spec(runtime, body.response_format, body.sample_rate)
+    voice, reference = await resolve_voice(runtime, settings, body.voice, body.reference_text)
+    # 1.0 is every client's default: it asks for nothing, so engines without speed control accept it.
+    speed = None if body.speed == 1.0 else Level.from_ratio(body.speed)
+    stream = body.stream or body.stream_format == "sse"
+    synthesis = synthesis_request(
+        body.input, body, stream=stream, voice=voice, reference=reference, pitch=body.pitch, speed=speed,
+        instructions=body.instructions,
+    )
+    chunks = runtime.synthesize(synthesis)
+    if body.stream_format == "sse":
+        return await sse_response(runtime, chunks, spec, body.input)
+    return await audio_response(request, runtime, chunks, spec, stream)
+
+
+def model_ids(runtime: TTSRuntime) -> list[str]:
+    engine = runtime.engine
+    ids = [engine.model_path.name] if engine.model_path is not None else []
+    if engine.name not in ids:
+        ids.append(engine.name)
+    return ids
+
+
+def list_models(runtime: TTSRuntime) -> ModelList:
+    return ModelList(data=[ModelCard(id=i, created=_STARTED) for i in model_ids(runtime)])
+
+
+def get_model(runtime: TTSRuntime, model_id: str) -> ModelCard:
+    if model_id not in model_ids(runtime):
+        raise NotFound(f"unknown model {model_id!r}; this server has: {', '.join(model_ids(runtime))}", param="model")
+    return ModelCard(id=model_id, created=_STARTED)
+
+
+def list_voices(runtime: TTSRuntime) -> VoiceList:
+    saved = runtime.roles.names()
+    cards = [VoiceCard(id=n, name=n, type="role") for n in saved]
+    cards += [VoiceCard(id=n, name=n, type="builtin") for n in runtime.engine.voices if n not in saved]
+    return VoiceList(data=cards, voices=[c.id for c in cards])

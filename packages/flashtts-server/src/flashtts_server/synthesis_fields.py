@@ -1,0 +1,73 @@
+"""Request fields every synthesis route shares, and their mapping onto the core request type."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from flashtts_core.errors import PayloadTooLarge
+from flashtts_core.request import Level, SynthesisRequest, VoiceReference
+from flashtts_core.sampling import SamplingOverrides
+
+from .settings import ServerSettings
+
+DEFAULT_FORMAT = "mp3"
+
+
+class SamplingFields(BaseModel):
+    """Sampling and text-splitting fields; None keeps the engine's own default."""
+
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False, protected_namespaces=())
+
+    temperature: Optional[float] = Field(None, ge=0, le=5, description="Randomness; 0 is greedy. Default: the engine's.")
+    top_k: Optional[int] = Field(None, ge=0, le=1_000_000, description="Top-K sampling (0 disables). Default: the engine's.")
+    top_p: Optional[float] = Field(None, gt=0, le=1, description="Nucleus sampling threshold. Default: the engine's.")
+    repetition_penalty: Optional[float] = Field(None, gt=0, le=10, description="Penalty on repeated tokens. Default: the engine's.")
+    max_tokens: Optional[int] = Field(None, ge=1, le=1_000_000, description="Maximum tokens to generate per text segment.")
+    seed: Optional[int] = Field(None, ge=0, le=2**63 - 1, description="Seed for reproducible sampling.")
+    length_threshold: int = Field(50, ge=1, le=100_000, description="Texts longer than this are split into segments.")
+    window_size: int = Field(50, ge=1, le=100_000, description="Length of each segment when splitting.")
+
+
+class OutputFields(BaseModel):
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+    stream: bool = Field(False, description="Stream the audio as it is generated.")
+    response_format: str = Field(DEFAULT_FORMAT, description="mp3, opus, aac, flac, wav, pcm (or a plugin's format).")
+    sample_rate: Optional[int] = Field(
+        None, ge=8000, le=48000, description="Resample the output to this rate (Hz); default: the model's rate."
+    )
+
+
+def sampling_overrides(fields: SamplingFields) -> SamplingOverrides:
+    return SamplingOverrides(
+        temperature=fields.temperature, top_k=fields.top_k, top_p=fields.top_p,
+        repetition_penalty=fields.repetition_penalty, max_tokens=fields.max_tokens, seed=fields.seed,
+    )
+
+
+def check_text_length(text: str, settings: ServerSettings, param: str = "text") -> None:
+    if len(text) > settings.max_text_length:
+        raise PayloadTooLarge(
+            f"{param} is {len(text)} characters long; the limit is {settings.max_text_length} (see --max_text_length)",
+            param=param,
+        )
+
+
+def synthesis_request(
+    text: str,
+    fields: SamplingFields,
+    *,
+    stream: bool,
+    voice: Optional[str] = None,
+    reference: Optional[VoiceReference] = None,
+    pitch: Optional[Level] = None,
+    speed: Optional[Level] = None,
+    instructions: Optional[str] = None,
+) -> SynthesisRequest:
+    return SynthesisRequest(
+        text=text, voice=voice, reference=reference, pitch=pitch, speed=speed,
+        sampling=sampling_overrides(fields), length_threshold=fields.length_threshold,
+        window_size=fields.window_size, stream=stream, instructions=instructions,
+    )
