@@ -1,0 +1,417 @@
+"""The Spark-TTS engine: voice cloning, the built-in voices female/male with pitch and speed labels,
+fixed voices, long text and streaming, on any LLM backend.
+
+Generation is phased, and each phase tells the backend which token ids are legal
+(``allowed_token_ids``), so the output is well-formed by construction:
+
+- cloning: one phase, semantic tokens only (the prompt ends with ``<|start_semantic_token|>``);
+- built-in voices: the model's own control-mode output, one piece at a time —
+  ``<|start_acoustic_token|>`` (forced), one pitch value, one speed value,
+  ``<|end_acoustic_token|><|start_global_token|>`` (forced), 32 global tokens,
+  ``<|end_global_token|><|start_semantic_token|>`` (forced), then semantic tokens. The voice (pitch
+  value, speed value, global tokens) is sampled once per request and shared by all its segments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import AsyncIterator, Optional, Sequence
+
+import numpy as np
+
+from flashtts_core.audio_io import MAX_SECONDS, MIN_SECONDS, SILENCE_PEAK, resample
+from flashtts_core.backend import BackendConfig
+from flashtts_core.batcher import DynamicBatcher
+from flashtts_core.crossfade import StreamJoiner
+from flashtts_core.engine import BackendFactory, Capabilities, Engine
+from flashtts_core.errors import AudioDecodeError, InvalidRequest
+from flashtts_core.options import EngineOptions
+from flashtts_core.request import Level, SynthesisRequest, VoiceReference
+from flashtts_core.sampling import SamplingParams
+from flashtts_core.text import split_text
+
+from .codec import BiCodecCodec
+from .fixed_voices import FOLDER as FIXED_VOICE_FOLDER
+from .fixed_voices import FixedVoice, FixedVoiceStore
+from .vocabulary import GENDERS, GLOBAL_TOKENS_PER_VOICE, NUM_GLOBAL_CODES, NUM_SEMANTIC_CODES, SparkVocabulary
+
+logger = logging.getLogger("flashtts.spark")
+
+SUBFOLDERS = ("LLM", "BiCodec", "wav2vec2-large-xlsr-53")
+
+# Streaming (in semantic tokens, 50 per second of audio): the first chunk is 1 s, each next one twice
+# as long up to 8 s. BiCodec's decoder is convolutional (tens of tokens of receptive field each side),
+# so a chunk decoded alone differs from the whole decode near its edges. Each chunk is therefore
+# decoded with 1 s of the tokens before it and 0.2 s of the tokens after it (the lookahead: a chunk
+# goes out once those exist, or the segment has ended), and its first 0.1 s overlaps the previous
+# chunk's last 0.1 s; the two are crossfaded, so joins neither click nor drift.
+FIRST_CHUNK_TOKENS = 50
+MAX_CHUNK_TOKENS = 400
+LEFT_CONTEXT_TOKENS = 50
+LOOKAHEAD_TOKENS = 10
+OVERLAP_TOKENS = 5
+
+
+@dataclass(frozen=True)
+class ControlVoice:
+    """What the model samples in control mode before it speaks."""
+
+    pitch_value: int
+    speed_value: int
+    global_tokens: tuple[int, ...]
+
+
+def _derive_seed(seed: Optional[int], *parts: object) -> Optional[int]:
+    """A distinct, reproducible seed per phase and segment of one request (None stays None)."""
+    if seed is None:
+        return None
+    digest = hashlib.blake2b(repr((seed, *parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+class SparkEngine(Engine):
+    name = "spark"
+    description = "Spark-TTS-0.5B (16 kHz): Qwen2 LLM + BiCodec; cloning, female/male voices with pitch and speed"
+    default_role_dir = "data/roles"
+    capabilities = Capabilities(
+        clone=True,
+        reference_text=True,
+        named_voices=True,
+        pitch_speed=True,
+        multi_speaker=True,
+        streaming=True,
+    )
+    sample_rate = 16000
+    voices = list(GENDERS)
+    # Upstream's generate() settings; max_tokens counts semantic tokens (3000 = 60 s of audio).
+    default_sampling = SamplingParams(temperature=0.8, top_k=50, top_p=0.95, repetition_penalty=1.0, max_tokens=3000)
+
+    def __init__(
+        self,
+        backend,
+        vocabulary: SparkVocabulary,
+        tokenizer_codec: BiCodecCodec,
+        detokenizer_codec: BiCodecCodec,
+        options: EngineOptions,
+    ):
+        self.backend = backend
+        self.vocab = vocabulary
+        self.tokenizer_codec = tokenizer_codec
+        self.detokenizer_codec = detokenizer_codec
+        self.hop_length = detokenizer_codec.hop_length
+        self.fix_voice = bool(options.fix_voice)
+        role_dir = Path(options.role_dir) if options.role_dir is not None else Path(self.default_role_dir)
+        self.fixed_voices = FixedVoiceStore(role_dir / FIXED_VOICE_FOLDER)
+        self._fixed_voice_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._tokenize = DynamicBatcher(
+            tokenizer_codec.encode, batch_size=options.batch_size, wait_timeout=options.wait_timeout, name="spark-tokenize"
+        )
+        self._detokenize = DynamicBatcher(
+            detokenizer_codec.decode, batch_size=options.batch_size, wait_timeout=options.wait_timeout, name="spark-detokenize"
+        )
+
+    # -- class-level ------------------------------------------------------------------------------
+    @classmethod
+    def detect(cls, path: Path) -> bool:
+        return all((Path(path) / sub).is_dir() for sub in SUBFOLDERS)
+
+    @classmethod
+    def write_tiny_model(cls, path: Path) -> None:
+        """config.yaml, BiCodec/, wav2vec2-large-xlsr-53/ and LLM/ with tiny random weights; its LLM
+        never samples a stop token, so a generation runs to max_tokens (max_tokens x 320 samples)."""
+        from .tiny_model import write_tiny_spark
+
+        write_tiny_spark(Path(path))
+
+    @classmethod
+    async def load(cls, options: EngineOptions, create_backend: BackendFactory) -> "SparkEngine":
+        from flashtts_core.options import resolve_device
+
+        model_path = Path(options.model_path)
+        options = cls._llm_dtype_fallback(options)
+        tokenizer_device = resolve_device(options.tokenizer_device)
+        detokenizer_device = resolve_device(options.detokenizer_device)
+        start = time.perf_counter()
+        logger.info(
+            "Spark-TTS from %s: audio tokenizer on %s, detokenizer on %s (BiCodec in float32)",
+            model_path, tokenizer_device, detokenizer_device,
+        )
+
+        async def load_codecs() -> tuple[BiCodecCodec, BiCodecCodec]:
+            tokenizer_codec = await asyncio.to_thread(
+                BiCodecCodec.load, model_path, tokenizer_device,
+                wav2vec_attn_implementation=options.wav2vec_attn_implementation,
+            )
+            if detokenizer_device == tokenizer_device:
+                return tokenizer_codec, tokenizer_codec
+            detokenizer_codec = await asyncio.to_thread(BiCodecCodec.load, model_path, detokenizer_device, encoder=False)
+            return tokenizer_codec, detokenizer_codec
+
+        async def load_vocabulary() -> SparkVocabulary:
+            from transformers import AutoTokenizer
+
+            tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, str(model_path / "LLM"))
+            return SparkVocabulary(tokenizer)
+
+        vocabulary, (tokenizer_codec, detokenizer_codec), backend = await asyncio.gather(
+            load_vocabulary(),
+            load_codecs(),
+            create_backend(BackendConfig.from_options(options, model_path / "LLM")),
+        )
+        engine = cls(backend, vocabulary, tokenizer_codec, detokenizer_codec, options)
+        logger.info(
+            "Spark-TTS ready in %.1f s (fix_voice %s, fixed voices in %s)",
+            time.perf_counter() - start, "on" if engine.fix_voice else "off", engine.fixed_voices.root,
+        )
+        return engine
+
+    @staticmethod
+    def _llm_dtype_fallback(options: EngineOptions) -> EngineOptions:
+        """Spark-TTS's LLM does not run in float16 (upstream FlashTTS refuses it): use bfloat16 where
+        the device supports it, else float32."""
+        if options.torch_dtype != "float16":
+            return options
+        from flashtts_core.options import resolve_device
+
+        import torch
+
+        device = resolve_device(options.llm_device)
+        fallback = "float32"
+        if device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            fallback = "bfloat16"
+        logger.warning("Spark-TTS does not support float16: loading the LLM in %s instead", fallback)
+        return options.model_copy(update={"torch_dtype": fallback})
+
+    async def close(self) -> None:
+        self._tokenize.close()
+        self._detokenize.close()
+        await self.backend.close()
+
+    # -- references -------------------------------------------------------------------------------
+    async def prepare_reference(self, reference: VoiceReference) -> VoiceReference:
+        """Compute the reference's BiCodec tokens once: ``features["global_tokens"]`` (32,) and
+        ``features["semantic_tokens"]`` (T,), int64. Valid cached features are kept as they are."""
+        if self._valid_features(reference.features):
+            return reference
+        audio = self._check_reference_audio(reference)
+        try:
+            global_tokens, semantic_tokens = await self._tokenize.submit(audio)
+        except ValueError as exc:
+            raise AudioDecodeError(f"reference audio cannot be tokenized: {exc}") from None
+        if len(semantic_tokens) == 0:
+            raise AudioDecodeError("reference audio is too short to yield any semantic token")
+        features = {
+            "global_tokens": np.asarray(global_tokens, dtype=np.int64),
+            "semantic_tokens": np.asarray(semantic_tokens, dtype=np.int64),
+        }
+        return replace(reference, audio=audio, sample_rate=self.sample_rate, features=features)
+
+    def _check_reference_audio(self, reference: VoiceReference) -> np.ndarray:
+        audio = reference.audio
+        if audio is None or np.asarray(audio).size == 0:
+            raise AudioDecodeError("reference audio is empty", param="reference_audio")
+        audio = np.asarray(audio, dtype=np.float32)
+        if audio.ndim != 1:
+            raise AudioDecodeError(f"reference audio must be mono, got shape {audio.shape}", param="reference_audio")
+        if reference.sample_rate <= 0:
+            raise AudioDecodeError("reference audio has no sample rate", param="reference_audio")
+        duration = audio.size / reference.sample_rate
+        if duration < MIN_SECONDS:
+            raise AudioDecodeError(
+                f"reference audio is {duration * 1000:.0f} ms long; the minimum is {MIN_SECONDS:g} s", param="reference_audio"
+            )
+        # wav2vec2 attends over the whole clip: a long one costs quadratic time and memory.
+        if duration > MAX_SECONDS:
+            raise AudioDecodeError(
+                f"reference audio is {duration:.1f} s long; the maximum is {MAX_SECONDS:g} s", param="reference_audio"
+            )
+        if not np.all(np.isfinite(audio)):
+            raise AudioDecodeError("reference audio contains NaN or infinite samples", param="reference_audio")
+        if float(np.max(np.abs(audio))) < SILENCE_PEAK:
+            raise AudioDecodeError("reference audio is silent", param="reference_audio")
+        if reference.sample_rate != self.sample_rate:
+            audio = resample(audio, reference.sample_rate, self.sample_rate)
+        return audio
+
+    @staticmethod
+    def _valid_features(features: dict) -> bool:
+        g = features.get("global_tokens")
+        s = features.get("semantic_tokens")
+        if g is None or s is None:
+            return False
+        g, s = np.asarray(g), np.asarray(s)
+        return (
+            g.shape == (GLOBAL_TOKENS_PER_VOICE,)
+            and s.ndim == 1
+            and s.size > 0
+            and np.issubdtype(g.dtype, np.integer)
+            and np.issubdtype(s.dtype, np.integer)
+            and 0 <= g.min() and g.max() < NUM_GLOBAL_CODES
+            and 0 <= s.min() and s.max() < NUM_SEMANTIC_CODES
+        )
+
+    # -- synthesis --------------------------------------------------------------------------------
+    async def synthesize(self, request: SynthesisRequest) -> AsyncIterator[np.ndarray]:
+        """Float32 16 kHz chunks: one per text segment (segments generated concurrently), or, when
+        ``request.stream``, growing crossfaded chunks from the first ~1 s of audio on."""
+        self.check_request(request)
+        segments = split_text(request.text, request.length_threshold, request.window_size)
+        if not segments:
+            raise InvalidRequest("text has nothing to speak", param="text")
+        params = self.default_sampling.with_overrides(request.sampling)
+        pitch = request.pitch.index if request.pitch is not None else None
+        speed = request.speed.index if request.speed is not None else None
+
+        if request.reference is not None:
+            reference = await self.prepare_reference(request.reference)
+            global_tokens = tuple(int(g) for g in reference.features["global_tokens"])
+            prompts = [
+                self.vocab.clone_prompt(
+                    segment, global_tokens, reference.features["semantic_tokens"], reference.text, pitch, speed
+                )
+                for segment in segments
+            ]
+        else:
+            gender = request.voice or "female"
+            pitch_level = Level.moderate.index if pitch is None else pitch
+            speed_level = Level.moderate.index if speed is None else speed
+            heads = [self.vocab.control_prompt(s, GENDERS[gender], pitch_level, speed_level) for s in segments]
+            voice = await self._control_voice(heads[0], params, gender, pitch_level)
+            global_tokens = voice.global_tokens
+            suffix = self.vocab.control_voice_suffix(voice.pitch_value, voice.speed_value, voice.global_tokens)
+            prompts = [head + suffix for head in heads]
+
+        semantic_params = params.with_overrides(
+            stop_token_ids=self.vocab.stop_ids, allowed_token_ids=self.vocab.semantic_phase_ids, min_tokens=1
+        )
+        logger.debug("request %s: %d segment(s), stream %s", request.request_id, len(prompts), request.stream)
+        if request.stream:
+            for i, prompt in enumerate(prompts):
+                seg_params = replace(semantic_params, seed=_derive_seed(params.seed, "semantic", i))
+                async for chunk in self._stream_segment(prompt, seg_params, global_tokens):
+                    yield chunk
+            return
+
+        tasks = [
+            asyncio.ensure_future(
+                self._segment_audio(prompt, replace(semantic_params, seed=_derive_seed(params.seed, "semantic", i)), global_tokens)
+            )
+            for i, prompt in enumerate(prompts)
+        ]
+        try:
+            for task in tasks:
+                yield await task
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _control_voice(self, prompt: list[int], params: SamplingParams, gender: str, pitch: int) -> ControlVoice:
+        """Sample (or, with --fix_voice, reuse) the pitch value, speed value and 32 global tokens."""
+        vocab = self.vocab
+        if not self.fix_voice:
+            pitch_value = await self._sample_one(prompt, params, vocab.pitch_value_phase_ids, vocab.pitch_values, "pitch_value")
+            speed_value = await self._sample_one(
+                prompt + [vocab.pitch_values.id(pitch_value)], params, vocab.speed_value_phase_ids, vocab.speed_values, "speed_value"
+            )
+            global_tokens = await self._sample_globals(prompt, params, pitch_value, speed_value)
+            return ControlVoice(pitch_value, speed_value, global_tokens)
+
+        pitch_name = list(Level)[pitch].value
+        key = (gender, pitch_name)
+        fixed = self.fixed_voices.get(gender, pitch_name)
+        if fixed is None:
+            lock = self._fixed_voice_locks.setdefault(key, asyncio.Lock())
+            async with lock:  # concurrent first requests must agree on one voice
+                fixed = await asyncio.to_thread(self.fixed_voices.get, gender, pitch_name)
+                if fixed is None:
+                    pitch_value = await self._sample_one(
+                        prompt, params, vocab.pitch_value_phase_ids, vocab.pitch_values, "pitch_value"
+                    )
+                    speed_value = await self._sample_one(
+                        prompt + [vocab.pitch_values.id(pitch_value)], params, vocab.speed_value_phase_ids,
+                        vocab.speed_values, "speed_value",
+                    )
+                    global_tokens = await self._sample_globals(prompt, params, pitch_value, speed_value)
+                    fixed = await asyncio.to_thread(
+                        self.fixed_voices.put, FixedVoice(gender, pitch_name, pitch_value, global_tokens)
+                    )
+                    return ControlVoice(fixed.pitch_value, speed_value, fixed.global_tokens)
+        speed_value = await self._sample_one(
+            prompt + [vocab.pitch_values.id(fixed.pitch_value)], params, vocab.speed_value_phase_ids, vocab.speed_values,
+            "speed_value",
+        )
+        return ControlVoice(fixed.pitch_value, speed_value, fixed.global_tokens)
+
+    async def _sample_one(self, prompt: list[int], params: SamplingParams, allowed: tuple[int, ...], family, phase: str) -> int:
+        phase_params = params.with_overrides(
+            max_tokens=1, allowed_token_ids=allowed, stop_token_ids=(), min_tokens=0, seed=_derive_seed(params.seed, phase)
+        )
+        out = await self.backend.generate(prompt, phase_params)
+        code = family.code(out.token_ids[0]) if out.token_ids else None
+        if code is None:
+            raise RuntimeError(f"the LLM backend ignored allowed_token_ids in the {phase} phase: {out.token_ids[:4]}")
+        return code
+
+    async def _sample_globals(self, prompt: list[int], params: SamplingParams, pitch_value: int, speed_value: int) -> tuple[int, ...]:
+        vocab = self.vocab
+        head = prompt + [vocab.pitch_values.id(pitch_value), vocab.speed_values.id(speed_value), vocab.end_acoustic, vocab.start_global]
+        phase_params = params.with_overrides(
+            max_tokens=GLOBAL_TOKENS_PER_VOICE, allowed_token_ids=vocab.global_phase_ids, stop_token_ids=(),
+            min_tokens=0, seed=_derive_seed(params.seed, "global"),
+        )
+        out = await self.backend.generate(head, phase_params)
+        codes = vocab.global_codes(out.token_ids)
+        if len(codes) != GLOBAL_TOKENS_PER_VOICE:
+            raise RuntimeError(f"the LLM produced {len(codes)} global tokens instead of {GLOBAL_TOKENS_PER_VOICE}")
+        return tuple(codes)
+
+    async def _segment_audio(self, prompt: list[int], params: SamplingParams, global_tokens: Sequence[int]) -> np.ndarray:
+        """One segment, whole: all its semantic tokens, decoded at once."""
+        out = await self.backend.generate(prompt, params)
+        codes = self.vocab.semantic_codes(out.token_ids)
+        if not codes:
+            logger.warning("a segment produced no semantic tokens (finish reason %s)", out.finish_reason)
+            return np.zeros(0, dtype=np.float32)
+        return await self._decode(global_tokens, codes)
+
+    async def _decode(self, global_tokens: Sequence[int], codes: Sequence[int]) -> np.ndarray:
+        item = (np.asarray(global_tokens, dtype=np.int64), np.asarray(codes, dtype=np.int64))
+        return await self._detokenize.submit(item)
+
+    async def _stream_segment(self, prompt: list[int], params: SamplingParams, global_tokens: Sequence[int]) -> AsyncIterator[np.ndarray]:
+        """One segment as growing chunks; their concatenation is exactly as long as the whole decode."""
+        joiner = StreamJoiner(OVERLAP_TOKENS * self.hop_length)
+        codes: list[int] = []
+        emitted = 0  # tokens whose audio has gone to the joiner
+        chunk = FIRST_CHUNK_TOKENS
+        stream = self.backend.stream(prompt, params)
+        try:
+            async for delta in stream:
+                codes.extend(self.vocab.semantic_codes(delta))
+                while len(codes) - emitted >= chunk + LOOKAHEAD_TOKENS:
+                    audio = await self._decode_window(global_tokens, codes, emitted, emitted + chunk)
+                    yield joiner.push(audio)
+                    emitted += chunk
+                    chunk = min(chunk * 2, MAX_CHUNK_TOKENS)
+        finally:
+            await stream.aclose()
+        if len(codes) > emitted:
+            yield joiner.push(await self._decode_window(global_tokens, codes, emitted, len(codes)))
+        tail = joiner.flush()
+        if tail.size:
+            yield tail
+
+    async def _decode_window(self, global_tokens: Sequence[int], codes: list[int], start: int, end: int) -> np.ndarray:
+        """Audio of tokens [start - overlap, end) (from 0 for the first chunk), decoded with the
+        context that exists on both sides."""
+        head = max(0, start - OVERLAP_TOKENS)
+        context_start = max(0, head - LEFT_CONTEXT_TOKENS)
+        context_end = min(len(codes), end + LOOKAHEAD_TOKENS)
+        audio = await self._decode(global_tokens, codes[context_start:context_end])
+        return audio[(head - context_start) * self.hop_length : (end - context_start) * self.hop_length]

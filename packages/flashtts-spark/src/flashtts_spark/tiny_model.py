@@ -1,0 +1,86 @@
+"""A tiny Spark-TTS model directory in the released layout, for tests and demos (its audio is noise).
+
+BiCodec and wav2vec2 come from :func:`flashtts_spark.bicodec.write_tiny_bicodec`; this module adds
+``LLM/``: a tiny Qwen2 with a tokenizer holding every token upstream adds, in upstream's order.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from .vocabulary import added_tokens
+
+logger = logging.getLogger("flashtts.spark")
+
+# Qwen2.5's own special tokens that Spark-TTS relies on (EOS is <|im_end|>).
+QWEN_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+
+# Hidden-state dimension the tiny LLM keeps constant (see _suppress_stops).
+_BIAS_DIM = 0
+
+
+def _suppress_stops(stop_ids: list[int]):
+    """An init hook that makes the stop tokens practically unreachable, so that a generation always
+    runs to max_tokens and the audio length is predictable (max_tokens x 320 samples).
+
+    Qwen2's output head has no bias and its embeddings are tied, so the hook makes one hidden
+    dimension a large constant instead: every input embedding gets +1 there, which after the final
+    RMSNorm dominates the hidden state; every output row's weight on it is then +1 (a constant shift
+    of all logits, which sampling ignores) except the stop rows, which get -1.
+    """
+
+    def init(model) -> None:
+        embeddings = model.get_input_embeddings().weight
+        embeddings[:, _BIAS_DIM] = 1.0
+        for token_id in stop_ids:
+            embeddings[token_id].zero_()
+            embeddings[token_id, _BIAS_DIM] = -1.0
+
+    return init
+
+
+def write_tiny_llm_folder(llm_dir: Path, seed: int = 0) -> None:
+    """Write ``llm_dir`` (config.json, model.safetensors, tokenizer files) for a tiny Spark LLM."""
+    from flashtts_core.tiny_llm import write_tiny_llm, write_tokenizer
+    from transformers import AutoTokenizer
+
+    llm_dir = Path(llm_dir)
+    vocab_size = write_tokenizer(
+        llm_dir,
+        QWEN_SPECIAL_TOKENS,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        extra_tokens=added_tokens(),
+    )
+    tokenizer = AutoTokenizer.from_pretrained(str(llm_dir))
+    stops = [tokenizer.convert_tokens_to_ids(t) for t in ("<|end_semantic_token|>", "<|im_end|>")]
+    write_tiny_llm(
+        llm_dir,
+        architecture="qwen2",
+        vocab_size=vocab_size,
+        hidden_size=128,
+        num_layers=2,
+        num_heads=4,
+        num_kv_heads=2,
+        intermediate_size=256,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True,
+        max_position_embeddings=8192,
+        seed=seed,
+        init=_suppress_stops(stops),
+    )
+
+
+def write_tiny_spark(path: Path, seed: int = 0) -> Path:
+    """config.yaml, BiCodec/, wav2vec2-large-xlsr-53/ and LLM/ of a tiny Spark-TTS model."""
+    from .bicodec import write_tiny_bicodec
+
+    start = time.perf_counter()
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    write_tiny_bicodec(path, seed=seed)
+    write_tiny_llm_folder(path / "LLM", seed=seed)
+    logger.info("wrote a tiny Spark-TTS model to %s in %.1f s", path, time.perf_counter() - start)
+    return path
