@@ -1,0 +1,202 @@
+"""Continuous batching for the torch backend: one scheduler thread, one batched decode step over
+every active sequence.
+
+Each new sequence is prefilled on its own, then its KV cache joins the batch. Rows of different
+lengths share one left-padded cache: an attention mask hides the padding and per-row position ids
+keep RoPE positions right, so a row decodes the same tokens as it would alone. Finished or
+cancelled rows leave the batch at the next step and free their slot.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from flashtts_core.sampling import SamplingParams
+
+from .torch_sampler import TorchSampler
+
+logger = logging.getLogger("flashtts.backend.torch")
+
+# What a scheduler hands to a sequence's consumer: a list of new ids, an exception, or DONE.
+DONE = object()
+
+
+@dataclass(eq=False)
+class Sequence:
+    """One request in flight. ``emit`` is thread-safe and delivers to the consumer on its loop."""
+
+    prompt_ids: list[int]
+    params: SamplingParams
+    max_new: int
+    sampler: TorchSampler
+    emit: Callable[[object], None]
+    cancel: threading.Event = field(default_factory=threading.Event)
+    seen: torch.Tensor | None = None  # prompt + output ids, for the repetition penalty
+    generated: int = 0
+    next_input: int = -1  # the last sampled token, fed in the next decode step
+    pad: int = 0  # left-padding columns of this row in the batch cache
+
+
+class BatchScheduler:
+    """Runs prefill and batched decode steps in one thread for up to ``max_batch`` sequences."""
+
+    def __init__(self, model, device: str, max_batch: int):
+        self.model = model
+        self.device = device
+        self.max_batch = max_batch
+        self._waiting: list[Sequence] = []
+        self._active: list[Sequence] = []
+        self._kv: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer (B, heads, L, head_dim)
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="flashtts-torch-scheduler", daemon=True)
+        self._thread.start()
+
+    @property
+    def active(self) -> int:
+        """Sequences holding a batch slot right now."""
+        return len(self._active)
+
+    def submit(self, seq: Sequence) -> None:
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("torch backend is closed")
+            self._waiting.append(seq)
+            self._cond.notify()
+
+    def wake(self) -> None:
+        """Called when a consumer cancels, so an idle-looking scheduler drops the row promptly."""
+        with self._cond:
+            self._cond.notify()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join(timeout=30)
+
+    # -- the scheduler thread ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed and not self._waiting and not self._active:
+                    self._cond.wait()
+                if self._closed:
+                    break
+                room = self.max_batch - len(self._active)
+                joining, self._waiting = self._waiting[:room], self._waiting[room:]
+            try:
+                with torch.inference_mode():
+                    cancelled = [s for s in self._active if s.cancel.is_set()]
+                    for seq in cancelled:
+                        seq.emit(DONE)
+                    self._drop(cancelled)
+                    for seq in joining:
+                        self._admit(seq)
+                    if self._active:
+                        self._decode_step()
+            except BaseException as exc:  # every consumer hears of it; the scheduler keeps serving
+                logger.exception("torch backend: batched step failed")
+                failed = joining + self._active
+                self._active, self._kv = [], []
+                for seq in failed:
+                    seq.emit(exc)
+                    seq.emit(DONE)
+        for seq in self._waiting + self._active:
+            seq.emit(RuntimeError("torch backend closed"))
+            seq.emit(DONE)
+
+    def _admit(self, seq: Sequence) -> None:
+        """Prefill one prompt alone, sample its first token, and add its cache to the batch."""
+        from transformers import DynamicCache
+
+        if seq.cancel.is_set():
+            seq.emit(DONE)
+            return
+        ids = torch.tensor([seq.prompt_ids], dtype=torch.long, device=self.device)
+        cache = DynamicCache()
+        out = self.model(input_ids=ids, past_key_values=cache, use_cache=True)
+        seq.seen = ids[0]
+        if not self._take(seq, out.logits[0, -1]):
+            return
+        kv = [(layer.keys, layer.values) for layer in cache.layers]
+        self._join(seq, kv, len(seq.prompt_ids))
+
+    def _take(self, seq: Sequence, logits: torch.Tensor) -> bool:
+        """Sample one token for ``seq`` and deliver it; False when the sequence has finished."""
+        token = seq.sampler(logits, seq.seen)
+        seq.generated += 1
+        if token in seq.params.stop_token_ids or seq.cancel.is_set():
+            seq.emit(DONE)
+            return False
+        seq.emit([token])
+        seq.seen = torch.cat([seq.seen, torch.tensor([token], dtype=torch.long, device=self.device)])
+        seq.next_input = token
+        if seq.generated >= seq.max_new:
+            seq.emit(DONE)
+            return False
+        return True
+
+    def _join(self, seq: Sequence, kv: list[tuple[torch.Tensor, torch.Tensor]], length: int) -> None:
+        if not self._active:
+            self._kv, seq.pad, self._active = kv, 0, [seq]
+            return
+        width = self._kv[0][0].shape[2]
+        if length < width:
+            kv = [(_left_pad(k, width - length), _left_pad(v, width - length)) for k, v in kv]
+            seq.pad = width - length
+        elif length > width:
+            grow = length - width
+            self._kv = [(_left_pad(k, grow), _left_pad(v, grow)) for k, v in self._kv]
+            for other in self._active:
+                other.pad += grow
+            seq.pad = 0
+        self._kv = [(torch.cat([k, nk]), torch.cat([v, nv])) for (k, v), (nk, nv) in zip(self._kv, kv)]
+        self._active.append(seq)
+
+    def _drop(self, finished: list[Sequence]) -> None:
+        """Remove finished rows from the batch, then trim padding columns no remaining row needs."""
+        if not finished:
+            return
+        keep = [i for i, s in enumerate(self._active) if s not in finished]
+        self._active = [self._active[i] for i in keep]
+        if not self._active:
+            self._kv = []
+            return
+        index = torch.tensor(keep, dtype=torch.long, device=self.device)
+        trim = min(s.pad for s in self._active)
+        self._kv = [(k.index_select(0, index)[:, :, trim:], v.index_select(0, index)[:, :, trim:]) for k, v in self._kv]
+        for seq in self._active:
+            seq.pad -= trim
+
+    def _decode_step(self) -> None:
+        from transformers import DynamicCache
+
+        rows = self._active
+        width = self._kv[0][0].shape[2]
+        input_ids = torch.tensor([[s.next_input] for s in rows], dtype=torch.long, device=self.device)
+        mask = torch.ones((len(rows), width + 1), dtype=torch.long, device=self.device)
+        for i, seq in enumerate(rows):
+            mask[i, : seq.pad] = 0
+        # A row's position is the number of real tokens before the new one.
+        positions = torch.tensor([[width - s.pad] for s in rows], dtype=torch.long, device=self.device)
+        cache = DynamicCache(ddp_cache_data=self._kv)
+        out = self.model(
+            input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
+        )
+        self._kv = [(layer.keys, layer.values) for layer in cache.layers]
+        logits = out.logits[:, -1]
+        # _take has already told the finished rows' consumers DONE.
+        self._drop([seq for i, seq in enumerate(rows) if not self._take(seq, logits[i])])
+
+
+def _left_pad(kv: torch.Tensor, columns: int) -> torch.Tensor:
+    """``columns`` zero positions before a (batch, heads, length, head_dim) cache tensor."""
+    pad = kv.new_zeros((kv.shape[0], kv.shape[1], columns, kv.shape[3]))
+    return torch.cat([pad, kv], dim=2)

@@ -1,0 +1,70 @@
+"""Fixtures for the backend tests: one tiny f32 Qwen2 with a byte-level tokenizer, and one engine
+per backend for the whole session (engine start is the expensive part, above all vLLM's)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from flashtts_core.backend import BackendConfig, LLMBackend
+from flashtts_core.errors import BackendUnavailable
+from flashtts_core.plugins import get_plugin_manager
+
+VOCAB = 512
+EOS = "<|im_end|>"
+# Concurrency the suite needs from every backend at once.
+BATCH = 16
+
+
+def write_tiny_qwen2(path: Path, *, hidden: int = 128, layers: int = 2) -> Path:
+    """A tiny Qwen2 whose vocabulary is exactly the tokenizer's (256 bytes + specials + extras)."""
+    from flashtts_core.tiny_llm import write_tiny_llm, write_tokenizer
+
+    extras = [f"<|tok_{i}|>" for i in range(VOCAB - 256 - 2)]
+    size = write_tokenizer(path, ["<|endoftext|>", EOS], eos_token=EOS, extra_tokens=extras)
+    assert size == VOCAB
+    from transformers import AutoTokenizer
+
+    eos_id = AutoTokenizer.from_pretrained(str(path)).convert_tokens_to_ids(EOS)
+    write_tiny_llm(path, vocab_size=VOCAB, hidden_size=hidden, num_layers=layers, eos_token_id=eos_id)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_llm_dir(tmp_path_factory) -> Path:
+    return write_tiny_qwen2(tmp_path_factory.mktemp("tiny-qwen2") / "LLM")
+
+
+def backend_config(model_path: Path, **changes) -> BackendConfig:
+    values = dict(model_path=model_path, device="cpu", torch_dtype="float32", max_length=512,
+                  gpu_memory_utilization=0.5, batch_size=BATCH, seed=0)
+    values.update(changes)
+    return BackendConfig(**values)
+
+
+async def build_backend(name: str, model_path: Path) -> LLMBackend:
+    """Build a registered backend, or skip when its library is not installed here."""
+    cls = get_plugin_manager().backends[name]
+    try:
+        cls.check_available()
+    except BackendUnavailable as exc:
+        pytest.skip(str(exc))
+    return await cls.create(backend_config(model_path))
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def backends(tiny_llm_dir):
+    """``await backends(name)``: that backend on the tiny model, built on first use and shared by
+    the session (all on the session's event loop, which async engines are bound to)."""
+    built: dict[str, LLMBackend] = {}
+
+    async def get(name: str) -> LLMBackend:
+        if name not in built:
+            built[name] = await build_backend(name, tiny_llm_dir)
+        return built[name]
+
+    yield get
+    for backend in built.values():
+        await backend.close()
