@@ -156,11 +156,13 @@ class TTSRuntime:
                 if chunk.size:
                     yield chunk
         finally:
-            self.active_generations -= 1
-            # Close the engine's iterator now (not at garbage collection), so its backend slot is freed.
-            aclose = getattr(chunks, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            try:
+                # Close the engine's iterator now (not at garbage collection), so its backend slot is freed.
+                aclose = getattr(chunks, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+            finally:
+                self.active_generations -= 1
 
     async def dialogue(self, base: SynthesisRequest, pause: float = 0.2) -> AsyncIterator[np.ndarray]:
         """Multi-speaker text: each tagged segment in its role's voice, with a pause between speakers."""
