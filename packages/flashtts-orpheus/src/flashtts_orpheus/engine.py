@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import AsyncIterator, Optional
 
 import numpy as np
-
 from flashtts_core.backend import BackendConfig, LLMBackend
 from flashtts_core.batcher import DynamicBatcher
 from flashtts_core.engine import BackendFactory, Capabilities, Engine

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-
 from flashtts_core.codec import AudioCodec
 from flashtts_core.errors import ModelLoadError
 

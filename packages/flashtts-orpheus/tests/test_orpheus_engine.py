@@ -1,0 +1,191 @@
+"""The Orpheus engine end to end: tiny model, real SNAC, every installed LLM backend."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+import pytest_asyncio
+from flashtts_core.backend import BackendConfig
+from flashtts_core.errors import BackendUnavailable, NotFound, UnsupportedCapability
+from flashtts_core.options import EngineOptions
+from flashtts_core.plugins import get_plugin_manager
+from flashtts_core.request import SynthesisRequest, VoiceReference
+from flashtts_core.sampling import SamplingOverrides
+from flashtts_orpheus import frames as ids
+from flashtts_orpheus.engine import OrpheusEngine
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+FRAMES = 10
+MAX_TOKENS = FRAMES * ids.SLOTS  # the tiny LLM never stops early: exactly FRAMES frames
+CHUNKS = FRAMES - ids.WINDOW_FRAMES + 1  # one chunk per frame from the 4th on
+
+
+def installed_backends() -> list[str]:
+    names = []
+    for name, cls in sorted(get_plugin_manager().backends.items()):
+        try:
+            cls.check_available()
+        except BackendUnavailable:
+            continue
+        names.append(name)
+    return names
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module", params=installed_backends())
+async def engine(request, tiny_orpheus):
+    pm = get_plugin_manager()
+    backend_cls = pm.get_backend(request.param)
+    options = EngineOptions(
+        model_path=tiny_orpheus, backend=request.param, llm_device="cpu", detokenizer_device="cpu",
+        torch_dtype="float32", max_length=4096, batch_size=8, wait_timeout=0.05,
+    )
+
+    async def create_backend(config: BackendConfig):
+        return await backend_cls.create(config)
+
+    engine = await OrpheusEngine.load(options, create_backend)
+    yield engine
+    await engine.close()
+
+
+class ObservedBackend:
+    """The engine's real backend, with the ids it streams counted (and optionally one id injected)."""
+
+    def __init__(self, inner, inject_after: int | None = None, inject: int = 0):
+        self.inner = inner
+        self.inject_after = inject_after
+        self.inject = inject
+        self.emitted = 0
+        self.delta_sizes: list[int] = []
+        self.prompts: list[list[int]] = []
+
+    async def stream(self, prompt_ids, params):
+        self.prompts.append(list(prompt_ids))
+        async for delta in self.inner.stream(prompt_ids, params):
+            delta = list(delta)
+            if self.inject_after is not None and self.emitted <= self.inject_after < self.emitted + len(delta):
+                cut = self.inject_after - self.emitted
+                delta = delta[:cut] + [self.inject] + delta[cut:]
+            self.emitted += len(delta)
+            self.delta_sizes.append(len(delta))
+            yield delta
+
+    async def close(self):
+        pass
+
+
+class observe:
+    def __init__(self, engine, **kwargs):
+        self.engine = engine
+        self.observed = ObservedBackend(engine.backend, **kwargs)
+
+    def __enter__(self) -> ObservedBackend:
+        self.real, self.engine.backend = self.engine.backend, self.observed
+        return self.observed
+
+    def __exit__(self, *exc):
+        self.engine.backend = self.real
+
+
+def request(text: str = "Hello there.", **kwargs) -> SynthesisRequest:
+    sampling = SamplingOverrides(max_tokens=kwargs.pop("max_tokens", MAX_TOKENS), seed=kwargs.pop("seed", None))
+    return SynthesisRequest(text=text, sampling=sampling, **kwargs)
+
+
+async def drain(engine, req) -> np.ndarray:
+    chunks = [c async for c in engine.synthesize(req)]
+    return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+
+
+async def test_speaks_well_formed_frames_as_24khz_audio(engine):
+    audio = await drain(engine, request(voice="tara"))
+    assert engine.sample_rate == 24000
+    assert audio.dtype == np.float32 and audio.shape == (CHUNKS * ids.SAMPLES_PER_FRAME,)
+    assert np.isfinite(audio).all() and np.abs(audio).max() > 0
+    assert engine.malformed_frames == 0
+
+
+async def test_first_chunk_after_four_frames_then_one_per_frame(engine):
+    with observe(engine) as backend:
+        emitted_at_chunk = []
+        async for chunk in engine.synthesize(request(voice="leah", stream=True)):
+            assert chunk.shape == (ids.SAMPLES_PER_FRAME,)
+            emitted_at_chunk.append(backend.emitted)
+    assert len(emitted_at_chunk) == CHUNKS
+    expected = [ids.WINDOW_FRAMES * ids.SLOTS + k * ids.SLOTS for k in range(CHUNKS)]
+    if set(backend.delta_sizes) == {1}:  # a backend streaming id by id shows the exact points
+        assert emitted_at_chunk == expected
+    else:  # ids in bursts: never a chunk before its frame exists
+        assert all(got >= want for got, want in zip(emitted_at_chunk, expected))
+
+
+async def test_voice_and_emotion_tags_reach_the_prompt(engine):
+    with observe(engine) as backend:
+        await drain(engine, request("Well <laugh> that was fun.", voice="zoe", max_tokens=7))
+    (prompt,) = backend.prompts
+    assert prompt[:2] == [ids.START_OF_HUMAN, ids.BEGIN_OF_TEXT] and prompt[-4:] == [128009, 128260, 128261, 128257]
+    assert engine.tokenizer.decode(prompt[2:-4]) == "zoe: Well <laugh> that was fun."
+
+
+async def test_default_voice_is_the_first_of_the_language(engine):
+    with observe(engine) as backend:
+        await drain(engine, request(max_tokens=7))
+    assert engine.tokenizer.decode(backend.prompts[0][2:-4]).startswith("tara: ")
+
+
+async def test_malformed_frame_is_skipped_and_counted(engine):
+    before = engine.malformed_frames
+    wrong_slot = ids.AUDIO_BASE + 5 * ids.CODEBOOK_SIZE  # code 0 of slot 5, in the middle of a frame
+    with observe(engine, inject_after=2 * ids.SLOTS + 3, inject=wrong_slot):
+        audio = await drain(engine, request())
+    assert engine.malformed_frames == before + 1
+    assert audio.shape == ((CHUNKS - 1) * ids.SAMPLES_PER_FRAME,)  # one frame lost, nothing else
+
+
+async def test_long_text_is_split_and_spoken_segment_by_segment(engine):
+    text = "The first sentence is here. A second one follows it. And a third ends it."
+    with observe(engine) as backend:
+        audio = await drain(engine, request(text, window_size=6, length_threshold=6))
+    assert len(backend.prompts) == 3
+    assert audio.shape == (3 * CHUNKS * ids.SAMPLES_PER_FRAME,)
+
+
+async def test_concurrent_requests_share_snac_batches(engine):
+    before = engine.decoder.largest_batch
+    results = await asyncio.gather(*(drain(engine, request(voice=v)) for v in ("tara", "dan", "mia")))
+    assert all(r.shape == (CHUNKS * ids.SAMPLES_PER_FRAME,) for r in results)
+    assert max(before, engine.decoder.largest_batch) > 1
+
+
+async def test_closing_the_stream_stops_generation(engine):
+    with observe(engine) as backend:
+        stream = engine.synthesize(request(max_tokens=700, stream=True))
+        await stream.__anext__()
+        await stream.aclose()
+    assert backend.emitted < 700
+
+
+async def test_unsupported_requests_are_clear_4xx(engine):
+    with pytest.raises(NotFound, match="unknown voice 'alice'") as err:
+        engine.check_request(request(voice="alice"))
+    assert err.value.status == 404
+    with pytest.raises(UnsupportedCapability) as err:
+        engine.check_request(request(voice="tara", pitch="high"))
+    assert err.value.status == 400
+    with pytest.raises(UnsupportedCapability):
+        engine.check_request(request(voice="tara", speed="low"))
+    with pytest.raises(UnsupportedCapability, match="cloning"):
+        engine.check_request(request(reference=VoiceReference(audio=np.zeros(24000, np.float32), sample_rate=24000)))
+    with pytest.raises(NotFound):
+        await drain(engine, request(voice="pierre"))  # a French voice on the English model
+
+
+async def test_capabilities_and_sampling_defaults(engine):
+    caps = engine.capabilities
+    assert (caps.clone, caps.pitch_speed, caps.named_voices, caps.multi_speaker, caps.streaming) == (False, False, True, True, True)
+    d = engine.default_sampling
+    assert (d.temperature, d.top_p, d.repetition_penalty, d.max_tokens, d.stop_token_ids) == (0.6, 0.9, 1.1, 1200, (128258,))
+    assert engine.info()["lang"] == "english" and engine.voices[0] == "tara"
