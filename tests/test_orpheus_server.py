@@ -1,4 +1,4 @@
-"""Orpheus end to end through a real `flashtts serve` (torch backend, tiny model) and the CLI."""
+"""Orpheus end to end through a real `flashtts serve` (tiny model, every installed backend) and the CLI."""
 
 from __future__ import annotations
 
@@ -19,11 +19,26 @@ MAX_TOKENS = 7 * FRAMES  # the tiny LLM never stops early
 CHUNK_SAMPLES = (FRAMES - 3) * SAMPLES_PER_FRAME  # first audio at frame 4, then one frame each
 
 
-@pytest.fixture(scope="module")
-def server(tiny_orpheus, tmp_path_factory) -> Server:
-    tmp = tmp_path_factory.mktemp("orpheus-server")
+def installed_backends() -> list[str]:
+    """Every registered backend whose library is installed here; the server tests run on each."""
+    from flashtts_core.errors import BackendUnavailable
+    from flashtts_core.plugins import get_plugin_manager
+
+    names = []
+    for name, cls in sorted(get_plugin_manager().backends.items()):
+        try:
+            cls.check_available()
+        except BackendUnavailable:
+            continue
+        names.append(name)
+    return names
+
+
+@pytest.fixture(scope="module", params=installed_backends())
+def server(request, tiny_orpheus, tmp_path_factory) -> Server:
+    tmp = tmp_path_factory.mktemp(f"orpheus-server-{request.param}")
     args = [
-        "--model_path", str(tiny_orpheus), "--backend", "torch", "--llm_device", "cpu",
+        "--model_path", str(tiny_orpheus), "--backend", request.param, "--llm_device", "cpu",
         "--detokenizer_device", "cpu", "--batch_size", "4", "--role_dir", str(tmp / "roles"),
     ]
     srv = start_server(args, tmp)
