@@ -189,3 +189,50 @@ async def test_capabilities_and_sampling_defaults(engine):
     d = engine.default_sampling
     assert (d.temperature, d.top_p, d.repetition_penalty, d.max_tokens, d.stop_token_ids) == (0.6, 0.9, 1.1, 1200, (128258,))
     assert engine.info()["lang"] == "english" and engine.voices[0] == "tara"
+
+
+def llm_only_copy(tiny_orpheus, folder):
+    """The tiny model's LLM files (linked, not copied) in a folder with no snac/ inside."""
+    folder.mkdir()
+    for item in tiny_orpheus.iterdir():
+        if item.name != "snac":
+            (folder / item.name).symlink_to(item)
+    return folder
+
+
+async def test_codec_from_snac_path_when_the_model_folder_has_none(tiny_orpheus, tmp_path):
+    from flashtts_core.errors import ModelLoadError
+
+    model = llm_only_copy(tiny_orpheus, tmp_path / "orpheus-3b-0.1-ft")
+    assert OrpheusEngine.detect(model)  # detection does not need the codec
+
+    async def no_backend(config):
+        raise AssertionError("the missing codec must be reported before the LLM loads")
+
+    with pytest.raises(ModelLoadError, match="--snac_path"):
+        await OrpheusEngine.load(EngineOptions(model_path=model), no_backend)
+
+    backend_cls = get_plugin_manager().get_backend("torch")
+    options = EngineOptions(model_path=model, snac_path=tiny_orpheus / "snac", llm_device="cpu", detokenizer_device="cpu")
+    engine = await OrpheusEngine.load(options, backend_cls.create)
+    try:
+        audio = await drain(engine, request(voice="jess", max_tokens=5 * ids.SLOTS))
+        assert audio.shape == (2 * ids.SAMPLES_PER_FRAME,)
+        assert engine.codec.path == tiny_orpheus / "snac"
+    finally:
+        await engine.close()
+
+
+async def test_lang_selects_the_voice_set(tiny_orpheus, tmp_path):
+    model = llm_only_copy(tiny_orpheus, tmp_path / "3b-fr-ft-research_release")
+    (model / "snac").symlink_to(tiny_orpheus / "snac")
+    backend_cls = get_plugin_manager().get_backend("torch")
+    engine = await OrpheusEngine.load(EngineOptions(model_path=model, llm_device="cpu", detokenizer_device="cpu"), backend_cls.create)
+    try:
+        assert engine.lang == "french" and engine.voices == ["pierre", "amelie", "marie"]  # from the folder name
+        with pytest.raises(NotFound, match="pierre"):
+            engine.check_request(request(voice="tara"))
+        audio = await drain(engine, request("Bonjour <chuckle> !", voice="amelie", max_tokens=4 * ids.SLOTS))
+        assert audio.shape == (ids.SAMPLES_PER_FRAME,)
+    finally:
+        await engine.close()
