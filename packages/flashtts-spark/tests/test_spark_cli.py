@@ -29,14 +29,39 @@ def _check_wav(path, tokens: int) -> None:
 def test_tiny_model_command_then_infer_builtin_voice(tmp_path):
     target = tmp_path / "spark"
     _flashtts("tiny-model", "spark", str(target))
-    for path in ("config.yaml", "BiCodec/config.yaml", "BiCodec/model.safetensors", "LLM/config.json",
-                 "LLM/model.safetensors", "LLM/tokenizer.json", "wav2vec2-large-xlsr-53/config.json"):
+    for path in (
+        "config.yaml",
+        "BiCodec/config.yaml",
+        "BiCodec/model.safetensors",
+        "LLM/config.json",
+        "LLM/model.safetensors",
+        "LLM/tokenizer.json",
+        "wav2vec2-large-xlsr-53/config.json",
+    ):
         assert (target / path).is_file(), path
     assert "audio_tokenizer:" in (target / "BiCodec" / "config.yaml").read_text()
     out = tmp_path / "out.wav"
-    _flashtts("infer", "--model_path", str(target), "--backend", "torch", "-i", "Hello there.", "-o", str(out),
-              "--name", "female", "--pitch", "high", "--speed", "low", "--max_tokens", "40",
-              "--role_dir", str(tmp_path / "roles"))
+    _flashtts(
+        "infer",
+        "--model_path",
+        str(target),
+        "--backend",
+        "torch",
+        "-i",
+        "Hello there.",
+        "-o",
+        str(out),
+        "--name",
+        "female",
+        "--pitch",
+        "high",
+        "--speed",
+        "low",
+        "--max_tokens",
+        "40",
+        "--role_dir",
+        str(tmp_path / "roles"),
+    )
     _check_wav(out, 40)
 
 
@@ -46,7 +71,23 @@ def test_infer_clone(tiny_spark, tmp_path):
     ref = tmp_path / "ref.wav"
     sf.write(ref, (0.3 * np.sin(2 * np.pi * 220 * t) + 0.01 * rng.standard_normal(t.size)).astype(np.float32), 24000)
     out = tmp_path / "clone.wav"
-    _flashtts("infer", "--model_path", str(tiny_spark), "--backend", "torch", "-i", "Hello there.", "-o", str(out),
-              "--reference_audio", str(ref), "--reference_text", "A reference.", "--max_tokens", "30",
-              "--role_dir", str(tmp_path / "roles"))
+    _flashtts(
+        "infer",
+        "--model_path",
+        str(tiny_spark),
+        "--backend",
+        "torch",
+        "-i",
+        "Hello there.",
+        "-o",
+        str(out),
+        "--reference_audio",
+        str(ref),
+        "--reference_text",
+        "A reference.",
+        "--max_tokens",
+        "30",
+        "--role_dir",
+        str(tmp_path / "roles"),
+    )
     _check_wav(out, 30)

@@ -69,25 +69,50 @@ def test_clone_prompt(vocab):
     globals_ = list(range(32))
     without = _tokens(vocab, vocab.clone_prompt("Hi", globals_, [5, 6], None))
     assert without[:2] == ["<|task_tts|>", "<|start_content|>"]
-    assert without[-35:] == ["<|start_global_token|>", *[f"<|bicodec_global_{i}|>" for i in range(32)],
-                             "<|end_global_token|>", "<|start_semantic_token|>"]
+    assert without[-35:] == [
+        "<|start_global_token|>",
+        *[f"<|bicodec_global_{i}|>" for i in range(32)],
+        "<|end_global_token|>",
+        "<|start_semantic_token|>",
+    ]
     assert "<|start_style_label|>" not in without
     with_text = vocab.clone_prompt("Hi", globals_, [5, 6], "Ref.")
     assert vocab.tokenizer.decode(with_text[2 : with_text.index(vocab.end_content)]) == "Ref.Hi"
-    assert _tokens(vocab, with_text[-3:]) == ["<|start_semantic_token|>", "<|bicodec_semantic_5|>", "<|bicodec_semantic_6|>"]
+    assert _tokens(vocab, with_text[-3:]) == [
+        "<|start_semantic_token|>",
+        "<|bicodec_semantic_5|>",
+        "<|bicodec_semantic_6|>",
+    ]
     styled = _tokens(vocab, vocab.clone_prompt("Hi", globals_, None, None, pitch=4, speed=None))
     i = styled.index("<|start_style_label|>")
-    assert styled[i : i + 4] == ["<|start_style_label|>", "<|pitch_label_4|>", "<|speed_label_2|>", "<|end_style_label|>"]
+    assert styled[i : i + 4] == [
+        "<|start_style_label|>",
+        "<|pitch_label_4|>",
+        "<|speed_label_2|>",
+        "<|end_style_label|>",
+    ]
     assert "<|start_style_label|>" not in _tokens(vocab, vocab.clone_prompt("Hi", globals_, None, None, 2, 2))
 
 
 def test_control_prompt(vocab):
     prompt = _tokens(vocab, vocab.control_prompt("Hi", gender=1, pitch=0, speed=4))
     assert prompt[:2] == ["<|task_controllable_tts|>", "<|start_content|>"]
-    assert prompt[-7:] == ["<|end_content|>", "<|start_style_label|>", "<|gender_1|>", "<|pitch_label_0|>",
-                           "<|speed_label_4|>", "<|end_style_label|>", "<|start_acoustic_token|>"]
+    assert prompt[-7:] == [
+        "<|end_content|>",
+        "<|start_style_label|>",
+        "<|gender_1|>",
+        "<|pitch_label_0|>",
+        "<|speed_label_4|>",
+        "<|end_style_label|>",
+        "<|start_acoustic_token|>",
+    ]
     suffix = _tokens(vocab, vocab.control_voice_suffix(700, 3, [9] * 32))
-    assert suffix[:4] == ["<|pitch_value_700|>", "<|speed_value_3|>", "<|end_acoustic_token|>", "<|start_global_token|>"]
+    assert suffix[:4] == [
+        "<|pitch_value_700|>",
+        "<|speed_value_3|>",
+        "<|end_acoustic_token|>",
+        "<|start_global_token|>",
+    ]
     assert suffix[-2:] == ["<|end_global_token|>", "<|start_semantic_token|>"]
 
 

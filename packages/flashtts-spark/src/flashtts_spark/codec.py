@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-
 from flashtts_core.codec import AudioCodec
 
 logger = logging.getLogger("flashtts.spark")
@@ -57,7 +56,10 @@ class BiCodecCodec(AudioCodec):
         """16 kHz float32 mono clips → (global tokens, semantic tokens) per clip."""
         if not self.can_encode:
             raise RuntimeError("this BiCodec was loaded without its wav2vec2 encoder")
-        return [(np.asarray(g, dtype=np.int64), np.asarray(s, dtype=np.int64)) for g, s in self._tokenizer.tokenize(list(wavs))]
+        return [
+            (np.asarray(g, dtype=np.int64), np.asarray(s, dtype=np.int64))
+            for g, s in self._tokenizer.tokenize(list(wavs))
+        ]
 
     def decode(self, tokens: Sequence[SpeakerTokens]) -> list[np.ndarray]:
         """(global tokens (32,), semantic tokens (T,)) pairs → float32 audio of T x 320 samples each."""

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import AsyncIterator, Optional, Sequence
 
 import numpy as np
-
 from flashtts_core.audio_io import MAX_SECONDS, MIN_SECONDS, SILENCE_PEAK, resample
 from flashtts_core.backend import BackendConfig
 from flashtts_core.batcher import DynamicBatcher
@@ -111,10 +110,16 @@ class SparkEngine(Engine):
         self.fixed_voices = FixedVoiceStore(role_dir / FIXED_VOICE_FOLDER)
         self._fixed_voice_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._tokenize = DynamicBatcher(
-            tokenizer_codec.encode, batch_size=options.batch_size, wait_timeout=options.wait_timeout, name="spark-tokenize"
+            tokenizer_codec.encode,
+            batch_size=options.batch_size,
+            wait_timeout=options.wait_timeout,
+            name="spark-tokenize",
         )
         self._detokenize = DynamicBatcher(
-            detokenizer_codec.decode, batch_size=options.batch_size, wait_timeout=options.wait_timeout, name="spark-detokenize"
+            detokenizer_codec.decode,
+            batch_size=options.batch_size,
+            wait_timeout=options.wait_timeout,
+            name="spark-detokenize",
         )
 
     # -- class-level ------------------------------------------------------------------------------
@@ -141,17 +146,23 @@ class SparkEngine(Engine):
         start = time.perf_counter()
         logger.info(
             "Spark-TTS from %s: audio tokenizer on %s, detokenizer on %s (BiCodec in float32)",
-            model_path, tokenizer_device, detokenizer_device,
+            model_path,
+            tokenizer_device,
+            detokenizer_device,
         )
 
         async def load_codecs() -> tuple[BiCodecCodec, BiCodecCodec]:
             tokenizer_codec = await asyncio.to_thread(
-                BiCodecCodec.load, model_path, tokenizer_device,
+                BiCodecCodec.load,
+                model_path,
+                tokenizer_device,
                 wav2vec_attn_implementation=options.wav2vec_attn_implementation,
             )
             if detokenizer_device == tokenizer_device:
                 return tokenizer_codec, tokenizer_codec
-            detokenizer_codec = await asyncio.to_thread(BiCodecCodec.load, model_path, detokenizer_device, encoder=False)
+            detokenizer_codec = await asyncio.to_thread(
+                BiCodecCodec.load, model_path, detokenizer_device, encoder=False
+            )
             return tokenizer_codec, detokenizer_codec
 
         async def load_vocabulary() -> SparkVocabulary:
@@ -168,7 +179,9 @@ class SparkEngine(Engine):
         engine = cls(backend, vocabulary, tokenizer_codec, detokenizer_codec, options)
         logger.info(
             "Spark-TTS ready in %.1f s (fix_voice %s, fixed voices in %s)",
-            time.perf_counter() - start, "on" if engine.fix_voice else "off", engine.fixed_voices.root,
+            time.perf_counter() - start,
+            "on" if engine.fix_voice else "off",
+            engine.fixed_voices.root,
         )
         return engine
 
@@ -178,9 +191,8 @@ class SparkEngine(Engine):
         the device supports it, else float32."""
         if options.torch_dtype != "float16":
             return options
-        from flashtts_core.options import resolve_device
-
         import torch
+        from flashtts_core.options import resolve_device
 
         device = resolve_device(options.llm_device)
         fallback = "float32"
@@ -225,7 +237,8 @@ class SparkEngine(Engine):
         duration = audio.size / reference.sample_rate
         if duration < MIN_SECONDS:
             raise AudioDecodeError(
-                f"reference audio is {duration * 1000:.0f} ms long; the minimum is {MIN_SECONDS:g} s", param="reference_audio"
+                f"reference audio is {duration * 1000:.0f} ms long; the minimum is {MIN_SECONDS:g} s",
+                param="reference_audio",
             )
         # wav2vec2 attends over the whole clip: a long one costs quadratic time and memory.
         if duration > MAX_SECONDS:
@@ -253,8 +266,10 @@ class SparkEngine(Engine):
             and s.size > 0
             and np.issubdtype(g.dtype, np.integer)
             and np.issubdtype(s.dtype, np.integer)
-            and 0 <= g.min() and g.max() < NUM_GLOBAL_CODES
-            and 0 <= s.min() and s.max() < NUM_SEMANTIC_CODES
+            and g.min() >= 0
+            and g.max() < NUM_GLOBAL_CODES
+            and s.min() >= 0
+            and s.max() < NUM_SEMANTIC_CODES
         )
 
     # -- synthesis --------------------------------------------------------------------------------
@@ -301,7 +316,9 @@ class SparkEngine(Engine):
 
         tasks = [
             asyncio.ensure_future(
-                self._segment_audio(prompt, replace(semantic_params, seed=_derive_seed(params.seed, "semantic", i)), global_tokens)
+                self._segment_audio(
+                    prompt, replace(semantic_params, seed=_derive_seed(params.seed, "semantic", i)), global_tokens
+                )
             )
             for i, prompt in enumerate(prompts)
         ]
@@ -315,44 +332,47 @@ class SparkEngine(Engine):
 
     async def _control_voice(self, prompt: list[int], params: SamplingParams, gender: str, pitch: int) -> ControlVoice:
         """Sample (or, with --fix_voice, reuse) the pitch value, speed value and 32 global tokens."""
-        vocab = self.vocab
         if not self.fix_voice:
-            pitch_value = await self._sample_one(prompt, params, vocab.pitch_value_phase_ids, vocab.pitch_values, "pitch_value")
-            speed_value = await self._sample_one(
-                prompt + [vocab.pitch_values.id(pitch_value)], params, vocab.speed_value_phase_ids, vocab.speed_values, "speed_value"
-            )
-            global_tokens = await self._sample_globals(prompt, params, pitch_value, speed_value)
-            return ControlVoice(pitch_value, speed_value, global_tokens)
-
+            return await self._sample_voice(prompt, params)
         pitch_name = list(Level)[pitch].value
-        key = (gender, pitch_name)
         fixed = self.fixed_voices.get(gender, pitch_name)
         if fixed is None:
-            lock = self._fixed_voice_locks.setdefault(key, asyncio.Lock())
+            lock = self._fixed_voice_locks.setdefault((gender, pitch_name), asyncio.Lock())
             async with lock:  # concurrent first requests must agree on one voice
                 fixed = await asyncio.to_thread(self.fixed_voices.get, gender, pitch_name)
                 if fixed is None:
-                    pitch_value = await self._sample_one(
-                        prompt, params, vocab.pitch_value_phase_ids, vocab.pitch_values, "pitch_value"
-                    )
-                    speed_value = await self._sample_one(
-                        prompt + [vocab.pitch_values.id(pitch_value)], params, vocab.speed_value_phase_ids,
-                        vocab.speed_values, "speed_value",
-                    )
-                    global_tokens = await self._sample_globals(prompt, params, pitch_value, speed_value)
+                    voice = await self._sample_voice(prompt, params)
                     fixed = await asyncio.to_thread(
-                        self.fixed_voices.put, FixedVoice(gender, pitch_name, pitch_value, global_tokens)
+                        self.fixed_voices.put, FixedVoice(gender, pitch_name, voice.pitch_value, voice.global_tokens)
                     )
-                    return ControlVoice(fixed.pitch_value, speed_value, fixed.global_tokens)
-        speed_value = await self._sample_one(
-            prompt + [vocab.pitch_values.id(fixed.pitch_value)], params, vocab.speed_value_phase_ids, vocab.speed_values,
-            "speed_value",
-        )
+                    if fixed.global_tokens == voice.global_tokens:
+                        return voice
+        speed_value = await self._sample_speed(prompt, params, fixed.pitch_value)
         return ControlVoice(fixed.pitch_value, speed_value, fixed.global_tokens)
 
-    async def _sample_one(self, prompt: list[int], params: SamplingParams, allowed: tuple[int, ...], family, phase: str) -> int:
+    async def _sample_voice(self, prompt: list[int], params: SamplingParams) -> ControlVoice:
+        vocab = self.vocab
+        pitch_value = await self._sample_one(
+            prompt, params, vocab.pitch_value_phase_ids, vocab.pitch_values, "pitch_value"
+        )
+        speed_value = await self._sample_speed(prompt, params, pitch_value)
+        global_tokens = await self._sample_globals(prompt, params, pitch_value, speed_value)
+        return ControlVoice(pitch_value, speed_value, global_tokens)
+
+    async def _sample_speed(self, prompt: list[int], params: SamplingParams, pitch_value: int) -> int:
+        vocab = self.vocab
+        head = prompt + [vocab.pitch_values.id(pitch_value)]
+        return await self._sample_one(head, params, vocab.speed_value_phase_ids, vocab.speed_values, "speed_value")
+
+    async def _sample_one(
+        self, prompt: list[int], params: SamplingParams, allowed: tuple[int, ...], family, phase: str
+    ) -> int:
         phase_params = params.with_overrides(
-            max_tokens=1, allowed_token_ids=allowed, stop_token_ids=(), min_tokens=0, seed=_derive_seed(params.seed, phase)
+            max_tokens=1,
+            allowed_token_ids=allowed,
+            stop_token_ids=(),
+            min_tokens=0,
+            seed=_derive_seed(params.seed, phase),
         )
         out = await self.backend.generate(prompt, phase_params)
         code = family.code(out.token_ids[0]) if out.token_ids else None
@@ -360,12 +380,22 @@ class SparkEngine(Engine):
             raise RuntimeError(f"the LLM backend ignored allowed_token_ids in the {phase} phase: {out.token_ids[:4]}")
         return code
 
-    async def _sample_globals(self, prompt: list[int], params: SamplingParams, pitch_value: int, speed_value: int) -> tuple[int, ...]:
+    async def _sample_globals(
+        self, prompt: list[int], params: SamplingParams, pitch_value: int, speed_value: int
+    ) -> tuple[int, ...]:
         vocab = self.vocab
-        head = prompt + [vocab.pitch_values.id(pitch_value), vocab.speed_values.id(speed_value), vocab.end_acoustic, vocab.start_global]
+        head = prompt + [
+            vocab.pitch_values.id(pitch_value),
+            vocab.speed_values.id(speed_value),
+            vocab.end_acoustic,
+            vocab.start_global,
+        ]
         phase_params = params.with_overrides(
-            max_tokens=GLOBAL_TOKENS_PER_VOICE, allowed_token_ids=vocab.global_phase_ids, stop_token_ids=(),
-            min_tokens=0, seed=_derive_seed(params.seed, "global"),
+            max_tokens=GLOBAL_TOKENS_PER_VOICE,
+            allowed_token_ids=vocab.global_phase_ids,
+            stop_token_ids=(),
+            min_tokens=0,
+            seed=_derive_seed(params.seed, "global"),
         )
         out = await self.backend.generate(head, phase_params)
         codes = vocab.global_codes(out.token_ids)
@@ -373,7 +403,9 @@ class SparkEngine(Engine):
             raise RuntimeError(f"the LLM produced {len(codes)} global tokens instead of {GLOBAL_TOKENS_PER_VOICE}")
         return tuple(codes)
 
-    async def _segment_audio(self, prompt: list[int], params: SamplingParams, global_tokens: Sequence[int]) -> np.ndarray:
+    async def _segment_audio(
+        self, prompt: list[int], params: SamplingParams, global_tokens: Sequence[int]
+    ) -> np.ndarray:
         """One segment, whole: all its semantic tokens, decoded at once."""
         out = await self.backend.generate(prompt, params)
         codes = self.vocab.semantic_codes(out.token_ids)
@@ -386,7 +418,9 @@ class SparkEngine(Engine):
         item = (np.asarray(global_tokens, dtype=np.int64), np.asarray(codes, dtype=np.int64))
         return await self._detokenize.submit(item)
 
-    async def _stream_segment(self, prompt: list[int], params: SamplingParams, global_tokens: Sequence[int]) -> AsyncIterator[np.ndarray]:
+    async def _stream_segment(
+        self, prompt: list[int], params: SamplingParams, global_tokens: Sequence[int]
+    ) -> AsyncIterator[np.ndarray]:
         """One segment as growing chunks; their concatenation is exactly as long as the whole decode."""
         joiner = StreamJoiner(OVERLAP_TOKENS * self.hop_length)
         codes: list[int] = []
