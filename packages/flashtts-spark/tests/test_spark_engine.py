@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 
@@ -213,3 +214,19 @@ async def test_fix_voice_across_requests_and_restarts(tiny_spark, tmp_path):
         assert changed.shape == first.shape and not np.array_equal(changed, first)
     finally:
         await rt.close()
+
+
+async def test_closing_a_stream_stops_generation(runtime):
+    chunks = runtime.synthesize(
+        _request(
+            text="One. Two. Three.", max_tokens=2000, length_threshold=1, window_size=1, voice="female", stream=True
+        )
+    )
+    first = await chunks.__anext__()
+    assert first.size > 0
+    await chunks.aclose()  # a client that goes away
+    for _ in range(100):
+        if runtime.engine.backend.active == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert runtime.engine.backend.active == 0
