@@ -119,6 +119,15 @@ async def test_long_text_yields_every_segment(runtime, reference):
             _check_audio(chunk, 10)
 
 
+async def test_long_text_streamed_matches_non_stream(runtime):
+    text = "The first sentence is here. A second one follows it! Then a third?"
+    kwargs = dict(text=text, voice="male", max_tokens=80, seed=4, length_threshold=5, window_size=6)
+    whole = await runtime.render(runtime.synthesize(_request(**kwargs)))
+    streamed = await runtime.render(runtime.synthesize(_request(stream=True, **kwargs)))
+    assert whole.shape == streamed.shape == (3 * 80 * HOP,)
+    assert np.abs(streamed - whole).max() < 1e-4
+
+
 @pytest.mark.parametrize("voice", ["female", "clone"])
 async def test_stream_matches_non_stream(runtime, reference, voice):
     kwargs = {"reference": reference} if voice == "clone" else {"voice": "female"}

@@ -308,10 +308,23 @@ class SparkEngine(Engine):
         )
         logger.debug("request %s: %d segment(s), stream %s", request.request_id, len(prompts), request.stream)
         if request.stream:
-            for i, prompt in enumerate(prompts):
-                seg_params = replace(semantic_params, seed=_derive_seed(params.seed, "semantic", i))
-                async for chunk in self._stream_segment(prompt, seg_params, global_tokens):
-                    yield chunk
+            # Segment i+1 starts generating as soon as segment i's tokens are all out, while segment
+            # i's last chunks are still being decoded and sent: no gap waits on the LLM.
+            pumps: list[_TokenPump] = []
+
+            def start(i: int) -> None:
+                if i < len(prompts):
+                    seg_params = replace(semantic_params, seed=_derive_seed(params.seed, "semantic", i))
+                    pumps.append(_TokenPump(self.backend, prompts[i], seg_params, on_done=lambda: start(i + 1)))
+
+            start(0)
+            try:
+                for i in range(len(prompts)):
+                    async for chunk in self._stream_segment(pumps[i], global_tokens):
+                        yield chunk
+            finally:
+                for pump in pumps:
+                    await pump.close()
             return
 
         tasks = [
@@ -418,25 +431,19 @@ class SparkEngine(Engine):
         item = (np.asarray(global_tokens, dtype=np.int64), np.asarray(codes, dtype=np.int64))
         return await self._detokenize.submit(item)
 
-    async def _stream_segment(
-        self, prompt: list[int], params: SamplingParams, global_tokens: Sequence[int]
-    ) -> AsyncIterator[np.ndarray]:
+    async def _stream_segment(self, tokens: "_TokenPump", global_tokens: Sequence[int]) -> AsyncIterator[np.ndarray]:
         """One segment as growing chunks; their concatenation is exactly as long as the whole decode."""
         joiner = StreamJoiner(OVERLAP_TOKENS * self.hop_length)
         codes: list[int] = []
         emitted = 0  # tokens whose audio has gone to the joiner
         chunk = FIRST_CHUNK_TOKENS
-        stream = self.backend.stream(prompt, params)
-        try:
-            async for delta in stream:
-                codes.extend(self.vocab.semantic_codes(delta))
-                while len(codes) - emitted >= chunk + LOOKAHEAD_TOKENS:
-                    audio = await self._decode_window(global_tokens, codes, emitted, emitted + chunk)
-                    yield joiner.push(audio)
-                    emitted += chunk
-                    chunk = min(chunk * 2, MAX_CHUNK_TOKENS)
-        finally:
-            await stream.aclose()
+        async for delta in tokens:
+            codes.extend(self.vocab.semantic_codes(delta))
+            while len(codes) - emitted >= chunk + LOOKAHEAD_TOKENS:
+                audio = await self._decode_window(global_tokens, codes, emitted, emitted + chunk)
+                yield joiner.push(audio)
+                emitted += chunk
+                chunk = min(chunk * 2, MAX_CHUNK_TOKENS)
         if len(codes) > emitted:
             yield joiner.push(await self._decode_window(global_tokens, codes, emitted, len(codes)))
         tail = joiner.flush()
@@ -451,3 +458,44 @@ class SparkEngine(Engine):
         context_end = min(len(codes), end + LOOKAHEAD_TOKENS)
         audio = await self._decode(global_tokens, codes[context_start:context_end])
         return audio[(head - context_start) * self.hop_length : (end - context_start) * self.hop_length]
+
+
+class _TokenPump:
+    """Runs one backend stream in its own task and buffers its token deltas, so a segment can
+    generate ahead of the consumer. ``on_done`` runs once the generation has ended (not on cancel)."""
+
+    _END = object()
+
+    def __init__(self, backend, prompt: list[int], params: SamplingParams, on_done=None):
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._on_done = on_done
+        self._task = asyncio.ensure_future(self._run(backend, prompt, params))
+
+    async def _run(self, backend, prompt: list[int], params: SamplingParams) -> None:
+        stream = backend.stream(prompt, params)
+        try:
+            async for delta in stream:
+                self._queue.put_nowait(delta)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # handed to the consumer
+            self._queue.put_nowait(exc)
+        else:
+            if self._on_done is not None:
+                self._on_done()
+        finally:
+            await stream.aclose()
+            self._queue.put_nowait(self._END)
+
+    async def __aiter__(self) -> AsyncIterator[list[int]]:
+        while True:
+            item = await self._queue.get()
+            if item is self._END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    async def close(self) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
