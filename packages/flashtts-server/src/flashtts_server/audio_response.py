@@ -12,7 +12,7 @@ import base64
 import json
 import logging
 from dataclasses import dataclass
-from typing import AsyncIterator, Optional
+from typing import AsyncIterator, Awaitable, Optional, TypeVar
 
 import anyio
 import numpy as np
@@ -26,6 +26,7 @@ from .errors import error_body
 from .runtime import TTSRuntime
 
 logger = logging.getLogger("flashtts.server")
+T = TypeVar("T")
 
 MIN_SAMPLE_RATE = 8000
 MAX_SAMPLE_RATE = 48000
@@ -147,31 +148,47 @@ async def _collect(pieces: AsyncIterator[bytes]) -> bytes:
         await _aclose(pieces)
 
 
+class ClientGone(Exception):
+    """The client disconnected before its response could start."""
+
+
+async def until_done_or_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work``, cancelling it if the client disconnects first (then raise ClientGone)."""
+    task = asyncio.ensure_future(work)
+    watch = asyncio.ensure_future(_until_disconnected(request))
+    try:
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+        if not task.done():
+            task.cancel()
+            with anyio.CancelScope(shield=True):
+                await asyncio.gather(task, return_exceptions=True)
+    if task.cancelled():
+        logger.info("client left %s before its audio was ready; generation cancelled", request.url.path)
+        raise ClientGone()
+    return task.result()
+
+
 async def audio_response(
     request: Request, runtime: TTSRuntime, chunks: AsyncIterator[np.ndarray], spec: OutputSpec, stream: bool
 ) -> Response:
-    """The audio of ``chunks`` in ``spec``'s format: streamed as it is produced, or as one body."""
-    chunks = await start_audio(chunks)
-    pieces = _encoded(runtime, chunks, spec, stream)
+    """The audio of ``chunks`` in ``spec``'s format: streamed as it is produced, or as one body.
+
+    Until the response starts, the work is watched: a client that leaves cancels the generation.
+    """
     media_type = spec.encoder.media_type
-    if stream:
-        return ClosingStreamingResponse(
-            _logged_stream(pieces), media_type=media_type, headers={**spec.headers, "X-Accel-Buffering": "no"}
-        )
-    # A whole response: drain while watching the connection, so a client that leaves stops the work.
-    work = asyncio.ensure_future(_collect(pieces))
-    watch = asyncio.ensure_future(_until_disconnected(request))
     try:
-        await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watch.cancel()
-    if not work.done():
-        work.cancel()
-        with anyio.CancelScope(shield=True):
-            await asyncio.gather(work, return_exceptions=True)
-        logger.info("client left %s before the audio was ready; generation cancelled", request.url.path)
-        return Response(status_code=499)
-    return Response(work.result(), media_type=media_type, headers=spec.headers)
+        if stream:
+            chunks = await until_done_or_disconnected(request, start_audio(chunks))
+            pieces = _encoded(runtime, chunks, spec, stream)
+            return ClosingStreamingResponse(
+                _logged_stream(pieces), media_type=media_type, headers={**spec.headers, "X-Accel-Buffering": "no"}
+            )
+        body = await until_done_or_disconnected(request, _collect(_encoded(runtime, chunks, spec, stream)))
+    except ClientGone:
+        return Response(status_code=499)  # nobody is listening; uvicorn drops it
+    return Response(body, media_type=media_type, headers=spec.headers)
 
 
 async def _logged_stream(pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -192,11 +209,14 @@ def _sse(event: dict) -> bytes:
 
 
 async def sse_response(
-    runtime: TTSRuntime, chunks: AsyncIterator[np.ndarray], spec: OutputSpec, input_text: str
+    request: Request, runtime: TTSRuntime, chunks: AsyncIterator[np.ndarray], spec: OutputSpec, input_text: str
 ) -> Response:
     """OpenAI's ``stream_format=sse``: ``speech.audio.delta`` events with base64 audio, then
     ``speech.audio.done`` with usage (input_tokens: characters of input; output_tokens: 20 ms frames)."""
-    chunks = await start_audio(chunks)
+    try:
+        chunks = await until_done_or_disconnected(request, start_audio(chunks))
+    except ClientGone:
+        return Response(status_code=499)
     samples = 0
 
     async def counted() -> AsyncIterator[np.ndarray]:

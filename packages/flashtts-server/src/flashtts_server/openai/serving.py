@@ -63,7 +63,7 @@ async def create_speech(request: Request, runtime: TTSRuntime, settings: ServerS
     )
     chunks = runtime.synthesize(synthesis)
     if body.stream_format == "sse":
-        return await sse_response(runtime, chunks, spec, body.input)
+        return await sse_response(request, runtime, chunks, spec, body.input)
     return await audio_response(request, runtime, chunks, spec, stream)
 
 

@@ -1,0 +1,119 @@
+"""The OpenAI-compatible routes, through the official ``openai`` client and raw HTTP."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import httpx
+import openai
+import pytest
+
+SHORT = {"max_tokens": 60, "seed": 3}
+
+
+@pytest.fixture(scope="module")
+def client(spark_server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{spark_server.url}/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def test_speech_create_returns_decodable_audio(client, audio_decoder):
+    for fmt in ("mp3", "wav", "flac", "aac", "opus"):
+        response = client.audio.speech.create(model="tts-1", voice="alloy", input="Hello from the client.",
+                                              response_format=fmt, extra_body=SHORT)
+        samples, rate = audio_decoder(response.content)
+        assert samples.size > 0 and rate == (48000 if fmt == "opus" else 16000), fmt
+
+
+def test_default_format_is_mp3_and_pcm_can_be_24khz(client):
+    response = client.audio.speech.create(model="tts-1", voice="female", input="Hi.", extra_body=SHORT)
+    assert response.response.headers["content-type"] == "audio/mpeg"
+    pcm = client.audio.speech.create(model="tts-1", voice="nova", input="Hi.", response_format="pcm",
+                                     extra_body={**SHORT, "sample_rate": 24000})
+    assert pcm.response.headers["x-sample-rate"] == "24000"
+    assert abs(len(pcm.content) / 2 / 24000 - SHORT["max_tokens"] * 320 / 16000) < 0.05
+
+
+def test_with_streaming_response_streams_chunks(client, audio_decoder):
+    pieces = []
+    with client.audio.speech.with_streaming_response.create(
+        model="tts-1", voice="male", input="Streaming speech.", response_format="wav", extra_body={**SHORT, "max_tokens": 300},
+    ) as response:
+        assert response.headers["x-sample-rate"] == "16000"
+        for chunk in response.iter_bytes():
+            pieces.append(chunk)
+    assert len(pieces) > 1  # really several chunks, not one body at the end
+    samples, rate = audio_decoder(b"".join(pieces))
+    assert rate == 16000 and abs(samples.size / rate - 300 * 320 / 16000) < 0.05
+
+
+def test_sse_stream_sends_deltas_then_done_with_usage(client):
+    events = []
+    with client.audio.speech.with_streaming_response.create(
+        model="tts-1", voice="female", input="Events.", response_format="pcm", stream_format="sse",
+        extra_body={**SHORT, "max_tokens": 200},
+    ) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                events.append(json.loads(line[6:]))
+    deltas = [e for e in events if e["type"] == "speech.audio.delta"]
+    assert len(deltas) > 1 and events[-1]["type"] == "speech.audio.done"
+    audio = b"".join(base64.b64decode(e["audio"]) for e in deltas)
+    assert len(audio) == 200 * 320 * 2
+    usage = events[-1]["usage"]
+    assert usage["input_tokens"] == len("Events.") and usage["output_tokens"] > 0
+    assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
+
+
+def test_error_classes(client):
+    with pytest.raises(openai.NotFoundError) as not_found:
+        client.audio.speech.create(model="tts-1", voice="no-such-voice", input="x")
+    assert not_found.value.body["param"] == "voice"
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.audio.speech.create(model="tts-1", voice="alloy", input="x", response_format="wma")
+    assert "response_format" in bad.value.message
+    with pytest.raises(openai.BadRequestError):
+        client.audio.speech.create(model="tts-1", voice="alloy", input="x", speed=9.0)
+    with pytest.raises(openai.BadRequestError):
+        client.audio.speech.create(model="tts-1", voice="alloy", input="")
+
+
+def test_models_and_voices_lists(client, spark_server):
+    models = client.models.list()
+    ids = [m.id for m in models.data]
+    assert "spark" in ids
+    assert client.models.retrieve("spark").id == "spark"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("gpt-5")
+    voices = httpx.get(f"{spark_server.url}/v1/audio/voices").json()
+    assert {"female", "male", "narrator"} <= set(voices["voices"])
+    assert {v["type"] for v in voices["data"]} == {"role", "builtin"}
+
+
+def test_voice_object_role_and_base64_clone(spark_server, reference_wav):
+    with spark_server.client() as http:
+        as_object = http.post("/v1/audio/speech", json={"model": "x", "input": "Hi.", "voice": {"id": "narrator"},
+                                                         "response_format": "pcm", **SHORT})
+        cloned = http.post("/v1/audio/speech", json={
+            "model": "x", "input": "Hi.", "voice": base64.b64encode(reference_wav).decode(),
+            "reference_text": "a tone", "response_format": "pcm", **SHORT})
+        data_uri = http.post("/v1/audio/speech", json={
+            "model": "x", "input": "Hi.", "voice": "data:audio/wav;base64," + base64.b64encode(reference_wav).decode(),
+            "response_format": "pcm", **SHORT})
+    assert as_object.status_code == 200 and cloned.status_code == 200 and data_uri.status_code == 200, cloned.text
+
+
+def test_speed_is_mapped_onto_levels_and_instructions_are_accepted(spark_server):
+    def speak(**fields) -> bytes:
+        with spark_server.client() as http:
+            r = http.post("/v1/audio/speech", json={"model": "x", "input": "Same text.", "voice": "female",
+                                                     "response_format": "pcm", **SHORT, **fields})
+        assert r.status_code == 200, r.text
+        return r.content
+
+    normal, again = speak(), speak()
+    assert normal == again  # same seed, same request: same audio
+    assert speak(speed=3.5) != normal  # a different speed label reaches the model
+    assert speak(speed=0.25) != normal
+    assert speak(instructions="Speak cheerfully.") == normal  # accepted; Spark has no use for it
