@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import pytest_asyncio
 
 from flashtts_core.sampling import SamplingParams
 
@@ -21,7 +22,7 @@ def backend_name(request) -> str:
     return request.param
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="session")
 async def backend(backends, backend_name):
     return await backends(backend_name)
 

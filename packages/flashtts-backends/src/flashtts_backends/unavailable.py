@@ -22,12 +22,6 @@ class _NotYetAvailable(LLMBackend):
         raise NotImplementedError
 
 
-class VllmBackend(_NotYetAvailable):
-    name = "vllm"
-    extra = "vllm"
-    description = "vLLM async engine"
-
-
 class SglangBackend(_NotYetAvailable):
     name = "sglang"
     extra = "sglang"
