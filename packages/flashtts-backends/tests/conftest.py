@@ -54,15 +54,26 @@ async def build_backend(name: str, model_path: Path) -> LLMBackend:
     return await cls.create(backend_config(model_path))
 
 
+@pytest.fixture(scope="session")
+def tiny_gguf(tiny_llm_dir, tmp_path_factory) -> Path:
+    """The tiny model as an f32 GGUF, written by ``flashtts convert gguf``'s own code."""
+    pytest.importorskip("llama_cpp", reason='pip install "flashtts-backends[llama-cpp]"')
+    from flashtts_backends.gguf_convert import convert_to_gguf
+
+    return convert_to_gguf(tiny_llm_dir, outtype="f32", outfile=tmp_path_factory.mktemp("gguf") / "tiny-f32.gguf")
+
+
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def backends(tiny_llm_dir):
+async def backends(tiny_llm_dir, request):
     """``await backends(name)``: that backend on the tiny model, built on first use and shared by
     the session (all on the session's event loop, which async engines are bound to)."""
     built: dict[str, LLMBackend] = {}
 
     async def get(name: str) -> LLMBackend:
         if name not in built:
-            built[name] = await build_backend(name, tiny_llm_dir)
+            # llama-cpp reads the GGUF conversion of the same weights.
+            path = request.getfixturevalue("tiny_gguf") if name == "llama-cpp" else tiny_llm_dir
+            built[name] = await build_backend(name, path)
         return built[name]
 
     yield get

@@ -15,6 +15,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 BACKENDS = ["torch", "vllm", "llama-cpp", "mlx-lm", "sglang", "tensorrt-llm"]
 PROMPT = [72, 101, 108, 108, 111, 300, 301, 302]
 GREEDY = SamplingParams(temperature=0.0, max_tokens=40)
+NEAR_TIE = 2e-3
 
 
 @pytest.fixture(params=BACKENDS)
@@ -57,9 +58,20 @@ async def test_seed_reproducible(backend):
 
 
 async def test_greedy_matches_torch(backend, backends, backend_name):
+    """Greedy ids equal transformers' argmax at every step, teacher-forced on the backend's own
+    output. Float32 kernels differ by ~1e-4 in the logits, so where torch's two best tokens are
+    closer than ``NEAR_TIE`` either pick is right; anything else (a wrong RoPE, a lost bias, a
+    shifted position) shows up as a large gap within a few tokens."""
+    import torch
+
     reference = await backends("torch")
-    expected = (await reference.generate(PROMPT, GREEDY)).token_ids
-    assert (await backend.generate(PROMPT, GREEDY)).token_ids == expected, backend_name
+    ids = (await backend.generate(PROMPT, GREEDY)).token_ids
+    assert len(ids) == GREEDY.max_tokens
+    with torch.inference_mode():
+        logits = reference.model(torch.tensor([PROMPT + ids])).logits[0, len(PROMPT) - 1 : -1]
+    best = logits.max(dim=-1).values
+    chosen = logits[torch.arange(len(ids)), torch.tensor(ids)]
+    assert torch.all(best - chosen <= NEAR_TIE), (backend_name, (best - chosen).tolist())
 
 
 async def test_stream_deltas_concatenate_to_the_whole(backend):

@@ -3,7 +3,8 @@
 from flashtts_core.hookspecs import hookimpl
 
 from .torch_backend import TorchBackend
-from .unavailable import LlamaCppBackend, MlxBackend, SglangBackend, TensorRTBackend
+from .llama_cpp_backend import LlamaCppBackend
+from .unavailable import MlxBackend, SglangBackend, TensorRTBackend
 from .vllm_backend import VllmBackend
 
 

@@ -28,12 +28,6 @@ class SglangBackend(_NotYetAvailable):
     description = "SGLang engine"
 
 
-class LlamaCppBackend(_NotYetAvailable):
-    name = "llama-cpp"
-    extra = "llama-cpp"
-    description = "llama.cpp through llama-cpp-python (GGUF)"
-
-
 class MlxBackend(_NotYetAvailable):
     name = "mlx-lm"
     extra = "mlx"

@@ -1,4 +1,4 @@
-"""The ``flashtts`` command: serve, infer, plugins, tiny-model."""
+"""The ``flashtts`` command: serve, infer, plugins, tiny-model, convert."""
 
 from __future__ import annotations
 
@@ -142,6 +142,20 @@ def cmd_tiny_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert_gguf(args: argparse.Namespace) -> int:
+    try:
+        from flashtts_backends.gguf_convert import ConversionError, convert_to_gguf
+    except ImportError:
+        raise CLIError('GGUF conversion needs flashtts-backends: pip install "flashtts-backends[llama-cpp]"') from None
+    _setup_logging("info")
+    try:
+        out = convert_to_gguf(Path(args.model_dir), outtype=args.outtype, outfile=args.outfile, llama_cpp_dir=args.llama_cpp_dir)
+    except ConversionError as exc:
+        raise CLIError(str(exc)) from None
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB); serve it with --backend llama-cpp")
+    return 0
+
+
 def cmd_infer(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -252,6 +266,19 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("dir", help="output directory")
     tiny.add_argument("--force", action="store_true", help="write into a non-empty directory")
     tiny.set_defaults(func=cmd_tiny_model)
+
+    convert = sub.add_parser("convert", help="convert a model's LLM for another backend")
+    formats = convert.add_subparsers(dest="format", metavar="FORMAT")
+    formats.required = True
+    gguf = formats.add_parser("gguf", help="write a GGUF of the model's LLM folder for --backend llama-cpp")
+    gguf.add_argument("model_dir", help="the TTS model directory (or its LLM folder)")
+    gguf.add_argument("--outtype", default="f16", choices=("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k_m", "q5_k_m", "q6_k"),
+                      help="weight type (default: f16); q4_*/q5_*/q6_k are quantized from an f16 conversion")
+    gguf.add_argument("--outfile", type=Path, help="output file (default: MODEL_DIR/LLM/model-OUTTYPE.gguf)")
+    gguf.add_argument("--llama-cpp-dir", dest="llama_cpp_dir", type=Path,
+                      help="a llama.cpp source folder with convert_hf_to_gguf.py (default: $FLASHTTS_LLAMA_CPP_DIR, "
+                           "else the installed llama-cpp-python's sdist, fetched once with pip)")
+    gguf.set_defaults(func=cmd_convert_gguf)
     return parser
 
 
