@@ -4,7 +4,8 @@ from flashtts_core.hookspecs import hookimpl
 
 from .torch_backend import TorchBackend
 from .llama_cpp_backend import LlamaCppBackend
-from .unavailable import MlxBackend, SglangBackend, TensorRTBackend
+from .mlx_backend import MlxBackend
+from .unavailable import SglangBackend, TensorRTBackend
 from .vllm_backend import VllmBackend
 
 

@@ -28,12 +28,6 @@ class SglangBackend(_NotYetAvailable):
     description = "SGLang engine"
 
 
-class MlxBackend(_NotYetAvailable):
-    name = "mlx-lm"
-    extra = "mlx"
-    description = "Apple MLX through mlx-lm"
-
-
 class TensorRTBackend(_NotYetAvailable):
     name = "tensorrt-llm"
     extra = "tensorrt"
