@@ -2,10 +2,11 @@
 
 from flashtts_core.hookspecs import hookimpl
 
-from .torch_backend import TorchBackend
 from .llama_cpp_backend import LlamaCppBackend
 from .mlx_backend import MlxBackend
-from .unavailable import SglangBackend, TensorRTBackend
+from .sglang_backend import SglangBackend
+from .tensorrt_backend import TensorRTBackend
+from .torch_backend import TorchBackend
 from .vllm_backend import VllmBackend
 
 
