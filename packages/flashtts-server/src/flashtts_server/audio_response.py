@@ -34,14 +34,18 @@ MAX_SAMPLE_RATE = 48000
 USAGE_FRAMES_PER_SECOND = 50
 
 
-@dataclass(frozen=True)
+@dataclass
 class OutputSpec:
-    """What a response carries: format, its encoder, the engine's rate and the rate sent out."""
+    """What a response carries: format, the encoder of this response, the engine's rate and the rate sent out."""
 
     format: str
-    encoder: type[AudioEncoder]
+    encoder: AudioEncoder
     source_rate: int
     rate: int
+
+    @property
+    def media_type(self) -> str:
+        return self.encoder.media_type
 
     @property
     def headers(self) -> dict[str, str]:
@@ -55,16 +59,26 @@ class OutputSpec:
         return headers
 
 
-def output_spec(runtime: TTSRuntime, response_format: str, sample_rate: Optional[int] = None) -> OutputSpec:
-    """Validate the requested format and rate (400 naming the choices)."""
-    encoder = runtime.plugins.get_format(str(response_format).strip().lower())
+def output_spec(runtime: TTSRuntime, response_format: str, sample_rate: Optional[int], stream: bool) -> OutputSpec:
+    """Validate the requested format and rate and open this response's encoder (400 naming the problem)."""
+    name = str(response_format).strip().lower()
+    encoder_cls = runtime.plugins.get_format(name)
     source = runtime.engine.sample_rate
     rate = source if sample_rate is None else int(sample_rate)
     if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
         raise InvalidRequest(
             f"sample_rate must be between {MIN_SAMPLE_RATE} and {MAX_SAMPLE_RATE} Hz", param="sample_rate"
         )
-    return OutputSpec(format=str(response_format).strip().lower(), encoder=encoder, source_rate=source, rate=rate)
+    try:
+        # Opened now, before any synthesis: a codec that cannot take this rate (mp3 at 47999 Hz) is a 400.
+        encoder = encoder_cls(rate, stream=stream)
+    except Exception as exc:
+        raise InvalidRequest(
+            f"response_format {name!r} cannot encode audio at {rate} Hz ({exc}); choose a standard rate such as "
+            "16000, 22050, 24000, 44100 or 48000",
+            param="sample_rate" if sample_rate is not None else "response_format",
+        ) from None
+    return OutputSpec(format=name, encoder=encoder, source_rate=source, rate=rate)
 
 
 async def _aclose(iterator) -> None:
@@ -126,11 +140,10 @@ class ClosingStreamingResponse(StreamingResponse):
             await _aclose(self.body_iterator)
 
 
-async def _encoded(runtime: TTSRuntime, chunks: AsyncIterator[np.ndarray], spec: OutputSpec, stream: bool) -> AsyncIterator[bytes]:
+async def _encoded(runtime: TTSRuntime, chunks: AsyncIterator[np.ndarray], spec: OutputSpec) -> AsyncIterator[bytes]:
     if spec.rate != spec.source_rate:
         chunks = _resampled(chunks, spec.source_rate, spec.rate)
-    encoder = spec.encoder(spec.rate, stream=stream)
-    async for data in runtime.encode_stream(chunks, encoder):
+    async for data in runtime.encode_stream(chunks, spec.encoder):
         yield data
 
 
@@ -177,15 +190,15 @@ async def audio_response(
 
     Until the response starts, the work is watched: a client that leaves cancels the generation.
     """
-    media_type = spec.encoder.media_type
+    media_type = spec.media_type
     try:
         if stream:
             chunks = await until_done_or_disconnected(request, start_audio(chunks))
-            pieces = _encoded(runtime, chunks, spec, stream)
+            pieces = _encoded(runtime, chunks, spec)
             return ClosingStreamingResponse(
                 _logged_stream(pieces), media_type=media_type, headers={**spec.headers, "X-Accel-Buffering": "no"}
             )
-        body = await until_done_or_disconnected(request, _collect(_encoded(runtime, chunks, spec, stream)))
+        body = await until_done_or_disconnected(request, _collect(_encoded(runtime, chunks, spec)))
     except ClientGone:
         return Response(status_code=499)  # nobody is listening; uvicorn drops it
     return Response(body, media_type=media_type, headers=spec.headers)
@@ -228,7 +241,7 @@ async def sse_response(
         finally:
             await _aclose(chunks)
 
-    pieces = _encoded(runtime, counted(), spec, stream=True)
+    pieces = _encoded(runtime, counted(), spec)
 
     async def events() -> AsyncIterator[bytes]:
         try:

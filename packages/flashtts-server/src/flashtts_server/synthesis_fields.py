@@ -20,10 +20,14 @@ class SamplingFields(BaseModel):
 
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False, protected_namespaces=())
 
-    temperature: Optional[float] = Field(None, ge=0, le=5, description="Randomness; 0 is greedy. Default: the engine's.")
+    temperature: Optional[float] = Field(
+        None, ge=0, le=5, description="Randomness; 0 (or below 0.001) is greedy. Default: the engine's."
+    )
     top_k: Optional[int] = Field(None, ge=0, le=1_000_000, description="Top-K sampling (0 disables). Default: the engine's.")
     top_p: Optional[float] = Field(None, gt=0, le=1, description="Nucleus sampling threshold. Default: the engine's.")
-    repetition_penalty: Optional[float] = Field(None, gt=0, le=10, description="Penalty on repeated tokens. Default: the engine's.")
+    repetition_penalty: Optional[float] = Field(
+        None, ge=0.01, le=10, description="Penalty on repeated tokens (1 disables). Default: the engine's."
+    )
     max_tokens: Optional[int] = Field(None, ge=1, le=1_000_000, description="Maximum tokens to generate per text segment.")
     seed: Optional[int] = Field(None, ge=0, le=2**63 - 1, description="Seed for reproducible sampling.")
     length_threshold: int = Field(50, ge=1, le=100_000, description="Texts longer than this are split into segments.")
@@ -40,9 +44,16 @@ class OutputFields(BaseModel):
     )
 
 
+# Dividing logits by a temperature this small overflows them to infinity: such values mean greedy.
+GREEDY_BELOW = 1e-3
+
+
 def sampling_overrides(fields: SamplingFields) -> SamplingOverrides:
+    temperature = fields.temperature
+    if temperature is not None and temperature < GREEDY_BELOW:
+        temperature = 0.0
     return SamplingOverrides(
-        temperature=fields.temperature, top_k=fields.top_k, top_p=fields.top_p,
+        temperature=temperature, top_k=fields.top_k, top_p=fields.top_p,
         repetition_penalty=fields.repetition_penalty, max_tokens=fields.max_tokens, seed=fields.seed,
     )
 

@@ -40,7 +40,7 @@ async def clone_voice(
     temperature: Optional[float] = Form(None, ge=0, le=5),
     top_k: Optional[int] = Form(None, ge=0, le=1_000_000),
     top_p: Optional[float] = Form(None, gt=0, le=1),
-    repetition_penalty: Optional[float] = Form(None, gt=0, le=10),
+    repetition_penalty: Optional[float] = Form(None, ge=0.01, le=10),
     max_tokens: Optional[int] = Form(None, ge=1, le=1_000_000),
     seed: Optional[int] = Form(None, ge=0, le=2**63 - 1),
     length_threshold: int = Form(50, ge=1, le=100_000),

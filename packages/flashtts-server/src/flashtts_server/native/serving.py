@@ -45,7 +45,7 @@ def _present(upload: Optional[UploadFile]) -> bool:
 async def clone_voice(request: Request, runtime: TTSRuntime, settings: ServerSettings, form: CloneForm) -> Response:
     check_text_length(form.text, settings)
     require_clone(runtime)
-    spec = output_spec(runtime, form.response_format, form.sample_rate)
+    spec = output_spec(runtime, form.response_format, form.sample_rate, form.stream)
     limit = max_upload_bytes(settings)
     if _present(form.reference_audio_file):
         audio = await read_upload(form.reference_audio_file, limit, "reference_audio_file")
@@ -66,7 +66,7 @@ async def clone_voice(request: Request, runtime: TTSRuntime, settings: ServerSet
 
 async def speak(request: Request, runtime: TTSRuntime, settings: ServerSettings, body: SpeakRequest) -> Response:
     check_text_length(body.text, settings)
-    spec = output_spec(runtime, body.response_format, body.sample_rate)
+    spec = output_spec(runtime, body.response_format, body.sample_rate, body.stream)
     voice, reference = await runtime.resolve_voice(body.name.strip())
     synthesis = synthesis_request(
         body.text, body, stream=body.stream, voice=voice, reference=reference, pitch=body.pitch, speed=body.speed
@@ -76,7 +76,7 @@ async def speak(request: Request, runtime: TTSRuntime, settings: ServerSettings,
 
 async def multi_speak(request: Request, runtime: TTSRuntime, settings: ServerSettings, body: MultiSpeakRequest) -> Response:
     check_text_length(body.text, settings)
-    spec = output_spec(runtime, body.response_format, body.sample_rate)
+    spec = output_spec(runtime, body.response_format, body.sample_rate, body.stream)
     base = synthesis_request(body.text, body, stream=body.stream, pitch=body.pitch, speed=body.speed)
     chunks = runtime.dialogue(base, pause=settings.speaker_pause)
     return await audio_response(request, runtime, chunks, spec, body.stream)

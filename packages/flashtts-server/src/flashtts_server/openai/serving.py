@@ -52,11 +52,11 @@ async def resolve_voice(
 
 async def create_speech(request: Request, runtime: TTSRuntime, settings: ServerSettings, body: SpeechRequest) -> Response:
     check_text_length(body.input, settings, "input")
-    spec = output_spec(runtime, body.response_format, body.sample_rate)
+    stream = body.stream or body.stream_format == "sse"
+    spec = output_spec(runtime, body.response_format, body.sample_rate, stream)
     voice, reference = await resolve_voice(runtime, settings, body.voice, body.reference_text)
     # 1.0 is every client's default: it asks for nothing, so engines without speed control accept it.
     speed = None if body.speed == 1.0 else Level.from_ratio(body.speed)
-    stream = body.stream or body.stream_format == "sse"
     synthesis = synthesis_request(
         body.input, body, stream=stream, voice=voice, reference=reference, pitch=body.pitch, speed=speed,
         instructions=body.instructions,

@@ -1,0 +1,111 @@
+"""The web page in headless Chromium (Debian's chromium, driven by playwright) against a live server."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from conftest import start_server
+
+sync_api = pytest.importorskip("playwright.sync_api")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs a chromium binary (apt-get install chromium)")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", "--no-first-run", "--autoplay-policy=no-user-gesture-required"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context()
+    page = context.new_page()
+    page.problems = []
+    page.on("console", lambda msg: page.problems.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: page.problems.append(str(exc)))
+    yield page
+    context.close()
+
+
+def test_page_lists_voices_speaks_streamed_and_whole_and_manages_roles(spark_server, page, reference_wav, tmp_path):
+    page.goto(spark_server.url + "/")
+    page.wait_for_function("window.flashtts.voices.length > 0")
+    options = page.locator("#speak-voice option").all_inner_texts()
+    assert any(o.startswith("female") for o in options) and any(o.startswith("narrator") for o in options)
+    assert "spark" in page.inner_text("#server-info")
+
+    # Streamed wav: played with WebAudio while the bytes arrive.
+    page.fill("#max-tokens", "150")
+    page.select_option("#format", "wav")
+    page.select_option("#stream", "true")
+    page.click("#speak-go")
+    page.wait_for_function("window.flashtts.done", timeout=60_000)
+    state = page.evaluate("({samples: window.flashtts.lastSamples, scheduled: window.flashtts.scheduled})")
+    assert state["samples"] == 150 * 320 and state["scheduled"] >= 1
+    assert "played while streaming" in page.inner_text("#status")
+
+    # A whole mp3 file, played by the audio element.
+    page.select_option("#format", "mp3")
+    page.select_option("#stream", "false")
+    page.click("#speak-go")
+    page.wait_for_function("window.flashtts.done", timeout=60_000)
+    page.wait_for_function("document.getElementById('player').duration > 2", timeout=20_000)
+
+    # Multi-speaker, with the example dialogue the page fills in from the voice list.
+    page.click("nav button[data-tab=dialogue]")
+    assert "<role:" in page.input_value("#dialogue-text")
+    page.select_option("#format", "pcm")
+    page.select_option("#stream", "true")
+    page.click("#dialogue-go")
+    page.wait_for_function("window.flashtts.done", timeout=60_000)
+    assert page.evaluate("window.flashtts.lastSamples") > 2 * 150 * 320
+
+    # Add a role from a file, then delete it.
+    ref = tmp_path / "voice.wav"
+    ref.write_bytes(reference_wav)
+    page.click("nav button[data-tab=roles]")
+    page.fill("#role-name", "from-browser")
+    page.set_input_files("#role-file", str(ref))
+    page.click("#role-add")
+    page.wait_for_selector("button[data-delete='from-browser']")
+    assert (spark_server.role_dir / "from-browser").is_dir()
+    page.click("button[data-delete='from-browser']")
+    page.wait_for_selector("button[data-delete='from-browser']", state="detached")
+    assert not (spark_server.role_dir / "from-browser").exists()
+
+    # Clone from an uploaded file.
+    page.click("nav button[data-tab=clone]")
+    page.set_input_files("#clone-file", str(ref))
+    page.click("#clone-go")
+    page.wait_for_function("window.flashtts.done", timeout=60_000)
+    assert page.evaluate("window.flashtts.lastBytes") > 0
+    assert "error" not in (page.get_attribute("#status", "class") or "")
+    assert page.problems == []
+
+
+def test_page_sends_the_api_key(tiny_spark, tmp_path_factory, page):
+    tmp = tmp_path_factory.mktemp("page-key")
+    server = start_server(["--model_path", str(tiny_spark), "--backend", "torch", "--role_dir", str(tmp / "roles"),
+                           "--api_key", "page-key"], tmp)
+    try:
+        page.goto(server.url + "/")
+        page.wait_for_function("document.getElementById('server-info').textContent.includes('not connected')")
+        assert "API key" in page.inner_text("#status")
+        page.fill("#api-key", "page-key")
+        page.click("#save-key")
+        page.wait_for_function("window.flashtts.voices.length > 0")
+        page.fill("#max-tokens", "50")
+        page.click("#speak-go")
+        page.wait_for_function("window.flashtts.done", timeout=60_000)
+        assert page.evaluate("window.flashtts.lastSamples") == 50 * 320
+        # The only console errors are the browser's own notes on the first, keyless 401s.
+        assert all("401" in problem for problem in page.problems), page.problems
+    finally:
+        server.stop()
