@@ -60,9 +60,7 @@ def spark_server(tiny_spark, tmp_path_factory) -> Server:
     (role_dir / "narrator").mkdir(parents=True)
     (role_dir / "narrator" / "voice.wav").write_bytes(tone_wav(freq=180.0))
     (role_dir / "narrator" / "reference_text.txt").write_text("a short reference text", encoding="utf-8")
-    server = start_server(
-        ["--model_path", str(tiny_spark), "--backend", "torch", "--role_dir", str(role_dir)], tmp
-    )
+    server = start_server(["--model_path", str(tiny_spark), "--backend", "torch", "--role_dir", str(role_dir)], tmp)
     server.role_dir = role_dir
     yield server
     server.stop()

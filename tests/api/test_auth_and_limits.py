@@ -57,9 +57,25 @@ def guarded_server(tiny_spark, tmp_path_factory, reference_wav):
     (tmp / "roles" / "deep").mkdir(parents=True)
     (tmp / "roles" / "deep" / "deep.wav").write_bytes(reference_wav)
     server = start_server(
-        ["--model_path", str(tiny_spark), "--backend", "torch", "--role_dir", str(tmp / "roles"),
-         "--api_key", KEY, "--max_text_length", "200", "--max_upload_mb", "0.5", "--max_reference_seconds", "3",
-         "--allow_private_urls", "--default_voice", "deep"],
+        [
+            "--model_path",
+            str(tiny_spark),
+            "--backend",
+            "torch",
+            "--role_dir",
+            str(tmp / "roles"),
+            "--api_key",
+            KEY,
+            "--max_text_length",
+            "200",
+            "--max_upload_mb",
+            "0.5",
+            "--max_reference_seconds",
+            "3",
+            "--allow_private_urls",
+            "--default_voice",
+            "deep",
+        ],
         tmp,
     )
     server.role_dir = tmp / "roles"
@@ -72,10 +88,21 @@ def authed(server) -> httpx.Client:
 
 
 API_ROUTES = [
-    ("GET", "/server_info"), ("GET", "/audio_roles"), ("GET", "/v1/audio_roles"), ("GET", "/v1/models"),
-    ("GET", "/v1/models/spark"), ("GET", "/v1/audio/voices"), ("POST", "/speak"), ("POST", "/v1/speak"),
-    ("POST", "/multi_speak"), ("POST", "/clone_voice"), ("POST", "/add_speaker"), ("POST", "/delete_speaker"),
-    ("POST", "/v1/audio/speech"), ("POST", "/v1/clone_voice"), ("GET", "/v1/server_info"),
+    ("GET", "/server_info"),
+    ("GET", "/audio_roles"),
+    ("GET", "/v1/audio_roles"),
+    ("GET", "/v1/models"),
+    ("GET", "/v1/models/spark"),
+    ("GET", "/v1/audio/voices"),
+    ("POST", "/speak"),
+    ("POST", "/v1/speak"),
+    ("POST", "/multi_speak"),
+    ("POST", "/clone_voice"),
+    ("POST", "/add_speaker"),
+    ("POST", "/delete_speaker"),
+    ("POST", "/v1/audio/speech"),
+    ("POST", "/v1/clone_voice"),
+    ("GET", "/v1/server_info"),
 ]
 
 
@@ -112,7 +139,9 @@ def test_openai_client_errors_on_a_wrong_key(guarded_server):
     with pytest.raises(openai.AuthenticationError):
         wrong.audio.speech.create(model="tts-1", voice="alloy", input="x")
     right = openai.OpenAI(base_url=f"{guarded_server.url}/v1", api_key=KEY, max_retries=0)
-    audio = right.audio.speech.create(model="tts-1", voice="alloy", input="Hi.", response_format="pcm", extra_body=SHORT)
+    audio = right.audio.speech.create(
+        model="tts-1", voice="alloy", input="Hi.", response_format="pcm", extra_body=SHORT
+    )
     assert len(audio.content) == SHORT["max_tokens"] * 320 * 2
 
 
@@ -146,8 +175,9 @@ def test_uploads_over_the_limit_are_refused_and_write_nothing(guarded_server, di
             for _ in range(64):
                 yield b"\0" * 65536
 
-        streamed = client.post("/add_speaker", content=chunked(),
-                               headers={"content-type": "multipart/form-data; boundary=xyz"})
+        streamed = client.post(
+            "/add_speaker", content=chunked(), headers={"content-type": "multipart/form-data; boundary=xyz"}
+        )
         part = client.post("/add_speaker", data={"name": "part"}, files={"audio_file": ("a.wav", b"\0" * 600_000)})
         b64 = client.post("/add_speaker", data={"name": "b64", "audio": base64.b64encode(b"\0" * 600_000).decode()})
     for r in (declared, streamed, part, b64):
@@ -173,10 +203,14 @@ def test_reference_clips_over_the_duration_limit_are_refused(guarded_server, dis
 
 def test_reference_audio_by_url(guarded_server, audio_host):
     with authed(guarded_server) as client:
-        cloned = client.post("/clone_voice", data={"text": "By URL.", "reference_audio": f"{audio_host}/ref.wav",
-                                                   "response_format": "pcm", **SHORT})
-        redirected = client.post("/v1/audio/speech", json={"model": "x", "input": "Hi.", "voice": f"{audio_host}/redirect",
-                                                           "response_format": "pcm", **SHORT})
+        cloned = client.post(
+            "/clone_voice",
+            data={"text": "By URL.", "reference_audio": f"{audio_host}/ref.wav", "response_format": "pcm", **SHORT},
+        )
+        redirected = client.post(
+            "/v1/audio/speech",
+            json={"model": "x", "input": "Hi.", "voice": f"{audio_host}/redirect", "response_format": "pcm", **SHORT},
+        )
         added = client.post("/add_speaker", data={"name": "from-url", "audio": f"{audio_host}/ref.wav"})
         missing = client.post("/clone_voice", data={"text": "x", "reference_audio": f"{audio_host}/nothing.wav"})
         too_big = client.post("/clone_voice", data={"text": "x", "reference_audio": f"{audio_host}/big.wav"})
@@ -189,7 +223,9 @@ def test_reference_audio_by_url(guarded_server, audio_host):
 @pytest.mark.parametrize("host", ["127.1", "2130706433", "[::1]", "localhost", "0x7f.0.0.1"])
 def test_loopback_urls_are_refused_without_the_option(spark_server, host):
     with spark_server.client() as client:
-        native = client.post("/clone_voice", data={"text": "x", "reference_audio": f"http://{host}:{spark_server.port}/"})
+        native = client.post(
+            "/clone_voice", data={"text": "x", "reference_audio": f"http://{host}:{spark_server.port}/"}
+        )
         oa = client.post("/v1/audio/speech", json={"model": "x", "input": "x", "voice": f"http://{host}/a.wav"})
         role = client.post("/add_speaker", data={"name": "u", "audio": f"https://{host}/a.wav"})
     for r, param in ((native, "reference_audio"), (oa, "voice"), (role, "audio")):

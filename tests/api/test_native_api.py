@@ -26,8 +26,9 @@ def _duration(data: bytes, fmt: str, decoder, expected_rate: int) -> float:
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_speak_every_format_decodes_at_the_reported_rate(spark_server, audio_decoder, fmt, stream):
     with spark_server.client() as client:
-        r = client.post("/speak", json={"name": "female", "text": "Hello there.", "response_format": fmt,
-                                        "stream": stream, **SHORT})
+        r = client.post(
+            "/speak", json={"name": "female", "text": "Hello there.", "response_format": fmt, "stream": stream, **SHORT}
+        )
     assert r.status_code == 200, r.text
     rate = int(r.headers["x-sample-rate"])
     assert rate == 16000
@@ -37,7 +38,9 @@ def test_speak_every_format_decodes_at_the_reported_rate(spark_server, audio_dec
 
 def test_streamed_wav_carries_open_ended_sizes_and_whole_wav_exact_ones(spark_server):
     with spark_server.client() as client:
-        streamed = client.post("/speak", json={"name": "male", "text": "Hi.", "response_format": "wav", "stream": True, **SHORT})
+        streamed = client.post(
+            "/speak", json={"name": "male", "text": "Hi.", "response_format": "wav", "stream": True, **SHORT}
+        )
         whole = client.post("/speak", json={"name": "male", "text": "Hi.", "response_format": "wav", **SHORT})
     assert streamed.content[4:8] == b"\xff\xff\xff\xff" and streamed.content[40:44] == b"\xff\xff\xff\xff"
     assert int.from_bytes(whole.content[40:44], "little") == len(whole.content) - 44
@@ -46,9 +49,20 @@ def test_streamed_wav_carries_open_ended_sizes_and_whole_wav_exact_ones(spark_se
 @pytest.mark.parametrize("rate", [24000, 8000, 44100])
 def test_pcm_and_wav_are_resampled_to_the_requested_rate(spark_server, audio_decoder, rate):
     with spark_server.client() as client:
-        pcm = client.post("/speak", json={"name": "female", "text": "Hi.", "response_format": "pcm", "sample_rate": rate, **SHORT})
-        wav = client.post("/speak", json={"name": "female", "text": "Hi.", "response_format": "wav", "sample_rate": rate,
-                                         "stream": True, **SHORT})
+        pcm = client.post(
+            "/speak", json={"name": "female", "text": "Hi.", "response_format": "pcm", "sample_rate": rate, **SHORT}
+        )
+        wav = client.post(
+            "/speak",
+            json={
+                "name": "female",
+                "text": "Hi.",
+                "response_format": "wav",
+                "sample_rate": rate,
+                "stream": True,
+                **SHORT,
+            },
+        )
     assert pcm.status_code == 200 and int(pcm.headers["x-sample-rate"]) == rate
     native = SHORT["max_tokens"] * 320 / 16000  # seconds of audio from 60 tokens
     assert abs(len(pcm.content) / 2 / rate - native) < 0.05
@@ -80,8 +94,17 @@ def test_speak_refuses_bad_values_in_the_error_shape(spark_server):
 
 def test_pitch_and_speed_levels_are_accepted(spark_server):
     with spark_server.client() as client:
-        r = client.post("/v1/speak", json={"name": "male", "text": "Hi.", "pitch": "very_high", "speed": "low",
-                                           "response_format": "pcm", **SHORT})
+        r = client.post(
+            "/v1/speak",
+            json={
+                "name": "male",
+                "text": "Hi.",
+                "pitch": "very_high",
+                "speed": "low",
+                "response_format": "pcm",
+                **SHORT,
+            },
+        )
     assert r.status_code == 200 and len(r.content) > 0
 
 
@@ -94,8 +117,13 @@ def test_clone_voice_from_upload_and_from_base64(spark_server, reference_wav, au
         )
         b64 = client.post(
             "/v1/clone_voice",
-            data={"text": "Cloned speech.", "reference_audio": base64.b64encode(reference_wav).decode(),
-                  "response_format": "mp3", "stream": "true", **SHORT},
+            data={
+                "text": "Cloned speech.",
+                "reference_audio": base64.b64encode(reference_wav).decode(),
+                "response_format": "mp3",
+                "stream": "true",
+                **SHORT,
+            },
         )
     assert upload.status_code == 200, upload.text
     samples, rate = audio_decoder(upload.content)
@@ -107,7 +135,9 @@ def test_clone_voice_from_upload_and_from_base64(spark_server, reference_wav, au
 def test_clone_voice_refuses_bad_reference_audio(spark_server):
     with spark_server.client() as client:
         missing = client.post("/clone_voice", data={"text": "x"})
-        garbage = client.post("/clone_voice", data={"text": "x"}, files={"reference_audio_file": ("a.wav", b"RIFF" + b"\0" * 300)})
+        garbage = client.post(
+            "/clone_voice", data={"text": "x"}, files={"reference_audio_file": ("a.wav", b"RIFF" + b"\0" * 300)}
+        )
         not_b64 = client.post("/clone_voice", data={"text": "x", "reference_audio": "this is not audio"})
         file_url = client.post("/clone_voice", data={"text": "x", "reference_audio": "file:///etc/passwd"})
     assert missing.status_code == 400 and missing.json()["error"]["param"] == "reference_audio"
@@ -120,7 +150,9 @@ def test_multi_speak_voices_each_segment_and_pauses_between_speakers(spark_serve
     text = "<role:female> Hello there. <role:narrator,pitch:high,speed:low> Fine, thanks. <role:male> Good."
     with spark_server.client() as client:
         whole = client.post("/multi_speak", json={"text": text, "response_format": "pcm", **SHORT})
-        streamed = client.post("/v1/multi_speak", json={"text": text, "response_format": "mp3", "stream": True, **SHORT})
+        streamed = client.post(
+            "/v1/multi_speak", json={"text": text, "response_format": "mp3", "stream": True, **SHORT}
+        )
     assert whole.status_code == 200, whole.text
     seconds = len(whole.content) / 2 / 16000
     speech = 3 * SHORT["max_tokens"] * 320 / 16000
@@ -131,12 +163,15 @@ def test_multi_speak_voices_each_segment_and_pauses_between_speakers(spark_serve
     assert streamed.status_code == 200 and audio_decoder(streamed.content)[0].size > 0
 
 
-@pytest.mark.parametrize("text, fragment", [
-    ("Hello <role:female> hi", "before the first"),
-    ("<role:stranger> hi", "unknown role 'stranger'"),
-    ("no tags at all", "<role:NAME>"),
-    ("<role:female,volume:11> hi", "bad option"),
-])
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("Hello <role:female> hi", "before the first"),
+        ("<role:stranger> hi", "unknown role 'stranger'"),
+        ("no tags at all", "<role:NAME>"),
+        ("<role:female,volume:11> hi", "bad option"),
+    ],
+)
 def test_multi_speak_names_the_problem(spark_server, text, fragment):
     with spark_server.client() as client:
         r = client.post("/multi_speak", json={"text": text, "stream": True})
@@ -147,7 +182,9 @@ def test_role_dir_content_is_loaded_at_startup(spark_server):
     with spark_server.client() as client:
         roles = client.get("/audio_roles").json()
         info = client.get("/server_info").json()
-        spoken = client.post("/speak", json={"name": "narrator", "text": "From the folder.", "response_format": "pcm", **SHORT})
+        spoken = client.post(
+            "/speak", json={"name": "narrator", "text": "From the folder.", "response_format": "pcm", **SHORT}
+        )
     assert roles["success"] is True and "narrator" in roles["saved"] and {"female", "male"} <= set(roles["roles"])
     assert "narrator" in info["roles"]
     assert spoken.status_code == 200
@@ -159,8 +196,11 @@ def test_role_dir_content_is_loaded_at_startup(spark_server):
 def test_add_use_and_delete_a_role(spark_server, reference_wav, disk_snapshot):
     role_dir = spark_server.role_dir
     with spark_server.client() as client:
-        added = client.post("/add_speaker", data={"name": "alice", "reference_text": "hello"},
-                            files={"audio_file": ("a.wav", reference_wav, "audio/wav")})
+        added = client.post(
+            "/add_speaker",
+            data={"name": "alice", "reference_text": "hello"},
+            files={"audio_file": ("a.wav", reference_wav, "audio/wav")},
+        )
         assert added.json() == {"success": True, "role": "alice"}
         assert (role_dir / "alice" / "reference.wav").is_file()
         assert (role_dir / "alice" / "reference_text.txt").read_text() == "hello"
@@ -170,7 +210,9 @@ def test_add_use_and_delete_a_role(spark_server, reference_wav, disk_snapshot):
         b64 = client.post("/v1/add_speaker", data={"name": "bob", "audio": base64.b64encode(reference_wav).decode()})
         assert b64.status_code == 200
         assert {"alice", "bob"} <= set(client.get("/v1/audio_roles").json()["saved"])
-        spoken = client.post("/speak", json={"name": "alice", "text": "Saved voice.", "response_format": "wav", **SHORT})
+        spoken = client.post(
+            "/speak", json={"name": "alice", "text": "Saved voice.", "response_format": "wav", **SHORT}
+        )
         assert spoken.status_code == 200
         assert client.post("/delete_speaker", data={"name": "alice"}).json() == {"success": True, "role": "alice"}
         assert client.post("/v1/delete_speaker", data={"name": "bob"}).status_code == 200

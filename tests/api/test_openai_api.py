@@ -19,8 +19,9 @@ def client(spark_server) -> openai.OpenAI:
 
 def test_speech_create_returns_decodable_audio(client, audio_decoder):
     for fmt in ("mp3", "wav", "flac", "aac", "opus"):
-        response = client.audio.speech.create(model="tts-1", voice="alloy", input="Hello from the client.",
-                                              response_format=fmt, extra_body=SHORT)
+        response = client.audio.speech.create(
+            model="tts-1", voice="alloy", input="Hello from the client.", response_format=fmt, extra_body=SHORT
+        )
         samples, rate = audio_decoder(response.content)
         assert samples.size > 0 and rate == (48000 if fmt == "opus" else 16000), fmt
 
@@ -28,8 +29,9 @@ def test_speech_create_returns_decodable_audio(client, audio_decoder):
 def test_default_format_is_mp3_and_pcm_can_be_24khz(client):
     response = client.audio.speech.create(model="tts-1", voice="female", input="Hi.", extra_body=SHORT)
     assert response.response.headers["content-type"] == "audio/mpeg"
-    pcm = client.audio.speech.create(model="tts-1", voice="nova", input="Hi.", response_format="pcm",
-                                     extra_body={**SHORT, "sample_rate": 24000})
+    pcm = client.audio.speech.create(
+        model="tts-1", voice="nova", input="Hi.", response_format="pcm", extra_body={**SHORT, "sample_rate": 24000}
+    )
     assert pcm.response.headers["x-sample-rate"] == "24000"
     assert abs(len(pcm.content) / 2 / 24000 - SHORT["max_tokens"] * 320 / 16000) < 0.05
 
@@ -37,7 +39,11 @@ def test_default_format_is_mp3_and_pcm_can_be_24khz(client):
 def test_with_streaming_response_streams_chunks(client, audio_decoder):
     pieces = []
     with client.audio.speech.with_streaming_response.create(
-        model="tts-1", voice="male", input="Streaming speech.", response_format="wav", extra_body={**SHORT, "max_tokens": 300},
+        model="tts-1",
+        voice="male",
+        input="Streaming speech.",
+        response_format="wav",
+        extra_body={**SHORT, "max_tokens": 300},
     ) as response:
         assert response.headers["x-sample-rate"] == "16000"
         for chunk in response.iter_bytes():
@@ -50,7 +56,11 @@ def test_with_streaming_response_streams_chunks(client, audio_decoder):
 def test_sse_stream_sends_deltas_then_done_with_usage(client):
     events = []
     with client.audio.speech.with_streaming_response.create(
-        model="tts-1", voice="female", input="Events.", response_format="pcm", stream_format="sse",
+        model="tts-1",
+        voice="female",
+        input="Events.",
+        response_format="pcm",
+        stream_format="sse",
         extra_body={**SHORT, "max_tokens": 200},
     ) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
@@ -93,22 +103,48 @@ def test_models_and_voices_lists(client, spark_server):
 
 def test_voice_object_role_and_base64_clone(spark_server, reference_wav):
     with spark_server.client() as http:
-        as_object = http.post("/v1/audio/speech", json={"model": "x", "input": "Hi.", "voice": {"id": "narrator"},
-                                                         "response_format": "pcm", **SHORT})
-        cloned = http.post("/v1/audio/speech", json={
-            "model": "x", "input": "Hi.", "voice": base64.b64encode(reference_wav).decode(),
-            "reference_text": "a tone", "response_format": "pcm", **SHORT})
-        data_uri = http.post("/v1/audio/speech", json={
-            "model": "x", "input": "Hi.", "voice": "data:audio/wav;base64," + base64.b64encode(reference_wav).decode(),
-            "response_format": "pcm", **SHORT})
+        as_object = http.post(
+            "/v1/audio/speech",
+            json={"model": "x", "input": "Hi.", "voice": {"id": "narrator"}, "response_format": "pcm", **SHORT},
+        )
+        cloned = http.post(
+            "/v1/audio/speech",
+            json={
+                "model": "x",
+                "input": "Hi.",
+                "voice": base64.b64encode(reference_wav).decode(),
+                "reference_text": "a tone",
+                "response_format": "pcm",
+                **SHORT,
+            },
+        )
+        data_uri = http.post(
+            "/v1/audio/speech",
+            json={
+                "model": "x",
+                "input": "Hi.",
+                "voice": "data:audio/wav;base64," + base64.b64encode(reference_wav).decode(),
+                "response_format": "pcm",
+                **SHORT,
+            },
+        )
     assert as_object.status_code == 200 and cloned.status_code == 200 and data_uri.status_code == 200, cloned.text
 
 
 def test_speed_is_mapped_onto_levels_and_instructions_are_accepted(spark_server):
     def speak(**fields) -> bytes:
         with spark_server.client() as http:
-            r = http.post("/v1/audio/speech", json={"model": "x", "input": "Same text.", "voice": "female",
-                                                     "response_format": "pcm", **SHORT, **fields})
+            r = http.post(
+                "/v1/audio/speech",
+                json={
+                    "model": "x",
+                    "input": "Same text.",
+                    "voice": "female",
+                    "response_format": "pcm",
+                    **SHORT,
+                    **fields,
+                },
+            )
         assert r.status_code == 200, r.text
         return r.content
 

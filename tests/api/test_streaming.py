@@ -19,7 +19,14 @@ def _server_idle(server, within: float) -> float:
 
 
 def test_first_bytes_arrive_long_before_the_stream_ends(spark_server):
-    body = {"name": "female", "text": "A long one.", "response_format": "pcm", "stream": True, "max_tokens": 600, "seed": 5}
+    body = {
+        "name": "female",
+        "text": "A long one.",
+        "response_format": "pcm",
+        "stream": True,
+        "max_tokens": 600,
+        "seed": 5,
+    }
     start = time.monotonic()
     first = None
     total = 0
@@ -45,8 +52,11 @@ def test_a_client_that_disconnects_mid_stream_stops_its_generation(spark_server)
     assert _server_idle(spark_server, within=5.0) < 5.0
     # The backend slot is free again: a short request is served at once, not after the abandoned one.
     start = time.monotonic()
-    quick = httpx.post(f"{spark_server.url}/speak", json={"name": "male", "text": "Next.", "response_format": "pcm",
-                                                           "max_tokens": 30}, timeout=60)
+    quick = httpx.post(
+        f"{spark_server.url}/speak",
+        json={"name": "male", "text": "Next.", "response_format": "pcm", "max_tokens": 30},
+        timeout=60,
+    )
     assert quick.status_code == 200 and time.monotonic() - start < 5.0
 
 
@@ -63,12 +73,24 @@ def test_sixteen_concurrent_requests_all_succeed(spark_server):
     def one(i: int) -> tuple[int, int]:
         route, body = [
             ("/speak", {"name": "female", "text": f"Request {i}.", "response_format": "wav", "max_tokens": 40}),
-            ("/v1/audio/speech", {"model": "x", "input": f"Request {i}.", "voice": "alloy", "response_format": "mp3",
-                                  "max_tokens": 40}),
-            ("/speak", {"name": "narrator", "text": f"Request {i}.", "response_format": "pcm", "stream": True,
-                        "max_tokens": 40}),
-            ("/multi_speak", {"text": f"<role:male> Request {i}. <role:female> Yes.", "response_format": "opus",
-                              "max_tokens": 20}),
+            (
+                "/v1/audio/speech",
+                {"model": "x", "input": f"Request {i}.", "voice": "alloy", "response_format": "mp3", "max_tokens": 40},
+            ),
+            (
+                "/speak",
+                {
+                    "name": "narrator",
+                    "text": f"Request {i}.",
+                    "response_format": "pcm",
+                    "stream": True,
+                    "max_tokens": 40,
+                },
+            ),
+            (
+                "/multi_speak",
+                {"text": f"<role:male> Request {i}. <role:female> Yes.", "response_format": "opus", "max_tokens": 20},
+            ),
         ][i % 4]
         r = httpx.post(f"{spark_server.url}{route}", json=body, timeout=300)
         return r.status_code, len(r.content)

@@ -11,8 +11,16 @@ from conftest import start_server
 sync_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs a chromium binary (apt-get install chromium)")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--no-first-run", "--autoplay-policy=no-user-gesture-required"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--autoplay-policy=no-user-gesture-required",
+]
 
 
 @pytest.fixture(scope="module")
@@ -92,8 +100,19 @@ def test_page_lists_voices_speaks_streamed_and_whole_and_manages_roles(spark_ser
 
 def test_page_sends_the_api_key(tiny_spark, tmp_path_factory, page):
     tmp = tmp_path_factory.mktemp("page-key")
-    server = start_server(["--model_path", str(tiny_spark), "--backend", "torch", "--role_dir", str(tmp / "roles"),
-                           "--api_key", "page-key"], tmp)
+    server = start_server(
+        [
+            "--model_path",
+            str(tiny_spark),
+            "--backend",
+            "torch",
+            "--role_dir",
+            str(tmp / "roles"),
+            "--api_key",
+            "page-key",
+        ],
+        tmp,
+    )
     try:
         page.goto(server.url + "/")
         page.wait_for_function("document.getElementById('server-info').textContent.includes('not connected')")

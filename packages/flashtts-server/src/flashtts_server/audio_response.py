@@ -18,7 +18,6 @@ import anyio
 import numpy as np
 from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
-
 from flashtts_core.errors import FlashTTSError, InvalidRequest
 from flashtts_core.formats import AudioEncoder
 
@@ -258,7 +257,11 @@ async def sse_response(
             await _aclose(pieces)
         input_tokens = len(input_text)
         output_tokens = round(samples / spec.source_rate * USAGE_FRAMES_PER_SECOND)
-        usage = {"input_tokens": input_tokens, "output_tokens": output_tokens, "total_tokens": input_tokens + output_tokens}
+        usage = {
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "total_tokens": input_tokens + output_tokens,
+        }
         yield _sse({"type": "speech.audio.done", "usage": usage})
 
     headers = {**spec.headers, "X-Accel-Buffering": "no"}

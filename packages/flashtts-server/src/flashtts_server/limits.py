@@ -6,9 +6,8 @@ import json
 from typing import Optional
 
 from fastapi import UploadFile
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
 from flashtts_core.errors import PayloadTooLarge
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import error_body
 
@@ -32,12 +31,24 @@ class BodySizeLimit:
 
     async def _refuse(self, send: Send) -> None:
         body = json.dumps(
-            error_body(413, f"request body is larger than the limit of {self.max_bytes} bytes (see --max_upload_mb)",
-                       None, PayloadTooLarge.code)
+            error_body(
+                413,
+                f"request body is larger than the limit of {self.max_bytes} bytes (see --max_upload_mb)",
+                None,
+                PayloadTooLarge.code,
+            )
         ).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

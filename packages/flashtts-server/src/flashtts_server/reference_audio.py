@@ -9,7 +9,6 @@ import re
 from typing import Optional
 
 import numpy as np
-
 from flashtts_core.errors import AudioDecodeError, InvalidRequest, PayloadTooLarge, UnsupportedCapability
 from flashtts_core.request import VoiceReference
 
@@ -54,7 +53,9 @@ async def audio_from_string(value: str, settings: ServerSettings, param: str) ->
     if looks_like_url(value):
         try:
             return await fetch_url(
-                value, timeout=settings.url_timeout, max_bytes=max_upload_bytes(settings),
+                value,
+                timeout=settings.url_timeout,
+                max_bytes=max_upload_bytes(settings),
                 allow_private=settings.allow_private_urls,
             )
         except InvalidRequest as exc:

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import AsyncIterator, Optional
 
 import numpy as np
-
 from flashtts_core.audio_io import load_audio
 from flashtts_core.backend import BackendConfig, LLMBackend  # noqa: F401
 from flashtts_core.crossfade import silence
@@ -44,7 +43,9 @@ class TTSRuntime:
     async def load(cls, options: EngineOptions, plugins: Optional[PluginManager] = None) -> "TTSRuntime":
         plugins = plugins or get_plugin_manager()
         if options.model_path is None:
-            raise InvalidRequest("--model_path is required (a model directory; `flashtts tiny-model spark DIR` writes a demo one)")
+            raise InvalidRequest(
+                "--model_path is required (a model directory; `flashtts tiny-model spark DIR` writes a demo one)"
+            )
         if not options.backend:
             raise InvalidRequest(f"--backend is required; one of: {', '.join(sorted(plugins.backends))}")
         engine_cls = plugins.detect_engine(options.model_path)
@@ -58,7 +59,12 @@ class TTSRuntime:
         engine = await engine_cls.load(options, create_backend)
         engine.model_path = Path(options.model_path)
         engine.backend_name = backend_cls.name
-        logger.info("engine %s ready in %.1f s (sample rate %d Hz)", engine.name, time.perf_counter() - start, engine.sample_rate)
+        logger.info(
+            "engine %s ready in %.1f s (sample rate %d Hz)",
+            engine.name,
+            time.perf_counter() - start,
+            engine.sample_rate,
+        )
         role_dir = options.role_dir or Path(engine.default_role_dir)
         runtime = cls(engine, options, plugins, RoleStore(role_dir))
         logger.info("roles in %s: %s", role_dir, ", ".join(runtime.roles.names()) or "none")
@@ -82,7 +88,9 @@ class TTSRuntime:
 
         ``features`` carries what the client sent precomputed (a MegaTTS3 latent)."""
         audio, sr = await asyncio.to_thread(load_audio, data, self.engine.sample_rate, max_seconds=max_seconds)
-        ref = VoiceReference(audio=audio, sample_rate=sr, text=(text or "").strip() or None, features=dict(features or {}))
+        ref = VoiceReference(
+            audio=audio, sample_rate=sr, text=(text or "").strip() or None, features=dict(features or {})
+        )
         return await self.engine.prepare_reference(ref)
 
     async def preload_roles(self) -> list[str]:
@@ -105,7 +113,13 @@ class TTSRuntime:
         lock = self._role_locks.setdefault(name, asyncio.Lock())
         async with lock:
             stored = await asyncio.to_thread(self.roles.load, name, self.engine.name)
-            ref = VoiceReference(audio=stored.audio, sample_rate=stored.sample_rate, text=stored.text, features=stored.features, name=stored.name)
+            ref = VoiceReference(
+                audio=stored.audio,
+                sample_rate=stored.sample_rate,
+                text=stored.text,
+                features=stored.features,
+                name=stored.name,
+            )
             if not stored.features:
                 if stored.sample_rate != self.engine.sample_rate:
                     from flashtts_core.audio_io import resample
@@ -123,7 +137,13 @@ class TTSRuntime:
         if not reference.features:
             reference = await self.engine.prepare_reference(reference)
         await asyncio.to_thread(
-            self.roles.save, name, reference.audio, reference.sample_rate, reference.text, reference.features, self.engine.name
+            self.roles.save,
+            name,
+            reference.audio,
+            reference.sample_rate,
+            reference.text,
+            reference.features,
+            self.engine.name,
         )
         reference.name = name
         self._role_cache[name] = reference
@@ -174,8 +194,12 @@ class TTSRuntime:
             except NotFound:
                 raise InvalidRequest(f"unknown role {seg.role!r} in <role:{seg.role}>", param="text") from None
             request = replace(
-                base, text=seg.text, voice=voice, reference=reference,
-                pitch=seg.pitch or base.pitch, speed=seg.speed or base.speed,
+                base,
+                text=seg.text,
+                voice=voice,
+                reference=reference,
+                pitch=seg.pitch or base.pitch,
+                speed=seg.speed or base.speed,
             )
             self.engine.check_request(request)
             resolved.append(request)
@@ -204,4 +228,3 @@ class TTSRuntime:
             aclose = getattr(chunks, "aclose", None)
             if aclose is not None:
                 await aclose()
-

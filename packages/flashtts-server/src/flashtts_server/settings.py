@@ -29,7 +29,8 @@ class ServerSettings(EngineOptions, BaseSettings):
         False, description="Allow reference-audio URLs on loopback, private or link-local addresses."
     )
     default_voice: Optional[str] = Field(
-        None, description="Voice used for OpenAI voice names the engine lacks (alloy, nova, …); default: engine's first."
+        None,
+        description="Voice used for OpenAI voice names the engine lacks (alloy, nova, …); default: engine's first.",
     )
     speaker_pause: float = Field(0.2, ge=0, le=5, description="Seconds of silence between speakers in /multi_speak.")
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")

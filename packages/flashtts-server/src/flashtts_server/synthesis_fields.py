@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Optional
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from flashtts_core.errors import PayloadTooLarge
 from flashtts_core.request import Level, SynthesisRequest, VoiceReference
 from flashtts_core.sampling import SamplingOverrides
+from pydantic import BaseModel, ConfigDict, Field
 
 from .settings import ServerSettings
 
@@ -23,12 +22,16 @@ class SamplingFields(BaseModel):
     temperature: Optional[float] = Field(
         None, ge=0, le=5, description="Randomness; 0 (or below 0.001) is greedy. Default: the engine's."
     )
-    top_k: Optional[int] = Field(None, ge=0, le=1_000_000, description="Top-K sampling (0 disables). Default: the engine's.")
+    top_k: Optional[int] = Field(
+        None, ge=0, le=1_000_000, description="Top-K sampling (0 disables). Default: the engine's."
+    )
     top_p: Optional[float] = Field(None, gt=0, le=1, description="Nucleus sampling threshold. Default: the engine's.")
     repetition_penalty: Optional[float] = Field(
         None, ge=0.01, le=10, description="Penalty on repeated tokens (1 disables). Default: the engine's."
     )
-    max_tokens: Optional[int] = Field(None, ge=1, le=1_000_000, description="Maximum tokens to generate per text segment.")
+    max_tokens: Optional[int] = Field(
+        None, ge=1, le=1_000_000, description="Maximum tokens to generate per text segment."
+    )
     seed: Optional[int] = Field(None, ge=0, le=2**63 - 1, description="Seed for reproducible sampling.")
     length_threshold: int = Field(50, ge=1, le=100_000, description="Texts longer than this are split into segments.")
     window_size: int = Field(50, ge=1, le=100_000, description="Length of each segment when splitting.")
@@ -53,8 +56,12 @@ def sampling_overrides(fields: SamplingFields) -> SamplingOverrides:
     if temperature is not None and temperature < GREEDY_BELOW:
         temperature = 0.0
     return SamplingOverrides(
-        temperature=temperature, top_k=fields.top_k, top_p=fields.top_p,
-        repetition_penalty=fields.repetition_penalty, max_tokens=fields.max_tokens, seed=fields.seed,
+        temperature=temperature,
+        top_k=fields.top_k,
+        top_p=fields.top_p,
+        repetition_penalty=fields.repetition_penalty,
+        max_tokens=fields.max_tokens,
+        seed=fields.seed,
     )
 
 
@@ -78,7 +85,14 @@ def synthesis_request(
     instructions: Optional[str] = None,
 ) -> SynthesisRequest:
     return SynthesisRequest(
-        text=text, voice=voice, reference=reference, pitch=pitch, speed=speed,
-        sampling=sampling_overrides(fields), length_threshold=fields.length_threshold,
-        window_size=fields.window_size, stream=stream, instructions=instructions,
+        text=text,
+        voice=voice,
+        reference=reference,
+        pitch=pitch,
+        speed=speed,
+        sampling=sampling_overrides(fields),
+        length_threshold=fields.length_threshold,
+        window_size=fields.window_size,
+        stream=stream,
+        instructions=instructions,
     )

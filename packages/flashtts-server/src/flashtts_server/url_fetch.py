@@ -15,7 +15,6 @@ from typing import Optional
 from urllib.parse import urljoin, urlsplit
 
 import httpx
-
 from flashtts_core.errors import InvalidRequest, PayloadTooLarge
 
 MAX_REDIRECTS = 3
@@ -87,9 +86,8 @@ async def _checked_target(url: str, allow_private: bool) -> tuple[str, str, str]
 async def fetch_url(url: str, *, timeout: float, max_bytes: int, allow_private: bool = False) -> bytes:
     """The body of ``url``; 400 for a refused or failing URL, 413 when over ``max_bytes``."""
     try:
-        async with asyncio.timeout(timeout):
-            return await _fetch(url, max_bytes, allow_private)
-    except TimeoutError:
+        return await asyncio.wait_for(_fetch(url, max_bytes, allow_private), timeout)
+    except asyncio.TimeoutError:
         raise InvalidRequest(f"fetching the reference audio took longer than {timeout:g} s", param="url") from None
 
 
@@ -98,13 +96,17 @@ async def _fetch(url: str, max_bytes: int, allow_private: bool) -> bytes:
         for _ in range(MAX_REDIRECTS + 1):
             connect_url, host_header, server_name = await _checked_target(url, allow_private)
             request = client.build_request(
-                "GET", connect_url, headers={"Host": host_header, "Accept": "audio/*, */*"},
+                "GET",
+                connect_url,
+                headers={"Host": host_header, "Accept": "audio/*, */*"},
                 extensions={"sni_hostname": server_name},
             )
             try:
                 response = await client.send(request, stream=True)
             except httpx.HTTPError as exc:
-                raise InvalidRequest(f"could not fetch the reference audio: {type(exc).__name__}", param="url") from None
+                raise InvalidRequest(
+                    f"could not fetch the reference audio: {type(exc).__name__}", param="url"
+                ) from None
             try:
                 if response.is_redirect:
                     location: Optional[str] = response.headers.get("location")
@@ -118,13 +120,17 @@ async def _fetch(url: str, max_bytes: int, allow_private: bool) -> bytes:
                     )
                 declared = response.headers.get("content-length")
                 if declared and declared.isdigit() and int(declared) > max_bytes:
-                    raise PayloadTooLarge(f"the reference audio at the URL is larger than {max_bytes} bytes", param="url")
+                    raise PayloadTooLarge(
+                        f"the reference audio at the URL is larger than {max_bytes} bytes", param="url"
+                    )
                 parts: list[bytes] = []
                 total = 0
                 async for chunk in response.aiter_bytes():
                     total += len(chunk)
                     if total > max_bytes:
-                        raise PayloadTooLarge(f"the reference audio at the URL is larger than {max_bytes} bytes", param="url")
+                        raise PayloadTooLarge(
+                            f"the reference audio at the URL is larger than {max_bytes} bytes", param="url"
+                        )
                     parts.append(chunk)
                 return b"".join(parts)
             finally:

@@ -6,9 +6,8 @@ from typing import Optional
 
 from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
-
 from flashtts_core.request import Level
+from pydantic import ValidationError
 
 from ..auth import require_api_key
 from ..dependencies import get_runtime, get_settings
@@ -21,9 +20,18 @@ from .protocol import MultiSpeakRequest, ServerInfo, SpeakRequest
 router = APIRouter(tags=["native"], dependencies=[Depends(require_api_key)])
 
 AUDIO_RESPONSES = {
-    200: {"description": "Audio in the requested format; the X-Sample-Rate header gives its sample rate.",
-          "content": {"audio/mpeg": {}, "audio/wav": {}, "audio/pcm": {}, "audio/ogg": {}, "audio/aac": {}, "audio/flac": {}}},
-    400: {"description": "Bad input, in the error shape {\"error\": {...}}."},
+    200: {
+        "description": "Audio in the requested format; the X-Sample-Rate header gives its sample rate.",
+        "content": {
+            "audio/mpeg": {},
+            "audio/wav": {},
+            "audio/pcm": {},
+            "audio/ogg": {},
+            "audio/aac": {},
+            "audio/flac": {},
+        },
+    },
+    400: {"description": 'Bad input, in the error shape {"error": {...}}.'},
 }
 
 
@@ -32,7 +40,9 @@ async def clone_voice(
     request: Request,
     text: str = Form(..., min_length=1, description="Text to synthesize."),
     reference_audio: Optional[str] = Form(None, description="Reference audio as an http(s) URL or base64."),
-    reference_audio_file: Optional[UploadFile] = File(None, description="Reference audio upload (wav, flac, mp3, ogg …)."),
+    reference_audio_file: Optional[UploadFile] = File(
+        None, description="Reference audio upload (wav, flac, mp3, ogg …)."
+    ),
     latent_file: Optional[UploadFile] = File(None, description="MegaTTS3 latent (.npy) for the reference."),
     reference_text: Optional[str] = Form(None, max_length=10_000, description="Transcript of the reference audio."),
     pitch: Optional[Level] = Form(None),
@@ -54,23 +64,39 @@ async def clone_voice(
     """Clone the voice of a reference clip and speak ``text`` with it."""
     try:
         sampling = SamplingFields(
-            temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
-            max_tokens=max_tokens, seed=seed, length_threshold=length_threshold, window_size=window_size,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            repetition_penalty=repetition_penalty,
+            max_tokens=max_tokens,
+            seed=seed,
+            length_threshold=length_threshold,
+            window_size=window_size,
         )
     except ValidationError as exc:
         raise RequestValidationError(exc.errors()) from None
     form = serving.CloneForm(
-        text=text, sampling=sampling, stream=stream, response_format=response_format, sample_rate=sample_rate,
-        reference_audio=reference_audio, reference_audio_file=reference_audio_file, latent_file=latent_file,
-        reference_text=reference_text, pitch=pitch, speed=speed,
+        text=text,
+        sampling=sampling,
+        stream=stream,
+        response_format=response_format,
+        sample_rate=sample_rate,
+        reference_audio=reference_audio,
+        reference_audio_file=reference_audio_file,
+        latent_file=latent_file,
+        reference_text=reference_text,
+        pitch=pitch,
+        speed=speed,
     )
     return await serving.clone_voice(request, runtime, settings, form)
 
 
 @router.post("/speak", response_class=Response, responses=AUDIO_RESPONSES)
 async def speak(
-    request: Request, body: SpeakRequest,
-    runtime: TTSRuntime = Depends(get_runtime), settings: ServerSettings = Depends(get_settings),
+    request: Request,
+    body: SpeakRequest,
+    runtime: TTSRuntime = Depends(get_runtime),
+    settings: ServerSettings = Depends(get_settings),
 ) -> Response:
     """Speak ``text`` with a saved role or a built-in voice."""
     return await serving.speak(request, runtime, settings, body)
@@ -78,8 +104,10 @@ async def speak(
 
 @router.post("/multi_speak", response_class=Response, responses=AUDIO_RESPONSES)
 async def multi_speak(
-    request: Request, body: MultiSpeakRequest,
-    runtime: TTSRuntime = Depends(get_runtime), settings: ServerSettings = Depends(get_settings),
+    request: Request,
+    body: MultiSpeakRequest,
+    runtime: TTSRuntime = Depends(get_runtime),
+    settings: ServerSettings = Depends(get_settings),
 ) -> Response:
     """Speak a dialogue: each ``<role:NAME>`` segment in its role's voice, a short pause between speakers."""
     return await serving.multi_speak(request, runtime, settings, body)

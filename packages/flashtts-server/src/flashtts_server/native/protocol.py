@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-from pydantic import BaseModel, Field
-
 from flashtts_core.request import Level
+from pydantic import BaseModel, Field
 
 from ..synthesis_fields import OutputFields, SamplingFields
 

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import Optional
 
 from fastapi import Request, Response, UploadFile
-
 from flashtts_core.errors import InvalidRequest
 from flashtts_core.request import Level
 
@@ -74,7 +73,9 @@ async def speak(request: Request, runtime: TTSRuntime, settings: ServerSettings,
     return await audio_response(request, runtime, runtime.synthesize(synthesis), spec, body.stream)
 
 
-async def multi_speak(request: Request, runtime: TTSRuntime, settings: ServerSettings, body: MultiSpeakRequest) -> Response:
+async def multi_speak(
+    request: Request, runtime: TTSRuntime, settings: ServerSettings, body: MultiSpeakRequest
+) -> Response:
     check_text_length(body.text, settings)
     spec = output_spec(runtime, body.response_format, body.sample_rate, body.stream)
     base = synthesis_request(body.text, body, stream=body.stream, pitch=body.pitch, speed=body.speed)

@@ -15,12 +15,19 @@ from .protocol import ModelCard, ModelList, SpeechRequest, VoiceList
 router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_api_key)])
 
 
-@router.post("/audio/speech", response_class=Response,
-             responses={**AUDIO_RESPONSES, 200: {**AUDIO_RESPONSES[200], "content": {
-                 **AUDIO_RESPONSES[200]["content"], "text/event-stream": {}}}})
+@router.post(
+    "/audio/speech",
+    response_class=Response,
+    responses={
+        **AUDIO_RESPONSES,
+        200: {**AUDIO_RESPONSES[200], "content": {**AUDIO_RESPONSES[200]["content"], "text/event-stream": {}}},
+    },
+)
 async def create_speech(
-    request: Request, body: SpeechRequest,
-    runtime: TTSRuntime = Depends(get_runtime), settings: ServerSettings = Depends(get_settings),
+    request: Request,
+    body: SpeechRequest,
+    runtime: TTSRuntime = Depends(get_runtime),
+    settings: ServerSettings = Depends(get_settings),
 ) -> Response:
     """OpenAI's speech endpoint: audio bytes, or SSE events with ``stream_format=sse``."""
     return await serving.create_speech(request, runtime, settings, body)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Literal, Optional, Union
 
-from pydantic import BaseModel, Field
-
 from flashtts_core.request import Level
+from pydantic import BaseModel, Field
 
 from ..synthesis_fields import DEFAULT_FORMAT, SamplingFields
 
@@ -23,7 +22,9 @@ class VoiceId(BaseModel):
 class SpeechRequest(SamplingFields):
     """POST /v1/audio/speech."""
 
-    model: Optional[str] = Field(None, max_length=256, description="Model id; any value is accepted (see GET /v1/models).")
+    model: Optional[str] = Field(
+        None, max_length=256, description="Model id; any value is accepted (see GET /v1/models)."
+    )
     input: str = Field(..., min_length=1, description="Text to synthesize.")
     voice: Optional[Union[str, VoiceId]] = Field(
         None,
@@ -33,12 +34,16 @@ class SpeechRequest(SamplingFields):
     instructions: Optional[str] = Field(None, max_length=4096, description="Accepted; engines may ignore it.")
     response_format: str = Field(DEFAULT_FORMAT, description="mp3, opus, aac, flac, wav, pcm.")
     speed: float = Field(1.0, ge=0.25, le=4.0, description="0.25–4.0, mapped onto the engine's speed levels.")
-    stream_format: Literal["audio", "sse"] = Field("audio", description="audio: the bytes; sse: speech.audio.delta events.")
+    stream_format: Literal["audio", "sse"] = Field(
+        "audio", description="audio: the bytes; sse: speech.audio.delta events."
+    )
     # Extensions beyond OpenAI's fields.
     stream: bool = Field(True, description="Send audio as it is generated (false: one whole file, exact WAV sizes).")
     sample_rate: Optional[int] = Field(None, ge=8000, le=48000, description="Resample the output to this rate (Hz).")
     pitch: Optional[Level] = Field(None, description="Pitch level (engines with pitch control).")
-    reference_text: Optional[str] = Field(None, max_length=10_000, description="Transcript of URL/base64 reference audio.")
+    reference_text: Optional[str] = Field(
+        None, max_length=10_000, description="Transcript of URL/base64 reference audio."
+    )
 
 
 class ModelCard(BaseModel):

@@ -6,7 +6,6 @@ import time
 from typing import Optional
 
 from fastapi import Request, Response
-
 from flashtts_core.errors import InvalidRequest, NotFound
 from flashtts_core.request import Level, VoiceReference
 
@@ -16,12 +15,14 @@ from ..runtime import TTSRuntime
 from ..settings import ServerSettings
 from ..synthesis_fields import check_text_length, synthesis_request
 from ..url_fetch import looks_like_url
-from .protocol import OPENAI_VOICES, ModelCard, ModelList, SpeechRequest, VoiceCard, VoiceList, VoiceId
+from .protocol import OPENAI_VOICES, ModelCard, ModelList, SpeechRequest, VoiceCard, VoiceId, VoiceList
 
 _STARTED = int(time.time())
 
 
-async def _default_voice(runtime: TTSRuntime, settings: ServerSettings) -> tuple[Optional[str], Optional[VoiceReference]]:
+async def _default_voice(
+    runtime: TTSRuntime, settings: ServerSettings
+) -> tuple[Optional[str], Optional[VoiceReference]]:
     if settings.default_voice:
         return await runtime.resolve_voice(settings.default_voice)
     if runtime.engine.voices:
@@ -50,7 +51,9 @@ async def resolve_voice(
     raise NotFound(f"unknown voice {value!r}; available: {', '.join(runtime.voice_names()) or 'none'}", param="voice")
 
 
-async def create_speech(request: Request, runtime: TTSRuntime, settings: ServerSettings, body: SpeechRequest) -> Response:
+async def create_speech(
+    request: Request, runtime: TTSRuntime, settings: ServerSettings, body: SpeechRequest
+) -> Response:
     check_text_length(body.input, settings, "input")
     stream = body.stream or body.stream_format == "sse"
     spec = output_spec(runtime, body.response_format, body.sample_rate, stream)
@@ -58,7 +61,13 @@ async def create_speech(request: Request, runtime: TTSRuntime, settings: ServerS
     # 1.0 is every client's default: it asks for nothing, so engines without speed control accept it.
     speed = None if body.speed == 1.0 else Level.from_ratio(body.speed)
     synthesis = synthesis_request(
-        body.input, body, stream=stream, voice=voice, reference=reference, pitch=body.pitch, speed=speed,
+        body.input,
+        body,
+        stream=stream,
+        voice=voice,
+        reference=reference,
+        pitch=body.pitch,
+        speed=speed,
         instructions=body.instructions,
     )
     chunks = runtime.synthesize(synthesis)

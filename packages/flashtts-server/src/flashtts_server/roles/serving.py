@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Optional
 
 from fastapi import UploadFile
-
 from flashtts_core.errors import InvalidRequest, NotFound
 from flashtts_core.role_store import validate_role_name
 
