@@ -259,3 +259,35 @@ def test_server_info_describes_the_model(spark_server):
     assert info["voices"] == ["female", "male"] and set(info["formats"]) >= {"mp3", "opus", "aac", "flac", "wav", "pcm"}
     assert info["active_generations"] == 0 and info["auth_required"] is False
     assert v1["engine"] == info["engine"]
+
+
+def test_roles_survive_a_restart(tiny_spark, tmp_path, reference_wav):
+    from conftest import start_server
+
+    args = ["--model_path", str(tiny_spark), "--backend", "torch", "--role_dir", str(tmp_path / "roles")]
+    first = start_server(args, tmp_path)
+    try:
+        with first.client() as client:
+            added = client.post(
+                "/add_speaker",
+                data={"name": "Persistent Voice", "reference_text": "kept"},
+                files={"audio_file": ("a.wav", reference_wav)},
+            )
+            assert added.status_code == 200
+            before = client.post(
+                "/speak",
+                json={"name": "Persistent Voice", "text": "Same.", "response_format": "pcm", "seed": 4, **SHORT},
+            ).content
+    finally:
+        first.stop()
+    second = start_server(args, tmp_path)
+    try:
+        with second.client() as client:
+            assert "Persistent Voice" in client.get("/audio_roles").json()["saved"]
+            after = client.post(
+                "/speak",
+                json={"name": "Persistent Voice", "text": "Same.", "response_format": "pcm", "seed": 4, **SHORT},
+            )
+        assert after.status_code == 200 and after.content == before  # same stored tokens, same seed: same audio
+    finally:
+        second.stop()
