@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import io
@@ -61,7 +62,8 @@ async def audio_from_string(value: str, settings: ServerSettings, param: str) ->
         except InvalidRequest as exc:
             exc.param = param
             raise
-    return decode_base64_audio(value, max_upload_bytes(settings), param)
+    # Off the event loop: decoding megabytes of base64 would stall every other request.
+    return await asyncio.to_thread(decode_base64_audio, value, max_upload_bytes(settings), param)
 
 
 def load_latent(data: bytes, param: str = "latent_file") -> np.ndarray:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from fastapi import Request, Response, UploadFile
-from flashtts_core.errors import InvalidRequest
+from flashtts_core.errors import InvalidRequest, UnsupportedCapability
 from flashtts_core.request import Level
 
 from .. import __version__
@@ -77,6 +77,8 @@ async def multi_speak(
     request: Request, runtime: TTSRuntime, settings: ServerSettings, body: MultiSpeakRequest
 ) -> Response:
     check_text_length(body.text, settings)
+    if not runtime.engine.capabilities.multi_speaker:
+        raise UnsupportedCapability(f"engine {runtime.engine.name!r} does not support multi-speaker text", param="text")
     spec = output_spec(runtime, body.response_format, body.sample_rate, body.stream)
     base = synthesis_request(body.text, body, stream=body.stream, pitch=body.pitch, speed=body.speed)
     chunks = runtime.dialogue(base, pause=settings.speaker_pause)
