@@ -105,3 +105,9 @@ async def backends(tiny_llm_dir, request):
         await backend.close()
     if standin_path:
         sys.path.remove(str(STANDINS))
+
+
+@pytest.fixture(scope="session")
+def make_config():
+    """``make_config(model_path, **changes)``: the suite's BackendConfig (tests import no conftest)."""
+    return backend_config

@@ -94,9 +94,9 @@ class BatchScheduler:
             try:
                 with torch.inference_mode():
                     cancelled = [s for s in self._active if s.cancel.is_set()]
+                    self._drop(cancelled)
                     for seq in cancelled:
                         seq.emit(DONE)
-                    self._drop(cancelled)
                     for seq in joining:
                         self._admit(seq)
                     if self._active:
@@ -124,24 +124,22 @@ class BatchScheduler:
         out = self.model(input_ids=ids, past_key_values=cache, use_cache=True)
         seq.seen = ids[0]
         if not self._take(seq, out.logits[0, -1]):
+            seq.emit(DONE)
             return
         kv = [(layer.keys, layer.values) for layer in cache.layers]
         self._join(seq, kv, len(seq.prompt_ids))
 
     def _take(self, seq: Sequence, logits: torch.Tensor) -> bool:
-        """Sample one token for ``seq`` and deliver it; False when the sequence has finished."""
+        """Sample one token for ``seq`` and deliver it; False when the sequence has finished (its
+        consumer hears DONE from the caller, once the row is out of the batch)."""
         token = seq.sampler(logits, seq.seen)
         seq.generated += 1
         if token in seq.params.stop_token_ids or seq.cancel.is_set():
-            seq.emit(DONE)
             return False
         seq.emit([token])
         seq.seen = torch.cat([seq.seen, torch.tensor([token], dtype=torch.long, device=self.device)])
         seq.next_input = token
-        if seq.generated >= seq.max_new:
-            seq.emit(DONE)
-            return False
-        return True
+        return seq.generated < seq.max_new
 
     def _join(self, seq: Sequence, kv: list[tuple[torch.Tensor, torch.Tensor]], length: int) -> None:
         if not self._active:
@@ -192,8 +190,10 @@ class BatchScheduler:
         )
         self._kv = [(layer.keys, layer.values) for layer in cache.layers]
         logits = out.logits[:, -1]
-        # _take has already told the finished rows' consumers DONE.
-        self._drop([seq for i, seq in enumerate(rows) if not self._take(seq, logits[i])])
+        finished = [seq for i, seq in enumerate(rows) if not self._take(seq, logits[i])]
+        self._drop(finished)
+        for seq in finished:
+            seq.emit(DONE)
 
 
 def _left_pad(kv: torch.Tensor, columns: int) -> torch.Tensor:

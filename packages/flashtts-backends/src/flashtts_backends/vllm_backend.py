@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import logging
@@ -138,8 +137,10 @@ class VllmBackend(LLMBackend):
             self._requests.discard(request_id)
 
     async def close(self) -> None:
-        # Stops the engine-core process; dropping the engine keeps vLLM's __del__ from repeating it at exit.
-        await asyncio.to_thread(self.engine.shutdown)
+        # On the loop's own thread, so vLLM can cancel its output-handler task before the engine
+        # core goes (from another thread that task sees a dead engine and logs an error). Dropping
+        # the engine keeps vLLM's __del__ from shutting down again at exit.
+        self.engine.shutdown()
         self.engine = None
 
 
