@@ -20,6 +20,9 @@ FLAGS = [
     "--disable-sync",
     "--no-first-run",
     "--autoplay-policy=no-user-gesture-required",
+    # A fake microphone (a beeping tone) and an auto-accepted permission prompt, for the recording path.
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
 ]
 
 
@@ -95,6 +98,17 @@ def test_page_lists_voices_speaks_streamed_and_whole_and_manages_roles(spark_ser
     page.wait_for_function("window.flashtts.done", timeout=60_000)
     assert page.evaluate("window.flashtts.lastBytes") > 0
     assert "error" not in (page.get_attribute("#status", "class") or "")
+
+    # Clone from the microphone: record, stop, and clone with the recording (no file chosen).
+    page.set_input_files("#clone-file", [])
+    page.click("#record")
+    page.wait_for_function("document.getElementById('record-state').textContent.startsWith('recording')")
+    page.wait_for_timeout(2500)
+    page.click("#record")
+    page.wait_for_function("window.flashtts.recording !== null")
+    page.click("#clone-go")
+    page.wait_for_function("window.flashtts.done", timeout=60_000)
+    assert page.evaluate("window.flashtts.lastBytes") > 0, page.inner_text("#status")
     assert page.problems == []
 
 
