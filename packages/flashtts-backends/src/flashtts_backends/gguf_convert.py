@@ -170,7 +170,7 @@ def _sdist_llama_cpp_dir() -> Path:
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         logger.info("fetching the llama-cpp-python %s sdist for its GGUF converter", version)
         proc = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--no-build-isolation",
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
              f"llama-cpp-python=={version}", "-d", tmp],
             capture_output=True, text=True,
         )

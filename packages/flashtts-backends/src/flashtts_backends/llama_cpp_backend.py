@@ -123,7 +123,8 @@ class LlamaCppBackend(LLMBackend):
             llm.eval([token])
 
     async def close(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        # Queued requests are dropped; a running one ends at its next token once its consumer goes.
+        await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
         await asyncio.to_thread(self.llm.close)
         self.llm = None
 

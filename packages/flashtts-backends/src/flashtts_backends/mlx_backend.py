@@ -113,6 +113,11 @@ class MlxBackend(LLMBackend):
             generator.close()
 
 
+    async def close(self) -> None:
+        await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
+        self.model = None
+
+
 def _allowed_and_min_tokens(params: SamplingParams, prompt_len: int) -> list:
     """mlx-lm logits processors ``(tokens, logits) -> logits`` for ``allowed_token_ids`` and ``min_tokens``."""
     import mlx.core as mx

@@ -103,7 +103,7 @@ class BatchScheduler:
                         self._decode_step()
             except BaseException as exc:  # every consumer hears of it; the scheduler keeps serving
                 logger.exception("torch backend: batched step failed")
-                failed = joining + self._active
+                failed = list(dict.fromkeys(joining + self._active))  # admitted ones are in both
                 self._active, self._kv = [], []
                 for seq in failed:
                     seq.emit(exc)
