@@ -71,6 +71,9 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation(request: Request, exc: RequestValidationError):
         errors = exc.errors()
         first = errors[0] if errors else {}
+        if first.get("type") == "json_invalid":
+            detail = (first.get("ctx") or {}).get("error", "")
+            return error_response(400, f"request body is not valid JSON ({detail})".replace(" ()", ""), None, "invalid_json")
         loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "form")]
         param = ".".join(loc) or None
         msg = first.get("msg", "invalid request")
