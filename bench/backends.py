@@ -22,8 +22,9 @@ from pathlib import Path
 
 SHAPES = {
     "tiny": dict(vocab_size=512, hidden_size=128, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=256),
-    "qwen2-0.5b": dict(vocab_size=151936, hidden_size=896, num_layers=24, num_heads=14, num_kv_heads=2,
-                       intermediate_size=4864),
+    "qwen2-0.5b": dict(
+        vocab_size=151936, hidden_size=896, num_layers=24, num_heads=14, num_kv_heads=2, intermediate_size=4864
+    ),
 }
 ALL_BACKENDS = ("torch", "vllm", "llama-cpp", "mlx-lm", "sglang", "tensorrt-llm")
 
@@ -54,8 +55,14 @@ async def bench_backend(name: str, model: Path, gguf: Path | None, args) -> list
     if name == "llama-cpp" and gguf is None:
         return "no GGUF conversion of the model"
     path = gguf if name == "llama-cpp" else model
-    config = BackendConfig(model_path=path, device=args.device, torch_dtype="float32", max_length=2048,
-                           batch_size=max(args.concurrency), seed=0)
+    config = BackendConfig(
+        model_path=path,
+        device=args.device,
+        torch_dtype="float32",
+        max_length=2048,
+        batch_size=max(args.concurrency),
+        seed=0,
+    )
     start = time.perf_counter()
     backend = await cls.create(config)
     load = time.perf_counter() - start
@@ -95,8 +102,10 @@ async def main(args) -> None:
                 gguf = convert_to_gguf(model, outtype="f32", outfile=Path(tmp) / "model-f32.gguf")
             except Exception as exc:  # the other backends still run
                 print(f"llama-cpp: no GGUF ({exc})")
-        print(f"model: random {args.shape} Qwen2 f32; prompt {args.prompt_tokens} tokens, "
-              f"{args.max_tokens} new tokens per request; {os.cpu_count()} CPU cores, device {args.device}")
+        print(
+            f"model: random {args.shape} Qwen2 f32; prompt {args.prompt_tokens} tokens, "
+            f"{args.max_tokens} new tokens per request; {os.cpu_count()} CPU cores, device {args.device}"
+        )
         print(f"{'backend':<14}{'conc':>5}{'tokens/s':>11}{'TTFT ms':>10}{'wall s':>9}{'load s':>8}")
         for name in args.backends:
             result = await bench_backend(name, model, gguf, args)

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-
 from flashtts_core.backend import BackendConfig, LLMBackend
 from flashtts_core.errors import BackendUnavailable
 from flashtts_core.plugins import get_plugin_manager
@@ -38,8 +37,15 @@ def tiny_llm_dir(tmp_path_factory) -> Path:
 
 
 def backend_config(model_path: Path, **changes) -> BackendConfig:
-    values = dict(model_path=model_path, device="cpu", torch_dtype="float32", max_length=512,
-                  gpu_memory_utilization=0.5, batch_size=BATCH, seed=0)
+    values = dict(
+        model_path=model_path,
+        device="cpu",
+        torch_dtype="float32",
+        max_length=512,
+        gpu_memory_utilization=0.5,
+        batch_size=BATCH,
+        seed=0,
+    )
     values.update(changes)
     return BackendConfig(**values)
 

@@ -7,7 +7,6 @@ import asyncio
 
 import pytest
 import pytest_asyncio
-
 from flashtts_core.sampling import SamplingParams
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -52,7 +51,9 @@ async def test_seed_reproducible(backend):
     params = SamplingParams(temperature=1.0, top_k=0, top_p=1.0, max_tokens=24, seed=1234)
     first = (await backend.generate(PROMPT, params)).token_ids
     again = (await backend.generate(PROMPT, params)).token_ids
-    other = (await backend.generate(PROMPT, SamplingParams(temperature=1.0, top_k=0, top_p=1.0, max_tokens=24, seed=99))).token_ids
+    other = (
+        await backend.generate(PROMPT, SamplingParams(temperature=1.0, top_k=0, top_p=1.0, max_tokens=24, seed=99))
+    ).token_ids
     assert first == again
     assert first != other
 
@@ -137,8 +138,9 @@ async def test_sixteen_concurrent_seeded_requests_are_each_reproducible(backend)
 async def test_allowed_token_ids_are_respected(backend):
     allowed = tuple(range(400, 420))
     stop = 257
-    params = SamplingParams(temperature=1.5, top_k=0, top_p=1.0, max_tokens=40, seed=5,
-                            allowed_token_ids=allowed, stop_token_ids=(stop,))
+    params = SamplingParams(
+        temperature=1.5, top_k=0, top_p=1.0, max_tokens=40, seed=5, allowed_token_ids=allowed, stop_token_ids=(stop,)
+    )
     out = await backend.generate(PROMPT, params)
     assert out.token_ids
     assert set(out.token_ids) <= set(allowed)
@@ -149,7 +151,9 @@ async def test_allowed_token_ids_are_respected(backend):
 async def test_sampling_parameters_change_the_output(backend):
     base = dict(max_tokens=30, seed=11)
     greedy = (await backend.generate(PROMPT, SamplingParams(temperature=0.0, **base))).token_ids
-    penalised = (await backend.generate(PROMPT, SamplingParams(temperature=0.0, repetition_penalty=2.0, **base))).token_ids
+    penalised = (
+        await backend.generate(PROMPT, SamplingParams(temperature=0.0, repetition_penalty=2.0, **base))
+    ).token_ids
     assert penalised != greedy
     top1 = (await backend.generate(PROMPT, SamplingParams(temperature=1.5, top_k=1, **base))).token_ids
     assert top1 == greedy, "top_k=1 is greedy"

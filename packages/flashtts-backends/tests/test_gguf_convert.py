@@ -7,9 +7,7 @@ import subprocess
 import sys
 
 import pytest
-
 from flashtts_core.sampling import SamplingParams
-
 
 pytest.importorskip("llama_cpp", reason='pip install "flashtts-backends[llama-cpp]"')
 
@@ -18,9 +16,15 @@ def test_pre_tokenizer_is_named_from_tokenizer_json(tiny_llm_dir, tmp_path):
     from flashtts_backends.gguf_convert import _QWEN2_REGEX, pre_tokenizer_name
 
     assert pre_tokenizer_name(tiny_llm_dir) == "gpt-2"  # ByteLevel with its built-in regex
-    qwen = {"pre_tokenizer": {"type": "Sequence", "pretokenizers": [
-        {"type": "Split", "pattern": {"Regex": _QWEN2_REGEX}, "behavior": "Isolated"},
-        {"type": "ByteLevel", "add_prefix_space": False, "use_regex": False}]}}
+    qwen = {
+        "pre_tokenizer": {
+            "type": "Sequence",
+            "pretokenizers": [
+                {"type": "Split", "pattern": {"Regex": _QWEN2_REGEX}, "behavior": "Isolated"},
+                {"type": "ByteLevel", "add_prefix_space": False, "use_regex": False},
+            ],
+        }
+    }
     (tmp_path / "tokenizer.json").write_text(json.dumps(qwen))
     assert pre_tokenizer_name(tmp_path) == "qwen2"
 
@@ -28,7 +32,8 @@ def test_pre_tokenizer_is_named_from_tokenizer_json(tiny_llm_dir, tmp_path):
 def convert_cli(model_dir, outtype: str):
     proc = subprocess.run(
         [sys.executable, "-m", "flashtts_server.cli", "convert", "gguf", str(model_dir), "--outtype", outtype],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     gguf = model_dir / "LLM" / f"model-{outtype}.gguf"
@@ -68,7 +73,8 @@ def test_quantized_types_are_written_smaller(model_dir):
 
 
 def test_a_folder_without_a_model_is_a_clear_error(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "flashtts_server.cli", "convert", "gguf", str(tmp_path)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "flashtts_server.cli", "convert", "gguf", str(tmp_path)], capture_output=True, text=True
+    )
     assert proc.returncode == 2
     assert "holds no Hugging Face LLM" in proc.stderr

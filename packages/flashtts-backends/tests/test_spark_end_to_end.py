@@ -9,7 +9,6 @@ import sys
 import wave
 
 import pytest
-
 from flashtts_core.errors import BackendUnavailable
 from flashtts_core.plugins import get_plugin_manager
 
@@ -27,10 +26,28 @@ def test_spark_synthesizes_on_each_backend(backend, tiny_spark, tmp_path):
         subprocess.run([*cli, "convert", "gguf", str(model), "--outtype", "f32"], check=True, capture_output=True)
     out = tmp_path / "out.wav"
     proc = subprocess.run(
-        [*cli, "infer", "--model_path", str(model), "--backend", backend, "--max_length", "2048",
-         "-i", "Hello there. This runs on every backend.", "-o", str(out), "--max_tokens", "60",
-         "--role_dir", str(tmp_path / "roles")],
-        capture_output=True, text=True, cwd=tmp_path, env={"VLLM_CPU_KVCACHE_SPACE": "1", **os.environ},
+        [
+            *cli,
+            "infer",
+            "--model_path",
+            str(model),
+            "--backend",
+            backend,
+            "--max_length",
+            "2048",
+            "-i",
+            "Hello there. This runs on every backend.",
+            "-o",
+            str(out),
+            "--max_tokens",
+            "60",
+            "--role_dir",
+            str(tmp_path / "roles"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"VLLM_CPU_KVCACHE_SPACE": "1", **os.environ},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     with wave.open(str(out)) as wav:

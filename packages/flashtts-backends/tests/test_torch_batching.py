@@ -6,9 +6,7 @@ import asyncio
 import time
 
 import pytest
-
 from flashtts_core.sampling import SamplingParams
-
 
 pytestmark = pytest.mark.asyncio
 

@@ -34,12 +34,8 @@ QUANTIZED_TYPES = {"q4_0": 2, "q4_1": 3, "q5_0": 8, "q5_1": 9, "q4_k_m": 15, "q5
 
 # Pre-tokenizer regexes (as written in tokenizer.json) and the llama.cpp name for each.
 _GPT2_REGEX = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+"
-_QWEN2_REGEX = (
-    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
-)
-_LLAMA3_REGEX = (
-    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
-)
+_QWEN2_REGEX = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
+_LLAMA3_REGEX = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
 _PRE_TOKENIZERS = {_QWEN2_REGEX: "qwen2", _LLAMA3_REGEX: "llama-bpe", _GPT2_REGEX: "gpt-2"}
 
 # Runs inside a fresh interpreter: the converter puts its own gguf-py first on sys.path, which must
@@ -109,8 +105,18 @@ def _llm_folder(model_dir: Path) -> Path:
 
 
 def _run_converter(llama_dir: Path, llm_dir: Path, outfile: Path, outtype: str) -> Path:
-    cmd = [sys.executable, "-c", _BOOTSTRAP, str(llama_dir), pre_tokenizer_name(llm_dir) or "",
-           str(llm_dir), "--outfile", str(outfile), "--outtype", outtype]
+    cmd = [
+        sys.executable,
+        "-c",
+        _BOOTSTRAP,
+        str(llama_dir),
+        pre_tokenizer_name(llm_dir) or "",
+        str(llm_dir),
+        "--outfile",
+        str(outfile),
+        "--outtype",
+        outtype,
+    ]
     env = {k: v for k, v in os.environ.items() if k != "NO_LOCAL_GGUF"}
     logger.info("converting %s to %s (%s)", llm_dir, outfile, outtype)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -161,7 +167,9 @@ def _sdist_llama_cpp_dir() -> Path:
     try:
         version = metadata.version("llama-cpp-python")
     except metadata.PackageNotFoundError as exc:
-        raise ConversionError('the converter comes with llama-cpp-python: pip install "flashtts-backends[llama-cpp]"') from exc
+        raise ConversionError(
+            'the converter comes with llama-cpp-python: pip install "flashtts-backends[llama-cpp]"'
+        ) from exc
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "flashtts" / f"llama-cpp-python-{version}"
     folder = cache / "llama.cpp"
     if (folder / "convert_hf_to_gguf.py").is_file():
@@ -170,9 +178,20 @@ def _sdist_llama_cpp_dir() -> Path:
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         logger.info("fetching the llama-cpp-python %s sdist for its GGUF converter", version)
         proc = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-             f"llama-cpp-python=={version}", "-d", tmp],
-            capture_output=True, text=True,
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                f"llama-cpp-python=={version}",
+                "-d",
+                tmp,
+            ],
+            capture_output=True,
+            text=True,
         )
         archives = list(Path(tmp).glob("llama_cpp_python-*.tar.gz"))
         if not archives:

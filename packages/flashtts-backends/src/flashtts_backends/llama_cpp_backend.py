@@ -67,8 +67,13 @@ class LlamaCppBackend(LLMBackend):
             seed=config.seed,
             verbose=False,
         )
-        logger.info("llama-cpp backend: loaded %s (n_ctx %d, %s) in %.1f s",
-                    gguf, llm.n_ctx(), "gpu offload" if gpu else "cpu", time.perf_counter() - start)
+        logger.info(
+            "llama-cpp backend: loaded %s (n_ctx %d, %s) in %.1f s",
+            gguf,
+            llm.n_ctx(),
+            "gpu offload" if gpu else "cpu",
+            time.perf_counter() - start,
+        )
         return cls(llm, config)
 
     async def stream(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[list[int]]:
@@ -78,7 +83,9 @@ class LlamaCppBackend(LLMBackend):
             raise InvalidRequest("empty prompt")
         room = self.n_ctx - len(prompt_ids)
         if room <= 0:
-            raise InvalidRequest(f"prompt of {len(prompt_ids)} tokens does not fit max_length {self.n_ctx}", param="text")
+            raise InvalidRequest(
+                f"prompt of {len(prompt_ids)} tokens does not fit max_length {self.n_ctx}", param="text"
+            )
         max_new = min(params.max_tokens, room)
         seed = params.seed if params.seed is not None else self._seeds.randrange(2**63)
         self.active += 1
@@ -90,7 +97,9 @@ class LlamaCppBackend(LLMBackend):
         finally:
             self.active -= 1
 
-    def _generate(self, prompt_ids: list[int], params: SamplingParams, max_new: int, seed: int, cancel) -> Iterator[int]:
+    def _generate(
+        self, prompt_ids: list[int], params: SamplingParams, max_new: int, seed: int, cancel
+    ) -> Iterator[int]:
         """Runs in the worker thread: evaluate the prompt, then sample and feed back one token at a time."""
         import numpy as np
         from llama_cpp import llama_get_logits_ith
@@ -136,8 +145,7 @@ def find_gguf(path: Path) -> Path:
     files = sorted(path.glob("*.gguf")) if path.is_dir() else []
     if not files:
         raise ModelLoadError(
-            f"no .gguf file in {path}: write one with `flashtts convert gguf MODEL_DIR` "
-            "or pass the file's path"
+            f"no .gguf file in {path}: write one with `flashtts convert gguf MODEL_DIR` or pass the file's path"
         )
     if len(files) == 1:
         return files[0]

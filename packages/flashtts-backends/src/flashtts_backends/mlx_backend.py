@@ -54,7 +54,12 @@ class MlxBackend(LLMBackend):
             mx.set_default_device(mx.cpu)
         start = time.perf_counter()
         model, tokenizer = load(str(config.model_path))
-        logger.info("mlx-lm backend: loaded %s on %s in %.1f s", config.model_path, mx.default_device(), time.perf_counter() - start)
+        logger.info(
+            "mlx-lm backend: loaded %s on %s in %.1f s",
+            config.model_path,
+            mx.default_device(),
+            time.perf_counter() - start,
+        )
         return cls(model, tokenizer, config)
 
     async def stream(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[list[int]]:
@@ -78,7 +83,9 @@ class MlxBackend(LLMBackend):
         finally:
             self.active -= 1
 
-    def _generate(self, prompt_ids: list[int], params: SamplingParams, max_new: int, seed: int, cancel) -> Iterator[int]:
+    def _generate(
+        self, prompt_ids: list[int], params: SamplingParams, max_new: int, seed: int, cancel
+    ) -> Iterator[int]:
         """Runs in the worker thread."""
         import mlx.core as mx
         from mlx_lm import stream_generate
@@ -98,8 +105,12 @@ class MlxBackend(LLMBackend):
         processors += _allowed_and_min_tokens(params, len(prompt_ids))
         self.tokenizer.eos_token_ids = set(params.stop_token_ids)
         generator = stream_generate(
-            self.model, self.tokenizer, mx.array(prompt_ids), max_tokens=max_new,
-            sampler=sampler, logits_processors=processors,
+            self.model,
+            self.tokenizer,
+            mx.array(prompt_ids),
+            max_tokens=max_new,
+            sampler=sampler,
+            logits_processors=processors,
         )
         try:
             for response in generator:
@@ -111,7 +122,6 @@ class MlxBackend(LLMBackend):
                     yield int(response.token)
         finally:
             generator.close()
-
 
     async def close(self) -> None:
         await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)

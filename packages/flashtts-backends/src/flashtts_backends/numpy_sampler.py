@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Optional
 
 import numpy as np
-
 from flashtts_core.sampling import SamplingParams
 
 

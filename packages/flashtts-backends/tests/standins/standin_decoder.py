@@ -39,7 +39,12 @@ class TinyDecoder:
 
 
 def sample(
-    logits: torch.Tensor, *, temperature: float, top_k: Optional[int], top_p: Optional[float], generator: torch.Generator
+    logits: torch.Tensor,
+    *,
+    temperature: float,
+    top_k: Optional[int],
+    top_p: Optional[float],
+    generator: torch.Generator,
 ) -> int:
     """Temperature, then top-k, then top-p, then a draw; top_k 1 is greedy."""
     if top_k == 1:

@@ -6,10 +6,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
-from typing import Any, AsyncIterator, Dict, List, Optional, Union
+from typing import Any, AsyncIterator, Optional, Union
 
 import torch
-
 from standin_decoder import TinyDecoder, repetition_penalty, sample
 
 from .srt.sampling.custom_logit_processor import CustomLogitProcessor
@@ -39,7 +38,7 @@ class SamplingParams:
     """SGLang's sampling parameters (names, defaults and checks of sampling_params.py)."""
 
     max_new_tokens: Optional[int] = 128
-    stop_token_ids: Optional[List[int]] = None
+    stop_token_ids: Optional[list[int]] = None
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = -1
@@ -47,7 +46,7 @@ class SamplingParams:
     repetition_penalty: float = 1.0
     min_new_tokens: int = 0
     ignore_eos: bool = False
-    custom_params: Optional[Dict[str, Any]] = None
+    custom_params: Optional[dict[str, Any]] = None
     sampling_seed: Optional[int] = None
 
     def __post_init__(self):
@@ -76,13 +75,13 @@ class SamplingParams:
 class _Req:
     """What a custom logit processor finds under ``__req__``."""
 
-    origin_input_ids: List[int]
-    output_ids: List[int]
+    origin_input_ids: list[int]
+    output_ids: list[int]
 
 
 class TokenizerManager:
     def __init__(self):
-        self.rid_to_state: Dict[str, Dict[str, Any]] = {}
+        self.rid_to_state: dict[str, dict[str, Any]] = {}
 
     def abort_request(self, rid: str = "", abort_all: bool = False):
         if not abort_all and rid not in self.rid_to_state:
@@ -101,13 +100,13 @@ class Engine:
 
     async def async_generate(
         self,
-        prompt: Optional[Union[List[str], str]] = None,
-        sampling_params: Optional[Dict] = None,
-        input_ids: Optional[List[int]] = None,
+        prompt: Optional[Union[list[str], str]] = None,
+        sampling_params: Optional[dict] = None,
+        input_ids: Optional[list[int]] = None,
         custom_logit_processor: Optional[str] = None,
         stream: bool = False,
         rid: Optional[str] = None,
-    ) -> Union[Dict, AsyncIterator[Dict]]:
+    ) -> Union[dict, AsyncIterator[dict]]:
         if prompt is not None:
             raise ValueError("the stand-in engine runs with skip_tokenizer_init: pass input_ids")
         params = SamplingParams(**(sampling_params or {}))
@@ -130,7 +129,7 @@ class Engine:
             generator.manual_seed(params.sampling_seed)
         else:
             generator.seed()
-        output: List[int] = []
+        output: list[int] = []
         req = _Req(origin_input_ids=input_ids, output_ids=output)
         stop_ids = set(params.stop_token_ids or ())
         if not params.ignore_eos:
@@ -140,8 +139,9 @@ class Engine:
             logits = repetition_penalty(logits, seen, params.repetition_penalty)
             if processor is not None:
                 logits = processor(logits[None, :], [dict(params.custom_params or {}, __req__=req)])[0]
-            return sample(logits, temperature=params.temperature, top_k=params.top_k, top_p=params.top_p,
-                          generator=generator)
+            return sample(
+                logits, temperature=params.temperature, top_k=params.top_k, top_p=params.top_p, generator=generator
+            )
 
         tokens = self.decoder.decode(input_ids, choose)
         limit = min(params.max_new_tokens, (self.server_args.context_length or 1 << 30) - len(input_ids))
@@ -164,7 +164,7 @@ class Engine:
             self.tokenizer_manager.rid_to_state.pop(rid, None)
 
     @staticmethod
-    def _meta(rid, reason, input_ids, output) -> Dict[str, Any]:
+    def _meta(rid, reason, input_ids, output) -> dict[str, Any]:
         return {"id": rid, "finish_reason": reason, "prompt_tokens": len(input_ids), "completion_tokens": len(output)}
 
     def shutdown(self):

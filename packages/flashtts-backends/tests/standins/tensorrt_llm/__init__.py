@@ -7,10 +7,9 @@ import asyncio
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Union
+from typing import Optional, Union
 
 import torch
-
 from standin_decoder import TinyDecoder, repetition_penalty, sample
 
 from .llmapi import KvCacheConfig
@@ -23,7 +22,7 @@ class SamplingParams:
     end_id: Optional[int] = None
     pad_id: Optional[int] = None
     max_tokens: int = 32
-    stop_token_ids: Optional[List[int]] = None
+    stop_token_ids: Optional[list[int]] = None
     logits_processor: Optional[object] = None
     top_k: Optional[int] = None
     top_p: Optional[float] = None
@@ -42,12 +41,12 @@ class SamplingParams:
 @dataclass
 class CompletionOutput:
     index: int
-    token_ids: List[int]
+    token_ids: list[int]
     finish_reason: Optional[str] = None
     _last: int = 0
 
     @property
-    def token_ids_diff(self) -> List[int]:
+    def token_ids_diff(self) -> list[int]:
         """The ids added since the previous streamed step."""
         return self.token_ids[self._last :]
 
@@ -93,8 +92,13 @@ class RequestOutput:
 
 
 class LLM:
-    def __init__(self, model: Union[str, Path], *, skip_tokenizer_init: bool = False,
-                 kv_cache_config: Optional[KvCacheConfig] = None):
+    def __init__(
+        self,
+        model: Union[str, Path],
+        *,
+        skip_tokenizer_init: bool = False,
+        kv_cache_config: Optional[KvCacheConfig] = None,
+    ):
         if not (Path(model) / "config.json").is_file():
             raise ValueError(f"{model} is neither a TensorRT engine directory nor a Hugging Face checkpoint")
         self.decoder = TinyDecoder(str(model))
@@ -102,8 +106,9 @@ class LLM:
         self._ids = itertools.count()
         self._closed = False
 
-    def generate_async(self, inputs: Union[List[int], str], sampling_params: Optional[SamplingParams] = None,
-                       streaming: bool = False) -> RequestOutput:
+    def generate_async(
+        self, inputs: Union[list[int], str], sampling_params: Optional[SamplingParams] = None, streaming: bool = False
+    ) -> RequestOutput:
         if self._closed:
             raise RuntimeError("LLM is shut down")
         if isinstance(inputs, str):
@@ -115,7 +120,7 @@ class LLM:
             raise ValueError("end_id must be given when the tokenizer is skipped")
         return RequestOutput(self._steps_for(list(inputs), params, next(self._ids)), streaming)
 
-    def _steps_for(self, prompt: List[int], params: SamplingParams, req_id: int):
+    def _steps_for(self, prompt: list[int], params: SamplingParams, req_id: int):
         decoder = self.decoder
 
         async def steps(aborted):
@@ -135,8 +140,13 @@ class LLM:
                 beam = logits[None, :]
                 for processor in processors:
                     processor(req_id, beam, [list(seen)], None, None)  # in place, as documented
-                return sample(beam[0], temperature=params.temperature or 1.0, top_k=params.top_k or 0,
-                              top_p=params.top_p or 0.0, generator=generator)
+                return sample(
+                    beam[0],
+                    temperature=params.temperature or 1.0,
+                    top_k=params.top_k or 0,
+                    top_p=params.top_p or 0.0,
+                    generator=generator,
+                )
 
             tokens = decoder.decode(prompt, choose)
             while True:

@@ -2,20 +2,20 @@
 
 import json
 from abc import ABC, abstractmethod
-from functools import lru_cache
-from typing import Any, Dict, List, Optional
+from functools import cache
+from typing import Any, Optional
 
 import dill
 
 
-@lru_cache(maxsize=None)
+@cache
 def _cache_from_str(json_str: str):
     return dill.loads(bytes.fromhex(json.loads(json_str)["callable"]))
 
 
 class CustomLogitProcessor(ABC):
     @abstractmethod
-    def __call__(self, logits, custom_param_list: Optional[List[Dict[str, Any]]] = None):
+    def __call__(self, logits, custom_param_list: Optional[list[dict[str, Any]]] = None):
         raise NotImplementedError
 
     @classmethod
