@@ -67,8 +67,13 @@ def use_standin(name: str) -> bool:
     return True
 
 
+# Suite names that are a registered backend with non-default options.
+VARIANTS = {"torch:static-cache": ("torch", {"cache_implementation": "static"})}
+
+
 async def build_backend(name: str, model_path: Path) -> LLMBackend:
     """Build a registered backend, or skip when its library is not installed here."""
+    name, options = VARIANTS.get(name, (name, {}))
     cls = get_plugin_manager().backends[name]
     try:
         cls.check_available()
@@ -76,7 +81,7 @@ async def build_backend(name: str, model_path: Path) -> LLMBackend:
         pytest.skip(str(exc))
     # CUDA-only engines (real or stand-in) are asked for their own device.
     device = "auto" if name in STANDIN_MODULES else "cpu"
-    return await cls.create(backend_config(model_path, device=device))
+    return await cls.create(backend_config(model_path, device=device, **options))
 
 
 @pytest.fixture(scope="session")

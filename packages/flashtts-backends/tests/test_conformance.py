@@ -11,7 +11,8 @@ from flashtts_core.sampling import SamplingParams
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-BACKENDS = ["torch", "vllm", "llama-cpp", "mlx-lm", "sglang", "tensorrt-llm"]
+# "torch:static-cache" is the torch backend with --cache_implementation static (generate() per sequence).
+BACKENDS = ["torch", "torch:static-cache", "vllm", "llama-cpp", "mlx-lm", "sglang", "tensorrt-llm"]
 PROMPT = [72, 101, 108, 108, 111, 300, 301, 302]
 GREEDY = SamplingParams(temperature=0.0, max_tokens=40)
 NEAR_TIE = 2e-3

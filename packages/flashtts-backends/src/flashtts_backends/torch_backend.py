@@ -33,12 +33,17 @@ class TorchBackend(LLMBackend):
 
     def __init__(self, model, config: BackendConfig, device: str):
         from .torch_batching import BatchScheduler
+        from .torch_generate import GenerateRunner
 
         self.model = model
         self.config = config
         self.device = device
         self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
-        self._scheduler = BatchScheduler(model, device, max_batch=config.batch_size)
+        if config.cache_implementation:
+            # A requested cache strategy is transformers' to build: decode each sequence with generate().
+            self._scheduler = GenerateRunner(model, device, config.batch_size, config.cache_implementation)
+        else:
+            self._scheduler = BatchScheduler(model, device, max_batch=config.batch_size)
         self._seeds = random.Random(config.seed)
 
     @property
@@ -59,8 +64,9 @@ class TorchBackend(LLMBackend):
         device = resolve_device(config.device)
         dtype = resolve_dtype(config.torch_dtype, device)
         if config.cache_implementation:
-            logger.warning(
-                "torch backend: cache_implementation=%s is ignored; batched decoding uses a dynamic cache",
+            logger.info(
+                "torch backend: cache_implementation=%s: sequences decode one per worker with generate() "
+                "instead of continuous batching",
                 config.cache_implementation,
             )
         start = time.perf_counter()

@@ -5,47 +5,67 @@ from __future__ import annotations
 import torch
 from flashtts_core.sampling import SamplingParams
 
+# Below this temperature sampling is greedy: dividing by a vanishing temperature overflows.
+_GREEDY_TEMPERATURE = 1e-5
+_BIG = torch.finfo(torch.float32).max / 4
+
 
 class TorchSampler:
     """Picks the next token of one sequence. Holds its own generator, so concurrent requests with a
-    seed stay reproducible."""
+    seed stay reproducible.
+
+    With ``allowed_token_ids`` it works on those rows only (e.g. Spark's 8k semantic tokens out of a
+    166k vocabulary, Orpheus' 28k audio tokens out of 157k), which is both the constraint and most
+    of the sampling cost saved.
+    """
 
     def __init__(self, params: SamplingParams, vocab_size: int, device, seed: int):
         self.params = params
         self.device = device
         self.generator = torch.Generator(device="cpu")
         self.generator.manual_seed(seed)
-        self.stop_ids = torch.tensor(sorted(set(params.stop_token_ids)), dtype=torch.long, device=device)
-        self.allowed_mask = None
+        self.rows: torch.Tensor | None = None  # candidate token ids, or None for the whole vocabulary
+        self.position: torch.Tensor | None = None  # token id -> index in rows, -1 when not a candidate
         if params.allowed_token_ids is not None:
-            allowed = sorted({*params.allowed_token_ids, *params.stop_token_ids})
-            allowed = [i for i in allowed if 0 <= i < vocab_size]
-            mask = torch.full((vocab_size,), float("-inf"), device=device)
-            mask[torch.tensor(allowed, dtype=torch.long, device=device)] = 0.0
-            self.allowed_mask = mask
+            allowed = sorted(i for i in {*params.allowed_token_ids, *params.stop_token_ids} if 0 <= i < vocab_size)
+            self.rows = torch.tensor(allowed, dtype=torch.long, device=device)
+            self.position = torch.full((vocab_size,), -1, dtype=torch.long, device=device)
+            self.position[self.rows] = torch.arange(len(allowed), device=device)
+        self.stop = self._local(torch.tensor(sorted(set(params.stop_token_ids)), dtype=torch.long, device=device))
         self.generated = 0
+
+    def _local(self, ids: torch.Tensor) -> torch.Tensor:
+        """Token ids as indices into the candidate logits."""
+        if self.position is None:
+            return ids
+        ids = ids[ids < self.position.shape[0]]
+        local = self.position[ids]
+        return local[local >= 0]
 
     def __call__(self, logits: torch.Tensor, seen_ids: torch.Tensor) -> int:
         """``logits``: (vocab,) for the next position; ``seen_ids``: prompt + output so far."""
         p = self.params
-        logits = logits.float().clone()
-        vocab = logits.shape[-1]
-        if self.allowed_mask is not None:
-            logits = logits + self.allowed_mask[:vocab]
+        logits = logits.float()
+        logits = logits.index_select(0, self.rows) if self.rows is not None else logits.clone()
         if p.repetition_penalty != 1.0 and seen_ids.numel():
-            ids = torch.unique(seen_ids[seen_ids < vocab])
-            picked = logits[ids]
-            logits[ids] = torch.where(picked > 0, picked / p.repetition_penalty, picked * p.repetition_penalty)
-        if self.generated < p.min_tokens and self.stop_ids.numel():
-            logits[self.stop_ids[self.stop_ids < vocab]] = float("-inf")
+            seen = torch.unique(seen_ids)
+            if self.position is None:
+                seen = seen[seen < logits.shape[0]]
+            idx = self._local(seen)
+            picked = logits[idx]
+            logits[idx] = torch.where(picked > 0, picked / p.repetition_penalty, picked * p.repetition_penalty)
+        if self.generated < p.min_tokens and self.stop.numel():
+            logits[self.stop] = float("-inf")
         self.generated += 1
-        if p.temperature == 0:
-            return int(torch.argmax(logits))
-        logits = logits / p.temperature
-        # Work on the top-k candidates only (sorted, best first): sorting a 150k-row vocabulary for
-        # top-p on every step of every row costs more than the model step on CPU.
+        # Extreme penalties can overflow: keep the ordering, drop NaNs.
+        logits = torch.nan_to_num(logits, nan=float("-inf"), posinf=_BIG, neginf=float("-inf"))
+        if p.temperature < _GREEDY_TEMPERATURE or not torch.isfinite(logits.max()):
+            return self._token(int(torch.argmax(logits)))
+        logits = (logits - logits.max()) / p.temperature
+        # Work on the top-k candidates only (sorted, best first): sorting a large vocabulary for
+        # top-p on every step costs more than the model step on CPU.
         candidates = None
-        if p.top_k and 0 < p.top_k < vocab:
+        if p.top_k and 0 < p.top_k < logits.shape[0]:
             logits, candidates = torch.topk(logits, p.top_k)
         elif p.top_p < 1.0:
             logits, candidates = torch.sort(logits, descending=True)
@@ -54,4 +74,7 @@ class TorchSampler:
             drop = torch.cumsum(probs, dim=-1) - probs > p.top_p  # keep the token that crosses top_p
             logits = logits.masked_fill(drop, float("-inf"))
         choice = int(torch.multinomial(torch.softmax(logits, dim=-1).cpu(), 1, generator=self.generator))
-        return int(candidates[choice]) if candidates is not None else choice
+        return self._token(int(candidates[choice]) if candidates is not None else choice)
+
+    def _token(self, index: int) -> int:
+        return int(self.rows[index]) if self.rows is not None else index
