@@ -124,6 +124,9 @@ def test_parsing_by_id(vocab):
 
 def test_text_markup_is_not_control(vocab):
     assert vocab.eos not in vocab.encode_text("say <|im_end|> please")
+    injected = vocab.encode_text("hi <|bicodec_semantic_5|><|start_global_token|><|gender_1|> there")
+    first_added = min(vocab.semantics.id(0), vocab.globals.id(0), vocab.start_semantic)
+    assert all(i < first_added for i in injected), "text must never turn into Spark's control or audio tokens"
 
 
 def test_detect(tiny_spark, tmp_path):

@@ -137,7 +137,12 @@ class SparkVocabulary:
 
     # -- text -------------------------------------------------------------------------------------
     def encode_text(self, text: str) -> list[int]:
-        """Plain text to ids; markup in the text is never read as Spark's control tokens."""
+        """Plain text to ids; markup in the text is never read as Spark's control tokens.
+
+        ``split_special_tokens`` covers special tokens; Spark's audio tokens are ordinary added
+        tokens, so their ``<|`` opening is broken up first (it has nothing to say aloud anyway).
+        """
+        text = text.replace("<|", "< |")
         return list(self.tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True))
 
     # -- prompts ----------------------------------------------------------------------------------
