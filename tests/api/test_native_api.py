@@ -224,7 +224,7 @@ def test_add_use_and_delete_a_role(spark_server, reference_wav, disk_snapshot):
     assert not [p for p in role_dir.iterdir() if p.name.startswith(".")]  # no temp or trash folders left
 
 
-@pytest.mark.parametrize("name", ["../evil", "a/b", ".hidden", "x" * 65, "nul\0byte", ""])
+@pytest.mark.parametrize("name", ["../evil", "a/b", ".hidden", "x" * 65, "nul\0byte", "", "CON", "\U00010400" * 64])
 def test_invalid_role_names_change_nothing(spark_server, reference_wav, disk_snapshot, name):
     role_dir = spark_server.role_dir
     before = disk_snapshot(role_dir)
@@ -235,6 +235,34 @@ def test_invalid_role_names_change_nothing(spark_server, reference_wav, disk_sna
     assert d.status_code in (400, 404)
     assert disk_snapshot(role_dir) == before
     assert not (role_dir.parent / "evil").exists()
+
+
+def test_a_name_too_long_for_the_filesystem_is_a_4xx_on_every_route(spark_server):
+    name = "\U00010400" * 64  # 64 letters, but 256 bytes in UTF-8: no filesystem takes it as a folder name
+    with spark_server.client() as client:
+        speak = client.post("/speak", json={"name": name, "text": "hi", **SHORT})
+        dialogue = client.post("/multi_speak", json={"text": f"<role:{name}> hi", **SHORT})
+        openai = client.post("/v1/audio/speech", json={"input": "hi", "voice": name, **SHORT})
+    assert speak.status_code == 404 and openai.status_code == 404, (speak.text, openai.text)
+    assert dialogue.status_code == 400 and "unknown role" in dialogue.json()["error"]["message"]
+
+
+def test_concurrent_adds_of_one_name_save_it_once(spark_server, reference_wav):
+    import concurrent.futures
+
+    def add(i: int) -> int:
+        with spark_server.client() as client:
+            files = {"audio_file": ("a.wav", reference_wav, "audio/wav")}
+            return client.post(
+                "/add_speaker", data={"name": "racer", "reference_text": f"take {i}"}, files=files
+            ).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        codes = sorted(pool.map(add, range(6)))
+    with spark_server.client() as client:
+        assert client.post("/delete_speaker", data={"name": "racer"}).status_code == 200
+    assert codes == [200] + [409] * 5
+    assert not [p for p in spark_server.role_dir.iterdir() if p.name.startswith(".")]
 
 
 def test_add_speaker_with_undecodable_audio_writes_nothing(spark_server, disk_snapshot):

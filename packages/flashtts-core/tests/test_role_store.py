@@ -1,19 +1,63 @@
+import threading
+import unicodedata
+
 import numpy as np
 import pytest
 import soundfile as sf
-from flashtts_core.errors import InvalidRequest, NotFound
+from flashtts_core.errors import Conflict, InvalidRequest, NotFound
 from flashtts_core.role_store import RoleStore, validate_role_name
 
 
-@pytest.mark.parametrize("name", ["../etc", "a/b", "a\\b", ".hidden", "", " ", "x" * 65, "a..b", "ok.", "nul\x00"])
+@pytest.mark.parametrize(
+    "name",
+    ["../etc", "a/b", "a\\b", ".hidden", "", " ", "x" * 65, "a..b", "ok.", "nul\x00", "\u0301a"]
+    # Windows device names, and 64 four-byte letters (256 bytes: longer than a file name may be).
+    + ["CON", "nul", "Com1", "lpt9.wav", "aux.txt", "\U00010400" * 64],
+)
 def test_bad_names_are_refused(name):
     with pytest.raises(InvalidRequest):
         validate_role_name(name)
 
 
-@pytest.mark.parametrize("name", ["alice", "Bob Smith", "voice-2.v1", "小明", "tara_01"])
+@pytest.mark.parametrize(
+    "name", ["alice", "Bob Smith", "voice-2.v1", "小明", "tara_01", "नमस्ते", "สวัสดี", "مُحَمَّد", "名" * 64, "console"]
+)
 def test_good_names(name):
     assert validate_role_name(name) == name
+
+
+def test_names_are_compared_in_nfc(tmp_path):
+    nfc, nfd = unicodedata.normalize("NFC", "Åsa"), unicodedata.normalize("NFD", "Åsa")
+    assert nfc != nfd and validate_role_name(nfd) == nfc
+    store = RoleStore(tmp_path)
+    store.save(nfd, np.full(1600, 0.1, np.float32), 16000)
+    assert store.names() == [nfc] and store.exists(nfd) and store.exists(nfc)
+
+
+def test_concurrent_saves_without_overwrite_create_the_role_once(tmp_path):
+    store = RoleStore(tmp_path)
+    audio = np.full(1600, 0.1, np.float32)
+    results: list[str] = []
+    start = threading.Barrier(8)
+
+    def save(i: int) -> None:
+        start.wait()
+        try:
+            store.save("racer", audio * (i + 1) / 8, 16000, f"take {i}", overwrite=False)
+            results.append("saved")
+        except Conflict:
+            results.append("conflict")
+
+    threads = [threading.Thread(target=save, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["conflict"] * 7 + ["saved"]
+    assert store.names() == ["racer"]
+    assert [p.name for p in tmp_path.iterdir()] == ["racer"]  # no temp or trash folders left
+    store.save("racer", audio, 16000, "replaced")  # overwrite (the default) still replaces
+    assert store.load("racer").text == "replaced"
 
 
 def test_save_load_delete_roundtrip(tmp_path):

@@ -6,6 +6,7 @@ from .engine import Capabilities, Engine
 from .errors import (
     AudioDecodeError,
     BackendUnavailable,
+    Conflict,
     FlashTTSError,
     InvalidRequest,
     ModelLoadError,
@@ -24,6 +25,7 @@ __all__ = [
     "BackendConfig",
     "BackendUnavailable",
     "Capabilities",
+    "Conflict",
     "Engine",
     "EngineOptions",
     "FlashTTSError",

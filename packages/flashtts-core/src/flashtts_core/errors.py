@@ -36,6 +36,13 @@ class NotFound(FlashTTSError):
     code = "not_found"
 
 
+class Conflict(FlashTTSError):
+    """The thing to create exists already, e.g. a saved role of that name (409)."""
+
+    status = 409
+    code = "conflict"
+
+
 class AudioDecodeError(InvalidRequest):
     """Reference audio that is empty, not audio, silent or of an unusable length (400)."""
 

@@ -21,6 +21,7 @@ import re
 import shutil
 import threading
 import time
+import unicodedata
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,29 +29,42 @@ from typing import Optional
 
 import numpy as np
 
-from .errors import InvalidRequest, NotFound
+from .errors import Conflict, InvalidRequest, NotFound
 
 logger = logging.getLogger("flashtts.roles")
 
 MAX_NAME_LENGTH = 64
+# Most filesystems cap one path component at 255 bytes: 64 four-byte characters would pass the
+# length check and then fail in the filesystem.
+MAX_NAME_BYTES = 255
 _NAME = re.compile(r"^[^\W][\w\-. ]*$", re.UNICODE)
+# Device names Windows refuses as file names, with or without an extension ("con", "nul.txt").
+_RESERVED = re.compile(r"^(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?$", re.IGNORECASE)
 _KEY = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 
 
 def validate_role_name(name: str) -> str:
-    """A role name: letters, digits, ``_ - . space``; no separators, no leading dot, ≤ 64 chars."""
+    """A role name: letters, digits, ``_ - . space``; no separators, no leading dot, ≤ 64 chars.
+
+    Names are compared in Unicode NFC, so "Å" typed as one code point or as A + ring is one role."""
     if not isinstance(name, str):
         raise InvalidRequest("role name must be a string", param="name")
-    name = name.strip()
+    name = unicodedata.normalize("NFC", name.strip())
     if not name:
         raise InvalidRequest("role name must not be empty", param="name")
     if len(name) > MAX_NAME_LENGTH:
         raise InvalidRequest(f"role name is longer than {MAX_NAME_LENGTH} characters", param="name")
-    if ".." in name or not _NAME.match(name) or name.endswith((".", " ")):
+    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        raise InvalidRequest(f"role name is longer than {MAX_NAME_BYTES} bytes in UTF-8", param="name")
+    # Combining marks (Devanagari and Thai vowel signs, Arabic harakat …) are part of the letter before them.
+    letters = "".join(ch for ch in name if not unicodedata.category(ch).startswith("M"))
+    if ".." in name or not letters.startswith(name[0]) or not _NAME.match(letters) or name.endswith((".", " ")):
         raise InvalidRequest(
             f"invalid role name {name!r}: use letters, digits, '_', '-', '.', spaces; no path characters",
             param="name",
         )
+    if _RESERVED.match(name):
+        raise InvalidRequest(f"invalid role name {name!r}: it is a reserved device name on Windows", param="name")
     return name
 
 
@@ -147,8 +161,12 @@ class RoleStore:
         text: Optional[str] = None,
         features: Optional[dict[str, np.ndarray]] = None,
         engine: Optional[str] = None,
+        overwrite: bool = True,
     ) -> str:
-        """Write (or replace) a role atomically; returns its validated name."""
+        """Write (or replace) a role atomically; returns its validated name.
+
+        With ``overwrite=False`` an existing role of that name is a 409, checked at the moment of the
+        rename, so of two concurrent adds of one name exactly one wins."""
         import soundfile as sf
 
         name = validate_role_name(name)
@@ -171,6 +189,10 @@ class RoleStore:
                 target = self.root / name
                 trash = None
                 if target.exists():
+                    if not overwrite:
+                        raise Conflict(
+                            f"role {name!r} exists already; delete it first or send overwrite=true", param="name"
+                        )
                     trash = self.root / f".trash-{uuid.uuid4().hex}"
                     os.rename(target, trash)
                 os.rename(tmp, target)

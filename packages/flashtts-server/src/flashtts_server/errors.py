@@ -35,13 +35,6 @@ class AuthenticationFailed(FlashTTSError):
     code = "invalid_api_key"
 
 
-class Conflict(FlashTTSError):
-    """The thing to create exists already (409)."""
-
-    status = 409
-    code = "conflict"
-
-
 class ServiceLoading(FlashTTSError):
     """The model is not loaded yet (503)."""
 

@@ -132,7 +132,7 @@ class TTSRuntime:
             self._role_cache[name] = ref
             return ref
 
-    async def add_role(self, name: str, reference: VoiceReference) -> str:
+    async def add_role(self, name: str, reference: VoiceReference, overwrite: bool = True) -> str:
         name = validate_role_name(name)
         if not reference.features:
             reference = await self.engine.prepare_reference(reference)
@@ -144,6 +144,7 @@ class TTSRuntime:
             reference.text,
             reference.features,
             self.engine.name,
+            overwrite,
         )
         reference.name = name
         self._role_cache[name] = reference

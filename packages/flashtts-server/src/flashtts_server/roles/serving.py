@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Optional
 
 from fastapi import UploadFile
-from flashtts_core.errors import InvalidRequest, NotFound
+from flashtts_core.errors import Conflict, InvalidRequest, NotFound
 from flashtts_core.role_store import validate_role_name
 
-from ..errors import Conflict
 from ..limits import read_upload
 from ..reference_audio import audio_from_string, build_reference, max_upload_bytes, require_clone
 from ..runtime import TTSRuntime
@@ -48,7 +47,7 @@ async def add_speaker(
         raise InvalidRequest("give the role's audio as audio_file (upload) or audio (URL or base64)", param="audio")
     latent = await read_upload(latent_file, limit, "latent_file") if _present(latent_file) else None
     reference = await build_reference(runtime, settings, data, reference_text, latent, param="audio")
-    saved = await runtime.add_role(name, reference)
+    saved = await runtime.add_role(name, reference, overwrite=overwrite)
     return RoleChanged(role=saved)
 
 
