@@ -170,6 +170,8 @@ def test_multi_speak_voices_each_segment_and_pauses_between_speakers(spark_serve
         ("<role:stranger> hi", "unknown role 'stranger'"),
         ("no tags at all", "<role:NAME>"),
         ("<role:female,volume:11> hi", "bad option"),
+        ("<role:female> hi <role:male yo", "unclosed <role:...> tag"),
+        ("<role:female> hi <role:<role:male>> yo", "unclosed <role:...> tag"),
     ],
 )
 def test_multi_speak_names_the_problem(spark_server, text, fragment):

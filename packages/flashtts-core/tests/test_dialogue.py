@@ -13,6 +13,11 @@ def test_tags_with_pitch_and_speed():
     ]
 
 
+def test_tags_are_case_insensitive_and_other_angle_brackets_are_text():
+    segs = parse_dialogue("<ROLE:a> 1 < 2 > 0 <Role:b,PITCH:HIGH> yo")
+    assert [(s.role, s.text, s.pitch) for s in segs] == [("a", "1 < 2 > 0", None), ("b", "yo", Level.high)]
+
+
 @pytest.mark.parametrize(
     "text, fragment",
     [
@@ -22,6 +27,9 @@ def test_tags_with_pitch_and_speed():
         ("<role:> hi", "no name"),
         ("<role:a,pitch:loud> hi", "invalid pitch"),
         ("<role:a,volume:high> hi", "bad option"),
+        ("<role:a> hi <role:b yo", "unclosed <role:...> tag"),
+        ("<role:a> hi <role:<role:b>> yo", "unclosed <role:...> tag"),
+        ("<role:a> hi </role>", "unclosed <role:...> tag"),
     ],
 )
 def test_errors_name_the_problem(text, fragment):

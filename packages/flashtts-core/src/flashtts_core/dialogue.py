@@ -9,7 +9,9 @@ from typing import Optional
 from .errors import InvalidRequest
 from .request import Level
 
-_TAG = re.compile(r"<role:([^<>]*)>")
+_TAG = re.compile(r"<role:([^<>]*)>", re.IGNORECASE)
+# What is left of a tag that never closed ("<role:male hi") or holds another one ("<role:<role:a>>").
+_STRAY = re.compile(r"<role:|<\s*/?\s*role\s*>", re.IGNORECASE)
 
 
 @dataclass
@@ -35,6 +37,11 @@ def parse_dialogue(text: str) -> list[DialogueSegment]:
         end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
         body = text[match.end() : end].strip()
         role, pitch, speed = _parse_tag(match.group(1))
+        if _STRAY.search(body):
+            where = text[match.start() : end].strip()
+            raise InvalidRequest(
+                f"malformed or unclosed <role:...> tag in {where[:60]!r}; write tags as <role:NAME>", param="text"
+            )
         if not body:
             raise InvalidRequest(f"<role:{role}> has no text", param="text")
         segments.append(DialogueSegment(role=role, text=body, pitch=pitch, speed=speed))
