@@ -39,6 +39,17 @@ def tiny_orpheus(tmp_path_factory) -> Path:
     return _tiny_model(tmp_path_factory, "orpheus")
 
 
+def with_gguf(model_dir: Path, folder: Path) -> Path:
+    """``folder``: the model's files (linked) plus an f32 GGUF of its LLM, which llama-cpp reads."""
+    from flashtts_backends.gguf_convert import convert_to_gguf
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for item in model_dir.iterdir():
+        (folder / item.name).symlink_to(item)
+    convert_to_gguf(model_dir, outtype="f32", outfile=folder / "model-f32.gguf")
+    return folder
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import Server, start_server
+from conftest import Server, start_server, with_gguf
 
 SAMPLES_PER_FRAME = 2048  # SNAC hop 512 x stride 4: one 7-id Orpheus frame
 FRAMES = 10
@@ -37,8 +37,9 @@ def installed_backends() -> list[str]:
 @pytest.fixture(scope="module", params=installed_backends())
 def server(request, tiny_orpheus, tmp_path_factory) -> Server:
     tmp = tmp_path_factory.mktemp(f"orpheus-server-{request.param}")
+    model = with_gguf(tiny_orpheus, tmp / "model") if request.param == "llama-cpp" else tiny_orpheus
     args = [
-        "--model_path", str(tiny_orpheus), "--backend", request.param, "--llm_device", "cpu",
+        "--model_path", str(model), "--backend", request.param, "--llm_device", "cpu",
         "--detokenizer_device", "cpu", "--batch_size", "4", "--role_dir", str(tmp / "roles"),
     ]
     srv = start_server(args, tmp)
