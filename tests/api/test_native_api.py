@@ -80,6 +80,8 @@ def test_speak_refuses_bad_values_in_the_error_shape(spark_server):
         ({"name": "female", "text": ""}, 400, "text"),
         ({"name": "nobody", "text": "x"}, 404, "name"),
         ({"text": "x"}, 400, "name"),
+        ({"name": "   ", "text": "x"}, 400, "name"),
+        ({"name": "female", "text": " \n\t "}, 400, "text"),
     ]
     with spark_server.client() as client:
         for body, status, param in cases:
@@ -90,6 +92,32 @@ def test_speak_refuses_bad_values_in_the_error_shape(spark_server):
             assert error["message"]
         broken = client.post("/speak", content=b"{not json", headers={"content-type": "application/json"})
         assert broken.status_code == 400 and "not valid JSON" in broken.json()["error"]["message"]
+        for body in (b"", b"[1]", b'"female"'):
+            r = client.post("/speak", content=body, headers={"content-type": "application/json"})
+            assert r.status_code == 400 and "must be a JSON object" in r.json()["error"]["message"], r.text
+        form = client.post("/speak", data={"name": "female", "text": "x"})
+        assert form.status_code == 400 and "must be a JSON object" in form.json()["error"]["message"]
+
+
+def test_levels_are_case_insensitive_and_form_numbers_must_be_finite(spark_server, reference_wav):
+    with spark_server.client() as client:
+        spoken = client.post(
+            "/speak", json={"name": "female", "text": "Hi.", "pitch": " HIGH ", "speed": "Low", **SHORT}
+        )
+        cloned = client.post(
+            "/clone_voice",
+            data={"text": "Hi.", "pitch": "VERY_LOW", "max_tokens": "10"},
+            files={"reference_audio_file": ("a.wav", reference_wav)},
+        )
+        for field, value in (("temperature", "nan"), ("top_p", "inf"), ("repetition_penalty", "-Infinity")):
+            r = client.post(
+                "/clone_voice",
+                data={"text": "Hi.", field: value},
+                files={"reference_audio_file": ("a.wav", reference_wav)},
+            )
+            error = r.json()["error"]
+            assert r.status_code == 400 and error["param"] == field and "finite" in error["message"], r.text
+    assert spoken.status_code == 200 and cloned.status_code == 200, (spoken.text, cloned.text)
 
 
 def test_pitch_and_speed_levels_are_accepted(spark_server):

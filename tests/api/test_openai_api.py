@@ -89,6 +89,19 @@ def test_error_classes(client):
         client.audio.speech.create(model="tts-1", voice="alloy", input="")
 
 
+def test_a_wrong_voice_shape_or_a_blank_input_gets_one_clear_error(spark_server):
+    with spark_server.client() as http:
+        for voice in ({}, {"id": ""}, {"id": 5}, 5, ["female"]):
+            r = http.post("/v1/audio/speech", json={"input": "Hi.", "voice": voice})
+            error = r.json()["error"]
+            assert r.status_code == 400 and error["param"] == "voice", r.text
+            assert error["message"] == 'voice: must be a voice name or an object like {"id": "NAME"}'
+        blank = http.post("/v1/audio/speech", json={"input": "  \n ", "voice": "female"})
+        padded = http.post("/v1/audio/speech", json={"input": "Hi.", "voice": {"id": " female "}, **SHORT})
+    assert blank.status_code == 400 and blank.json()["error"]["param"] == "input"
+    assert padded.status_code == 200
+
+
 def test_models_and_voices_lists(client, spark_server):
     models = client.models.list()
     ids = [m.id for m in models.data]

@@ -22,6 +22,16 @@ class Level(str, enum.Enum):
     high = "high"
     very_high = "very_high"
 
+    @classmethod
+    def _missing_(cls, value: object) -> "Level | None":
+        # " HIGH " is high: in JSON and form fields as in <role:...,pitch:HIGH> tags.
+        if isinstance(value, str):
+            value = value.strip().lower()
+            for level in cls:
+                if level.value == value:
+                    return level
+        return None
+
     @property
     def index(self) -> int:
         return list(Level).index(self)

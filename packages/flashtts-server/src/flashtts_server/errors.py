@@ -66,10 +66,16 @@ def install_error_handlers(app: FastAPI) -> None:
         first = errors[0] if errors else {}
         if first.get("type") == "json_invalid":
             detail = (first.get("ctx") or {}).get("error", "")
-            return error_response(400, f"request body is not valid JSON ({detail})".replace(" ()", ""), None, "invalid_json")
+            return error_response(
+                400, f"request body is not valid JSON ({detail})".replace(" ()", ""), None, "invalid_json"
+            )
         loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "form")]
         param = ".".join(loc) or None
         msg = first.get("msg", "invalid request")
+        if first.get("type") == "value_error":
+            msg = msg.removeprefix("Value error, ")
+        if not param and first.get("type") in ("missing", "model_attributes_type", "dict_type"):
+            msg = "the request body must be a JSON object (Content-Type: application/json)"
         message = f"{param}: {msg}" if param else msg
         if len(errors) > 1:
             message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from flashtts_core.errors import PayloadTooLarge
+from flashtts_core.errors import InvalidRequest, PayloadTooLarge
 from flashtts_core.request import Level, SynthesisRequest, VoiceReference
 from flashtts_core.sampling import SamplingOverrides
 from pydantic import BaseModel, ConfigDict, Field
@@ -66,6 +66,9 @@ def sampling_overrides(fields: SamplingFields) -> SamplingOverrides:
 
 
 def check_text_length(text: str, settings: ServerSettings, param: str = "text") -> None:
+    """A 400 for text with nothing but whitespace, a 413 for text over --max_text_length; both name ``param``."""
+    if not text.strip():
+        raise InvalidRequest(f"{param} must not be empty or only whitespace", param=param)
     if len(text) > settings.max_text_length:
         raise PayloadTooLarge(
             f"{param} is {len(text)} characters long; the limit is {settings.max_text_length} (see --max_text_length)",

@@ -66,7 +66,10 @@ async def clone_voice(request: Request, runtime: TTSRuntime, settings: ServerSet
 async def speak(request: Request, runtime: TTSRuntime, settings: ServerSettings, body: SpeakRequest) -> Response:
     check_text_length(body.text, settings)
     spec = output_spec(runtime, body.response_format, body.sample_rate, body.stream)
-    voice, reference = await runtime.resolve_voice(body.name.strip())
+    name = body.name.strip()
+    if not name:
+        raise InvalidRequest("name must not be empty: give a saved role or a built-in voice", param="name")
+    voice, reference = await runtime.resolve_voice(name)
     synthesis = synthesis_request(
         body.text, body, stream=body.stream, voice=voice, reference=reference, pitch=body.pitch, speed=body.speed
     )

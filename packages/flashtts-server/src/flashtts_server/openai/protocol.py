@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal, Optional, Union
 
 from flashtts_core.request import Level
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from ..synthesis_fields import DEFAULT_FORMAT, SamplingFields
 
@@ -44,6 +44,16 @@ class SpeechRequest(SamplingFields):
     reference_text: Optional[str] = Field(
         None, max_length=10_000, description="Transcript of URL/base64 reference audio."
     )
+
+    @field_validator("voice", mode="before")
+    @classmethod
+    def _voice_is_a_name_or_an_id_object(cls, value: object) -> object:
+        # Without this a wrong shape reads as two errors about the union's members ("voice.str: …").
+        if value is None or isinstance(value, str):
+            return value
+        if isinstance(value, dict) and isinstance(value.get("id"), str) and value["id"].strip():
+            return value
+        raise ValueError('must be a voice name or an object like {"id": "NAME"}')
 
 
 class ModelCard(BaseModel):
