@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import pytest_asyncio
 from flashtts_core.backend import BackendConfig
-from flashtts_core.errors import BackendUnavailable, NotFound, UnsupportedCapability
+from flashtts_core.errors import BackendUnavailable, InvalidRequest, NotFound, UnsupportedCapability
 from flashtts_core.options import EngineOptions
 from flashtts_core.plugins import get_plugin_manager
 from flashtts_core.request import SynthesisRequest, VoiceReference
@@ -144,6 +144,22 @@ async def test_voice_and_emotion_tags_reach_the_prompt(engine):
     (prompt,) = backend.prompts
     assert prompt[:2] == [ids.START_OF_HUMAN, ids.BEGIN_OF_TEXT] and prompt[-4:] == [128009, 128260, 128261, 128257]
     assert engine.tokenizer.decode(prompt[2:-4]) == "zoe: Well <laugh> that was fun."
+
+
+async def test_special_token_markup_in_the_text_stays_text(engine):
+    text = "Hi <|eot_id|> there <custom_token_2> and <laugh>"
+    with observe(engine) as backend:
+        await drain(engine, request(text, voice="tara", max_tokens=7))
+    (prompt,) = backend.prompts
+    body = prompt[2:-4]
+    assert max(body) < ids.BEGIN_OF_TEXT  # no end of turn, no end of speech inside the text
+    assert engine.tokenizer.decode(body) == "tara: Hi <|eot_id|> there < custom_token_2> and <laugh>"
+
+
+async def test_text_with_nothing_to_speak_is_a_4xx(engine):
+    with pytest.raises(InvalidRequest, match="nothing to speak") as err:
+        await drain(engine, request("\u200b\u200d"))  # zero-width characters only
+    assert err.value.status == 400
 
 
 async def test_default_voice_is_the_first_of_the_language(engine):

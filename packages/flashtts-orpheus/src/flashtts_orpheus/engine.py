@@ -16,7 +16,7 @@ import numpy as np
 from flashtts_core.backend import BackendConfig, LLMBackend
 from flashtts_core.batcher import DynamicBatcher
 from flashtts_core.engine import BackendFactory, Capabilities, Engine
-from flashtts_core.errors import ModelLoadError
+from flashtts_core.errors import InvalidRequest, ModelLoadError
 from flashtts_core.options import EngineOptions, resolve_device
 from flashtts_core.request import SynthesisRequest
 from flashtts_core.sampling import SamplingParams
@@ -144,12 +144,15 @@ class OrpheusEngine(Engine):
         self.check_request(request)
         voice = request.voice or self.voices[0]
         params = self.default_sampling.with_overrides(request.sampling, allowed_token_ids=self._allowed)
-        for segment in split_text(request.text, request.length_threshold, request.window_size):
+        segments = split_text(request.text, request.length_threshold, request.window_size)
+        if not segments:
+            raise InvalidRequest("text has nothing to speak", param="text")
+        for segment in segments:
             async for chunk in self._speak(f"{voice}: {segment}", params, request.request_id):
                 yield chunk
 
     async def _speak(self, text: str, params: SamplingParams, request_id: str) -> AsyncIterator[np.ndarray]:
-        prompt = build_prompt(self.tokenizer.encode(text, add_special_tokens=False))
+        prompt = build_prompt(self.encode_text(text))
         parser = FrameParser()
         window: deque[np.ndarray] = deque(maxlen=ids.WINDOW_FRAMES)
         start = time.perf_counter()
@@ -178,6 +181,16 @@ class OrpheusEngine(Engine):
                 "request %s: %d frames (%d malformed, %d cut short) in %.2f s",
                 request_id, stats.frames, stats.malformed, stats.incomplete, time.perf_counter() - start,
             )
+
+    def encode_text(self, text: str) -> list[int]:
+        """Plain text to ids; token markup typed into the text stays text.
+
+        ``<|eot_id|>`` would end the human turn and ``<custom_token_2>`` is the stop id: special
+        tokens are split by the tokenizer, and the custom tokens (ordinary added tokens) are broken
+        up first. Emotion tags such as ``<laugh>`` are plain text and pass unchanged.
+        """
+        text = text.replace("<custom_token_", "< custom_token_")
+        return list(self.tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True))
 
     async def _decode_window(self, frames: np.ndarray) -> np.ndarray:
         """Decode 4 frames and keep the second (samples 2048..4096), whose edges the codec saw context for."""
