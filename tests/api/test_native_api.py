@@ -223,6 +223,32 @@ def test_role_dir_content_is_loaded_at_startup(spark_server):
     assert any(p.suffix == ".npy" for p in cached) and not any(p.suffix in (".pkl", ".pt") for p in cached)
 
 
+def test_a_broken_role_folder_is_a_400_naming_the_role(spark_server):
+    import shutil
+
+    import soundfile as sf
+
+    broken, silent = spark_server.role_dir / "broken", spark_server.role_dir / "hushed"
+    broken.mkdir()
+    (broken / "voice.wav").write_bytes(b"\0garbage" * 100)
+    silent.mkdir()
+    sf.write(silent / "voice.wav", np.zeros(16000, dtype=np.float32), 16000)
+    try:
+        with spark_server.client() as client:
+            r = client.post("/speak", json={"name": "broken", "text": "Hi.", **SHORT})
+            d = client.post("/multi_speak", json={"text": "<role:female> Hi. <role:broken> Yo.", **SHORT})
+            s = client.post("/speak", json={"name": "hushed", "text": "Hi.", **SHORT})
+    finally:
+        shutil.rmtree(broken)
+        shutil.rmtree(silent)
+    for resp in (r, d):
+        error = resp.json()["error"]
+        assert resp.status_code == 400 and error["param"] == "name", resp.text
+        assert error["message"] == "saved role 'broken' cannot be used: voice.wav is not a readable WAV file"
+    assert s.status_code == 400 and s.json()["error"]["message"].startswith("saved role 'hushed' cannot be used")
+    assert "Traceback" not in spark_server.log.read_text()
+
+
 def test_add_use_and_delete_a_role(spark_server, reference_wav, disk_snapshot):
     role_dir = spark_server.role_dir
     with spark_server.client() as client:

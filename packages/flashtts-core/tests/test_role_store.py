@@ -4,7 +4,7 @@ import unicodedata
 import numpy as np
 import pytest
 import soundfile as sf
-from flashtts_core.errors import Conflict, InvalidRequest, NotFound
+from flashtts_core.errors import AudioDecodeError, Conflict, InvalidRequest, NotFound
 from flashtts_core.role_store import RoleStore, validate_role_name
 
 
@@ -95,3 +95,16 @@ def test_features_refuse_pickles(tmp_path):
         store.save("x", np.ones(100, np.float32), 16000, None, {"bad": np.array([object()])}, engine="spark")
     assert store.names() == []
     assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_a_broken_dropped_in_role_is_a_clear_400_and_a_damaged_cache_is_ignored(tmp_path):
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "voice.wav").write_bytes(b"not a wav at all")
+    store = RoleStore(tmp_path)
+    with pytest.raises(AudioDecodeError) as err:
+        store.load("broken")
+    assert err.value.status == 400 and err.value.param == "name" and "voice.wav" in err.value.message
+    assert str(tmp_path) not in err.value.message  # no server paths in what a client reads
+    store.save("cached", np.full(1600, 0.1, np.float32), 16000, None, {"a": np.arange(3), "b": np.arange(4)}, "spark")
+    (tmp_path / "cached" / "cache" / "spark" / "a.npy").write_bytes(b"damaged")
+    assert store.load("cached", "spark").features == {}  # recomputed from the audio, never half a set

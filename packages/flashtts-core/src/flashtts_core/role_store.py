@@ -29,7 +29,7 @@ from typing import Optional
 
 import numpy as np
 
-from .errors import Conflict, InvalidRequest, NotFound
+from .errors import AudioDecodeError, Conflict, InvalidRequest, NotFound
 
 logger = logging.getLogger("flashtts.roles")
 
@@ -142,15 +142,24 @@ class RoleStore:
         audio_file = self._audio_file(path) if path.is_dir() else None
         if audio_file is None:
             raise NotFound(f"unknown role {name!r}", param="name")
-        audio, sr = sf.read(audio_file, dtype="float32", always_2d=True)
+        try:
+            audio, sr = sf.read(audio_file, dtype="float32", always_2d=True)
+        except (RuntimeError, OSError):  # soundfile's LibsndfileError is a RuntimeError
+            raise AudioDecodeError(f"{audio_file.name} is not a readable WAV file", param="name") from None
         text_file = path / "reference_text.txt"
-        text = text_file.read_text(encoding="utf-8").strip() if text_file.is_file() else None
+        text = text_file.read_text(encoding="utf-8", errors="replace").strip() if text_file.is_file() else None
         features: dict[str, np.ndarray] = {}
         if engine is not None:
             cache = path / "cache" / engine
             if cache.is_dir():
                 for f in sorted(cache.glob("*.npy")):
-                    features[f.stem] = np.load(f, allow_pickle=False)
+                    try:
+                        features[f.stem] = np.load(f, allow_pickle=False)
+                    except (ValueError, OSError, EOFError) as exc:
+                        # A damaged cache is recomputed from the audio (all of it: a partial set is no use).
+                        logger.warning("role %r: unreadable cache file %s (%s); recomputing", path.name, f.name, exc)
+                        features = {}
+                        break
         return StoredRole(name=path.name, audio=np.ascontiguousarray(audio[:, 0]), sample_rate=int(sr), text=text or None, features=features)
 
     def save(

@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import AsyncIterator, Optional
 
 import numpy as np
-from flashtts_core.audio_io import load_audio
+from flashtts_core.audio_io import load_audio, resample
 from flashtts_core.backend import BackendConfig, LLMBackend  # noqa: F401
 from flashtts_core.crossfade import silence
 from flashtts_core.dialogue import parse_dialogue
 from flashtts_core.engine import Engine
-from flashtts_core.errors import InvalidRequest, NotFound
+from flashtts_core.errors import AudioDecodeError, InvalidRequest, NotFound
 from flashtts_core.formats import AudioEncoder
 from flashtts_core.options import EngineOptions
 from flashtts_core.plugins import PluginManager, get_plugin_manager
@@ -112,23 +112,27 @@ class TTSRuntime:
             return cached
         lock = self._role_locks.setdefault(name, asyncio.Lock())
         async with lock:
-            stored = await asyncio.to_thread(self.roles.load, name, self.engine.name)
-            ref = VoiceReference(
-                audio=stored.audio,
-                sample_rate=stored.sample_rate,
-                text=stored.text,
-                features=stored.features,
-                name=stored.name,
-            )
-            if not stored.features:
-                if stored.sample_rate != self.engine.sample_rate:
-                    from flashtts_core.audio_io import resample
-
-                    ref.audio = resample(stored.audio, stored.sample_rate, self.engine.sample_rate)
-                    ref.sample_rate = self.engine.sample_rate
-                ref = await self.engine.prepare_reference(ref)
-                if ref.features:
-                    await asyncio.to_thread(self.roles.save_features, name, self.engine.name, ref.features)
+            try:
+                stored = await asyncio.to_thread(self.roles.load, name, self.engine.name)
+                ref = VoiceReference(
+                    audio=stored.audio,
+                    sample_rate=stored.sample_rate,
+                    text=stored.text,
+                    features=stored.features,
+                    name=stored.name,
+                )
+                if not stored.features:
+                    if stored.sample_rate != self.engine.sample_rate:
+                        ref.audio = await asyncio.to_thread(
+                            resample, stored.audio, stored.sample_rate, self.engine.sample_rate
+                        )
+                        ref.sample_rate = self.engine.sample_rate
+                    ref = await self.engine.prepare_reference(ref)
+            except AudioDecodeError as exc:
+                # Say which role is broken: the client sent a name, not "reference audio".
+                raise AudioDecodeError(f"saved role {name!r} cannot be used: {exc.message}", param="name") from None
+            if not stored.features and ref.features:
+                await asyncio.to_thread(self.roles.save_features, name, self.engine.name, ref.features)
             self._role_cache[name] = ref
             return ref
 
