@@ -144,6 +144,21 @@ def test_float16_falls_back(caplog):
     assert SparkEngine._llm_dtype_fallback(EngineOptions(torch_dtype="bfloat16")).torch_dtype == "bfloat16"
 
 
+@pytest.mark.parametrize("bf16", [False, True])
+def test_auto_dtype_never_float16_on_cuda(monkeypatch, bf16):
+    # A CUDA GPU without bfloat16 (T4, V100): "auto" would load the LLM in float16.
+    import torch
+    from flashtts_core.options import resolve_device, resolve_dtype
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
+    options = SparkEngine._llm_dtype_fallback(EngineOptions(torch_dtype="auto", llm_device="auto"))
+    dtype = resolve_dtype(options.torch_dtype, resolve_device(options.llm_device))
+    assert dtype == (torch.bfloat16 if bf16 else torch.float32)
+    cpu = SparkEngine._llm_dtype_fallback(EngineOptions(torch_dtype="auto", llm_device="cpu"))
+    assert resolve_dtype(cpu.torch_dtype, "cpu") == torch.float32
+
+
 def test_plugin_module_is_light():
     code = (
         "import sys, flashtts_spark.plugin as p; "

@@ -188,16 +188,18 @@ class SparkEngine(Engine):
     @staticmethod
     def _llm_dtype_fallback(options: EngineOptions) -> EngineOptions:
         """Spark-TTS's LLM does not run in float16 (upstream FlashTTS refuses it): use bfloat16 where
-        the device supports it, else float32."""
-        if options.torch_dtype != "float16":
+        the device supports it, else float32. ``auto`` would pick float16 on a CUDA GPU without
+        bfloat16 (T4, V100): float32 there too."""
+        if options.torch_dtype not in ("float16", "auto"):
             return options
         import torch
         from flashtts_core.options import resolve_device
 
         device = resolve_device(options.llm_device)
-        fallback = "float32"
-        if device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-            fallback = "bfloat16"
+        bf16 = device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        if options.torch_dtype == "auto" and (bf16 or not device.startswith("cuda")):
+            return options  # auto is bfloat16 on this GPU, float32 elsewhere
+        fallback = "bfloat16" if bf16 else "float32"
         logger.warning("Spark-TTS does not support float16: loading the LLM in %s instead", fallback)
         return options.model_copy(update={"torch_dtype": fallback})
 
