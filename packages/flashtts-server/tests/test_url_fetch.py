@@ -70,6 +70,8 @@ async def test_loopback_spellings_are_refused_before_any_connection(url):
         "http://user:pw@127.0.0.1/",
         "javascript:alert(1)",
         "http://[::1/",
+        "http://" + "a" * 64 + ".example/a.wav",  # a DNS label over 63 characters (was a 500)
+        "http://a..example/a.wav",
     ],
 )
 async def test_malformed_and_non_http_urls_are_refused(url):
