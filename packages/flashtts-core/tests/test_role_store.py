@@ -108,3 +108,13 @@ def test_a_broken_dropped_in_role_is_a_clear_400_and_a_damaged_cache_is_ignored(
     store.save("cached", np.full(1600, 0.1, np.float32), 16000, None, {"a": np.arange(3), "b": np.arange(4)}, "spark")
     (tmp_path / "cached" / "cache" / "spark" / "a.npy").write_bytes(b"damaged")
     assert store.load("cached", "spark").features == {}  # recomputed from the audio, never half a set
+
+
+def test_a_role_dir_removed_while_running_is_empty_and_recreated_on_save(tmp_path):
+    import shutil
+
+    store = RoleStore(tmp_path / "roles")
+    shutil.rmtree(tmp_path / "roles")
+    assert store.names() == [] and not store.exists("alice")
+    store.save("alice", np.full(1600, 0.1, np.float32), 16000)
+    assert store.names() == ["alice"]

@@ -114,6 +114,8 @@ class RoleStore:
         return self.root / validate_role_name(name)
 
     def names(self) -> list[str]:
+        if not self.root.is_dir():  # role_dir removed while the server runs: no roles, not a 500
+            return []
         out = []
         for p in sorted(self.root.iterdir()):
             if p.is_dir() and not p.name.startswith(".") and self._audio_file(p) is not None:
@@ -179,6 +181,7 @@ class RoleStore:
         import soundfile as sf
 
         name = validate_role_name(name)
+        self.root.mkdir(parents=True, exist_ok=True)  # recreated if it was removed while the server runs
         tmp = self.root / f".tmp-{uuid.uuid4().hex}"
         tmp.mkdir()
         try:
