@@ -56,3 +56,24 @@ async def test_a_failing_batch_fails_only_its_items():
         await batcher.submit("bad")
     assert await batcher.submit("good") == "good"
     batcher.close()
+
+
+async def test_close_fails_queued_items_instead_of_hanging():
+    started = threading.Event()
+    release = threading.Event()
+
+    def slow(batch):
+        started.set()
+        release.wait(5)
+        return batch
+
+    batcher = DynamicBatcher(slow, batch_size=1, wait_timeout=0)
+    first = asyncio.ensure_future(batcher.submit(1))
+    await asyncio.to_thread(started.wait, 5)
+    queued = asyncio.ensure_future(batcher.submit(2))
+    await asyncio.sleep(0.05)
+    batcher.close()
+    release.set()
+    with pytest.raises(RuntimeError, match="closed"):
+        await asyncio.wait_for(queued, 2)
+    first.cancel()

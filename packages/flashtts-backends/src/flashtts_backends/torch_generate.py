@@ -101,6 +101,10 @@ class GenerateRunner:
             eos_token_id=sorted(stop_ids) or None,
             pad_token_id=min(stop_ids) if stop_ids else 0,
             cache_implementation=self.cache_implementation,
+            # Neutral values, so nothing from the checkpoint's generation_config.json acts on top of our sampler.
+            repetition_penalty=1.0,
+            no_repeat_ngram_size=0,
+            min_new_tokens=0,
         )
         ids = torch.tensor([seq.prompt_ids], dtype=torch.long, device=self.device)
         with torch.inference_mode():

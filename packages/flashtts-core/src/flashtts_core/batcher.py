@@ -79,8 +79,14 @@ class DynamicBatcher(Generic[T, R]):
                     fut.set_result(result)
 
     def close(self) -> None:
+        """Stop the worker; items still queued fail instead of waiting forever."""
         if self._worker is not None:
             self._worker.cancel()
+        if self._queue is not None:
+            while not self._queue.empty():
+                _, fut = self._queue.get_nowait()
+                if not fut.done():
+                    fut.set_exception(RuntimeError(f"{self.name} is closed"))
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
