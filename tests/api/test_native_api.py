@@ -95,6 +95,10 @@ def test_speak_refuses_bad_values_in_the_error_shape(spark_server):
         for body in (b"", b"[1]", b'"female"'):
             r = client.post("/speak", content=body, headers={"content-type": "application/json"})
             assert r.status_code == 400 and "must be a JSON object" in r.json()["error"]["message"], r.text
+        for body in (b'{"name": "female", "text": "\xff"}', b'{"top_k": ' + b"9" * 5000 + b"}", b"[" * 100_000):
+            r = client.post("/speak", content=body, headers={"content-type": "application/json"})
+            error = r.json()["error"]
+            assert r.status_code == 400 and error["code"] == "invalid_body" and "UTF-8 JSON" in error["message"]
         form = client.post("/speak", data={"name": "female", "text": "x"})
         assert form.status_code == 400 and "must be a JSON object" in form.json()["error"]["message"]
 

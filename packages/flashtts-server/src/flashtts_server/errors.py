@@ -42,6 +42,10 @@ class ServiceLoading(FlashTTSError):
     code = "model_loading"
 
 
+# FastAPI's detail when the body parser itself fails (not a json.JSONDecodeError, which is a validation error).
+_FASTAPI_PARSE_ERROR = "There was an error parsing the body"
+
+
 def error_body(status: int, message: str, param: Optional[str] = None, code: Optional[str] = None) -> dict:
     return {"error": {"message": message, "type": _TYPES.get(status, "server_error"), "param": param, "code": code}}
 
@@ -84,7 +88,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
         message = exc.detail if isinstance(exc.detail, str) else "request failed"
-        return error_response(exc.status_code, message, None, None, headers=getattr(exc, "headers", None))
+        code = None
+        if message == _FASTAPI_PARSE_ERROR:  # bad UTF-8, too deeply nested JSON, an integer of 5000 digits …
+            message = "the request body could not be parsed: send it as UTF-8 JSON or as form data"
+            code = "invalid_body"
+        return error_response(exc.status_code, message, None, code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
