@@ -77,6 +77,12 @@ class TTSRuntime:
     def voice_names(self) -> list[str]:
         return sorted(set(self.roles.names()) | set(self.engine.voices))
 
+    def known_voices(self, limit: int = 20) -> str:
+        """The voice names for an error message: the first ``limit``, then how many more."""
+        names = self.voice_names()
+        shown = ", ".join(names[:limit]) or "none"
+        return shown + (f" and {len(names) - limit} more (GET /audio_roles)" if len(names) > limit else "")
+
     async def reference_from_bytes(
         self,
         data: bytes,
@@ -167,8 +173,7 @@ class TTSRuntime:
             return None, await self.role_reference(name)
         if name in self.engine.voices:
             return name, None
-        known = ", ".join(self.voice_names()) or "none"
-        raise NotFound(f"unknown voice or role {name!r}; available: {known}", param="name")
+        raise NotFound(f"unknown voice or role {name[:80]!r}; available: {self.known_voices()}", param="name")
 
     # -- synthesis -------------------------------------------------------------------------------
     async def synthesize(self, request: SynthesisRequest) -> AsyncIterator[np.ndarray]:

@@ -48,7 +48,8 @@ async def resolve_voice(
         return await runtime.resolve_voice(value)
     if value.lower() in OPENAI_VOICES:
         return await _default_voice(runtime, settings)
-    raise NotFound(f"unknown voice {value!r}; available: {', '.join(runtime.voice_names()) or 'none'}", param="voice")
+    # The value is cut short in the message: it may be megabytes of text that is neither a name nor audio.
+    raise NotFound(f"unknown voice {value[:80]!r}; available: {runtime.known_voices()}", param="voice")
 
 
 async def create_speech(
