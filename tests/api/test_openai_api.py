@@ -97,7 +97,7 @@ def test_a_wrong_voice_shape_or_a_blank_input_gets_one_clear_error(spark_server)
             assert r.status_code == 400 and error["param"] == "voice", r.text
             assert error["message"] == 'voice: must be a voice name or an object like {"id": "NAME"}'
         blank = http.post("/v1/audio/speech", json={"input": "  \n ", "voice": "female"})
-        huge = http.post("/v1/audio/speech", json={"input": "Hi.", "voice": "no such voice " * 50_000})
+        huge = http.post("/v1/audio/speech", json={"input": "Hi.", "voice": "no such voice! " * 50_000})
         padded = http.post("/v1/audio/speech", json={"input": "Hi.", "voice": {"id": " female "}, **SHORT})
     assert blank.status_code == 400 and blank.json()["error"]["param"] == "input"
     assert padded.status_code == 200
