@@ -6,18 +6,19 @@ import asyncio
 import logging
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import AsyncIterator, Iterator
+from typing import Iterator
 
-from flashtts_core.backend import BackendConfig, LLMBackend
-from flashtts_core.errors import InvalidRequest, ModelLoadError
+from flashtts_core.backend import BackendConfig
+from flashtts_core.errors import ModelLoadError
 from flashtts_core.sampling import SamplingParams
+
+from .thread_stream import SerialThreadBackend
 
 logger = logging.getLogger("flashtts.backend.llama_cpp")
 
 
-class LlamaCppBackend(LLMBackend):
+class LlamaCppBackend(SerialThreadBackend):
     """llama.cpp (``llama_cpp.Llama``) on a GGUF file: ``model_path`` is the file itself, or a folder
     holding one (the engine's LLM folder; write it with ``flashtts convert gguf MODEL_DIR``).
 
@@ -35,15 +36,10 @@ class LlamaCppBackend(LLMBackend):
     description = "llama.cpp through llama-cpp-python (GGUF; cpu, cuda/metal builds)"
 
     def __init__(self, llm, config: BackendConfig):
-        import random
-
+        super().__init__(llm.n_ctx(), config.seed, "flashtts-llama-cpp")
         self.llm = llm
         self.config = config
         self.vocab_size = llm.n_vocab()
-        self.n_ctx = llm.n_ctx()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flashtts-llama-cpp")
-        self._seeds = random.Random(config.seed)
-        self.active = 0
 
     @classmethod
     async def create(cls, config: BackendConfig) -> "LlamaCppBackend":
@@ -75,27 +71,6 @@ class LlamaCppBackend(LLMBackend):
             time.perf_counter() - start,
         )
         return cls(llm, config)
-
-    async def stream(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[list[int]]:
-        from .thread_stream import stream_from_thread
-
-        if not prompt_ids:
-            raise InvalidRequest("empty prompt")
-        room = self.n_ctx - len(prompt_ids)
-        if room <= 0:
-            raise InvalidRequest(
-                f"prompt of {len(prompt_ids)} tokens does not fit max_length {self.n_ctx}", param="text"
-            )
-        max_new = min(params.max_tokens, room)
-        seed = params.seed if params.seed is not None else self._seeds.randrange(2**63)
-        self.active += 1
-        try:
-            async for delta in stream_from_thread(
-                self._executor, lambda cancel: self._generate(list(prompt_ids), params, max_new, seed, cancel)
-            ):
-                yield delta
-        finally:
-            self.active -= 1
 
     def _generate(
         self, prompt_ids: list[int], params: SamplingParams, max_new: int, seed: int, cancel
@@ -133,7 +108,7 @@ class LlamaCppBackend(LLMBackend):
 
     async def close(self) -> None:
         # Queued requests are dropped; a running one ends at its next token once its consumer goes.
-        await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
+        await super().close()
         await asyncio.to_thread(self.llm.close)
         self.llm = None
 

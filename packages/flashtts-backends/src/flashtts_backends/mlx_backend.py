@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
-from concurrent.futures import ThreadPoolExecutor
-from typing import AsyncIterator, Iterator
+from typing import Iterator
 
-from flashtts_core.backend import BackendConfig, LLMBackend
-from flashtts_core.errors import InvalidRequest
+from flashtts_core.backend import BackendConfig
 from flashtts_core.sampling import SamplingParams
+
+from .thread_stream import SerialThreadBackend
 
 logger = logging.getLogger("flashtts.backend.mlx")
 
 
-class MlxBackend(LLMBackend):
+class MlxBackend(SerialThreadBackend):
     """mlx-lm ``load`` + ``stream_generate`` on the Hugging Face LLM folder.
 
     Sampling is mlx-lm's own: ``make_sampler`` (temperature, top-k, top-p) and logits processors
@@ -33,12 +32,10 @@ class MlxBackend(LLMBackend):
     description = "Apple MLX through mlx-lm (Apple silicon; cpu on Linux)"
 
     def __init__(self, model, tokenizer, config: BackendConfig):
+        super().__init__(config.max_length, config.seed, "flashtts-mlx")
         self.model = model
         self.tokenizer = tokenizer
         self.config = config
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flashtts-mlx")
-        self._seeds = random.Random(config.seed)
-        self.active = 0
 
     @classmethod
     async def create(cls, config: BackendConfig) -> "MlxBackend":
@@ -61,27 +58,6 @@ class MlxBackend(LLMBackend):
             time.perf_counter() - start,
         )
         return cls(model, tokenizer, config)
-
-    async def stream(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[list[int]]:
-        from .thread_stream import stream_from_thread
-
-        if not prompt_ids:
-            raise InvalidRequest("empty prompt")
-        room = self.config.max_length - len(prompt_ids)
-        if room <= 0:
-            raise InvalidRequest(
-                f"prompt of {len(prompt_ids)} tokens does not fit max_length {self.config.max_length}", param="text"
-            )
-        max_new = min(params.max_tokens, room)
-        seed = params.seed if params.seed is not None else self._seeds.randrange(2**63)
-        self.active += 1
-        try:
-            async for delta in stream_from_thread(
-                self._executor, lambda cancel: self._generate(list(prompt_ids), params, max_new, seed, cancel)
-            ):
-                yield delta
-        finally:
-            self.active -= 1
 
     def _generate(
         self, prompt_ids: list[int], params: SamplingParams, max_new: int, seed: int, cancel
@@ -124,7 +100,7 @@ class MlxBackend(LLMBackend):
             generator.close()
 
     async def close(self) -> None:
-        await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
+        await super().close()
         self.model = None
 
 

@@ -8,9 +8,16 @@ the generator checks between tokens, so the worker is free again within one toke
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import random
 import threading
-from concurrent.futures import Executor
+from abc import abstractmethod
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import AsyncIterator, Callable, Iterator
+
+from flashtts_core.backend import LLMBackend
+from flashtts_core.errors import InvalidRequest
+from flashtts_core.sampling import SamplingParams
 
 _DONE = object()
 
@@ -60,3 +67,48 @@ async def stream_from_thread(
         # A job still queued is simply dropped; a running one frees its worker only when it returns.
         if not job.cancel():
             await asyncio.shield(asyncio.wrap_future(job))
+
+
+class SerialThreadBackend(LLMBackend):
+    """A backend whose library generates one sequence at a time, in one worker thread.
+
+    Subclasses call ``super().__init__(context_length, seed, thread_name)`` and implement
+    ``_generate``, a blocking iterator of token ids that checks ``cancel`` between tokens.
+    """
+
+    def __init__(self, context_length: int, seed: int, thread_name: str):
+        self.context_length = context_length
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name)
+        self._seeds = random.Random(seed)
+        self.active = 0
+
+    @abstractmethod
+    def _generate(
+        self, prompt_ids: list[int], params: SamplingParams, max_new: int, seed: int, cancel: threading.Event
+    ) -> Iterator[int]:
+        """Runs in the worker thread: yield new token ids (stop ids excluded) until done or cancelled."""
+
+    async def stream(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[list[int]]:
+        if not prompt_ids:
+            raise InvalidRequest("empty prompt")
+        room = self.context_length - len(prompt_ids)
+        if room <= 0:
+            raise InvalidRequest(
+                f"prompt of {len(prompt_ids)} tokens does not fit max_length {self.context_length}", param="text"
+            )
+        max_new = min(params.max_tokens, room)
+        seed = params.seed if params.seed is not None else self._seeds.randrange(2**63)
+        prompt = list(prompt_ids)
+        self.active += 1
+        try:
+            # Closed explicitly, so the slot counts as free only once the worker has returned.
+            async with contextlib.aclosing(
+                stream_from_thread(self._executor, lambda cancel: self._generate(prompt, params, max_new, seed, cancel))
+            ) as deltas:
+                async for delta in deltas:
+                    yield delta
+        finally:
+            self.active -= 1
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
