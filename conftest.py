@@ -39,6 +39,21 @@ def tiny_orpheus(tmp_path_factory) -> Path:
     return _tiny_model(tmp_path_factory, "orpheus")
 
 
+def installed_backends() -> list[str]:
+    """Every registered backend whose library is installed here (tests parametrize over these)."""
+    from flashtts_core.errors import BackendUnavailable
+    from flashtts_core.plugins import get_plugin_manager
+
+    names = []
+    for name, cls in sorted(get_plugin_manager().backends.items()):
+        try:
+            cls.check_available()
+        except BackendUnavailable:
+            continue
+        names.append(name)
+    return names
+
+
 def with_gguf(model_dir: Path, folder: Path) -> Path:
     """``folder``: the model's files (linked) plus an f32 GGUF of its LLM, which llama-cpp reads."""
     from flashtts_backends.gguf_convert import convert_to_gguf

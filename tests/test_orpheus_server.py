@@ -11,27 +11,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import Server, start_server, with_gguf
+from conftest import Server, installed_backends, start_server, with_gguf
 
 SAMPLES_PER_FRAME = 2048  # SNAC hop 512 x stride 4: one 7-id Orpheus frame
 FRAMES = 10
 MAX_TOKENS = 7 * FRAMES  # the tiny LLM never stops early
 CHUNK_SAMPLES = (FRAMES - 3) * SAMPLES_PER_FRAME  # first audio at frame 4, then one frame each
-
-
-def installed_backends() -> list[str]:
-    """Every registered backend whose library is installed here; the server tests run on each."""
-    from flashtts_core.errors import BackendUnavailable
-    from flashtts_core.plugins import get_plugin_manager
-
-    names = []
-    for name, cls in sorted(get_plugin_manager().backends.items()):
-        try:
-            cls.check_available()
-        except BackendUnavailable:
-            continue
-        names.append(name)
-    return names
 
 
 @pytest.fixture(scope="module", params=installed_backends())

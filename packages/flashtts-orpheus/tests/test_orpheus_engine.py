@@ -8,13 +8,15 @@ import numpy as np
 import pytest
 import pytest_asyncio
 from flashtts_core.backend import BackendConfig
-from flashtts_core.errors import BackendUnavailable, InvalidRequest, NotFound, UnsupportedCapability
+from flashtts_core.errors import InvalidRequest, NotFound, UnsupportedCapability
 from flashtts_core.options import EngineOptions
 from flashtts_core.plugins import get_plugin_manager
 from flashtts_core.request import SynthesisRequest, VoiceReference
 from flashtts_core.sampling import SamplingOverrides
 from flashtts_orpheus import frames as ids
 from flashtts_orpheus.engine import OrpheusEngine
+
+from conftest import installed_backends, with_gguf
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -23,28 +25,6 @@ MAX_TOKENS = FRAMES * ids.SLOTS  # the tiny LLM never stops early: exactly FRAME
 CHUNKS = FRAMES - ids.WINDOW_FRAMES + 1  # one chunk per frame from the 4th on
 # Backends that generate one sequence at a time (one worker thread).
 SERIAL_BACKENDS = {"llama-cpp", "mlx-lm"}
-
-
-def installed_backends() -> list[str]:
-    names = []
-    for name, cls in sorted(get_plugin_manager().backends.items()):
-        try:
-            cls.check_available()
-        except BackendUnavailable:
-            continue
-        names.append(name)
-    return names
-
-
-def with_gguf(tiny_orpheus, folder):
-    """The tiny model (linked) plus its f32 GGUF, which the llama-cpp backend reads."""
-    from flashtts_backends.gguf_convert import convert_to_gguf
-
-    folder.mkdir()
-    for item in tiny_orpheus.iterdir():
-        (folder / item.name).symlink_to(item)
-    convert_to_gguf(tiny_orpheus, outtype="f32", outfile=folder / "model-f32.gguf")
-    return folder
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module", params=installed_backends())
