@@ -28,3 +28,9 @@ def test_request_validation():
 @pytest.mark.parametrize("ratio, level", [(0.25, "very_low"), (0.5, "very_low"), (0.8, "low"), (1.0, "moderate"), (2.5, "high"), (4.0, "very_high")])
 def test_openai_speed_mapping(ratio, level):
     assert Level.from_ratio(ratio).value == level
+
+
+def test_vanishing_temperature_is_greedy_for_every_backend():
+    assert SamplingParams(temperature=1e-300).temperature == 0.0
+    assert SamplingParams().with_overrides(SamplingOverrides(temperature=5e-4)).temperature == 0.0
+    assert SamplingParams(temperature=0.002).temperature == 0.002

@@ -5,8 +5,6 @@ from __future__ import annotations
 import torch
 from flashtts_core.sampling import SamplingParams
 
-# Below this temperature sampling is greedy: dividing by a vanishing temperature overflows.
-_GREEDY_TEMPERATURE = 1e-5
 _BIG = torch.finfo(torch.float32).max / 4
 
 
@@ -59,7 +57,7 @@ class TorchSampler:
         self.generated += 1
         # Extreme penalties can overflow: keep the ordering, drop NaNs.
         logits = torch.nan_to_num(logits, nan=float("-inf"), posinf=_BIG, neginf=float("-inf"))
-        if p.temperature < _GREEDY_TEMPERATURE or not torch.isfinite(logits.max()):
+        if p.temperature == 0 or not torch.isfinite(logits.max()):
             return self._token(int(torch.argmax(logits)))
         logits = (logits - logits.max()) / p.temperature
         # Work on the top-k candidates only (sorted, best first): sorting a large vocabulary for

@@ -7,12 +7,16 @@ from typing import Optional
 
 from .errors import InvalidRequest
 
+# Temperatures below this are greedy: dividing logits by a vanishing temperature overflows them, and
+# every backend must read such a request the same way.
+GREEDY_TEMPERATURE = 1e-3
+
 
 @dataclass(frozen=True)
 class SamplingParams:
     """Everything a backend needs to sample one sequence.
 
-    ``temperature`` 0 means greedy. ``top_k`` 0 or less disables top-k; ``top_p`` 1.0 disables nucleus
+    ``temperature`` 0 (or below ``GREEDY_TEMPERATURE``, normalised to 0) means greedy. ``top_k`` 0 or less disables top-k; ``top_p`` 1.0 disables nucleus
     sampling. ``repetition_penalty`` divides positive and multiplies negative logits of every token
     already in the prompt or the output (1.0 disables). ``stop_token_ids`` end the sequence and are
     not returned. ``allowed_token_ids``, when set, is the only vocabulary the sampler may pick from
@@ -33,6 +37,8 @@ class SamplingParams:
     def __post_init__(self) -> None:
         if not (self.temperature >= 0):
             raise InvalidRequest("temperature must be >= 0", param="temperature")
+        if self.temperature < GREEDY_TEMPERATURE:
+            object.__setattr__(self, "temperature", 0.0)
         if not (0 < self.top_p <= 1):
             raise InvalidRequest("top_p must be in (0, 1]", param="top_p")
         if not (self.repetition_penalty > 0):

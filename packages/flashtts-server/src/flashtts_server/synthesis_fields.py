@@ -47,16 +47,9 @@ class OutputFields(BaseModel):
     )
 
 
-# Dividing logits by a temperature this small overflows them to infinity: such values mean greedy.
-GREEDY_BELOW = 1e-3
-
-
 def sampling_overrides(fields: SamplingFields) -> SamplingOverrides:
-    temperature = fields.temperature
-    if temperature is not None and temperature < GREEDY_BELOW:
-        temperature = 0.0
     return SamplingOverrides(
-        temperature=temperature,
+        temperature=fields.temperature,
         top_k=fields.top_k,
         top_p=fields.top_p,
         repetition_penalty=fields.repetition_penalty,
