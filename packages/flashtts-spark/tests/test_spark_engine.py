@@ -239,3 +239,31 @@ async def test_closing_a_stream_stops_generation(runtime):
             break
         await asyncio.sleep(0.05)
     assert runtime.engine.backend.active == 0
+
+
+async def test_a_failed_load_closes_the_backend_it_started(tiny_spark, tmp_path):
+    from flashtts_backends.torch_backend import TorchBackend
+    from flashtts_spark.engine import SparkEngine
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for item in tiny_spark.iterdir():
+        if item.name != "BiCodec":
+            (broken / item.name).symlink_to(item)
+    (broken / "BiCodec").mkdir()
+    (broken / "BiCodec" / "config.yaml").symlink_to(tiny_spark / "BiCodec" / "config.yaml")
+    (broken / "BiCodec" / "model.safetensors").write_bytes(b"not a safetensors file")
+    started = []
+
+    async def create_backend(config):
+        backend = await TorchBackend.create(config)
+        started.append(backend)
+        return backend
+
+    options = EngineOptions(model_path=broken, backend="torch", llm_device="cpu", tokenizer_device="cpu",
+                            detokenizer_device="cpu", role_dir=tmp_path / "roles")
+    from safetensors import SafetensorError
+
+    with pytest.raises(SafetensorError):  # the damaged BiCodec weights
+        await SparkEngine.load(options, create_backend)
+    assert len(started) == 1 and started[0].model is None, "the backend must be closed after a failed load"

@@ -171,11 +171,18 @@ class SparkEngine(Engine):
             tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, str(model_path / "LLM"))
             return SparkVocabulary(tokenizer)
 
-        vocabulary, (tokenizer_codec, detokenizer_codec), backend = await asyncio.gather(
+        results = await asyncio.gather(
             load_vocabulary(),
             load_codecs(),
             create_backend(BackendConfig.from_options(options, model_path / "LLM")),
+            return_exceptions=True,
         )
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            if not isinstance(results[2], BaseException):
+                await results[2].close()  # a backend (e.g. vLLM's engine process) must not outlive a failed load
+            raise failed[0]
+        vocabulary, (tokenizer_codec, detokenizer_codec), backend = results
         engine = cls(backend, vocabulary, tokenizer_codec, detokenizer_codec, options)
         logger.info(
             "Spark-TTS ready in %.1f s (fix_voice %s, fixed voices in %s)",
