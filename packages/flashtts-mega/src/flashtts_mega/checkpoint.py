@@ -61,12 +61,12 @@ def strip_wrappers(key: str) -> str:
     return ".".join(p for p in parts if p not in WRAPPER_COMPONENTS)
 
 
-def _unpickler_reason(exc: Exception) -> str:
+def _unpickler_reason(exc: Exception) -> str | None:
     # torch's message is a long how-to-bypass text; keep only the line that names the object.
     for line in str(exc).splitlines():
         if "WeightsUnpickler error:" in line:
-            return ": " + line.split("WeightsUnpickler error:", 1)[1].strip().split(" was not", 1)[0]
-    return ""
+            return line.split("WeightsUnpickler error:", 1)[1].strip().split(" was not", 1)[0]
+    return None
 
 
 def load_state_dict(file: Path, inner_key: str) -> dict[str, torch.Tensor]:
@@ -78,9 +78,12 @@ def load_state_dict(file: Path, inner_key: str) -> dict[str, torch.Tensor]:
         checkpoint = torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # weights_only refuses any global outside torch's allow-list; say so rather than unpickle.
+        reason = _unpickler_reason(exc)
+        if reason is None:
+            raise ModelLoadError(f"cannot read checkpoint {file} (not a torch checkpoint?): {exc}") from exc
         raise ModelLoadError(
             f"checkpoint {file} holds Python objects that need arbitrary unpickling, which is refused "
-            f"(only tensors and plain containers are read){_unpickler_reason(exc)}"
+            f"(only tensors and plain containers are read): {reason}"
         ) from exc
     except Exception as exc:  # a truncated or foreign file: torch raises many different types
         raise ModelLoadError(f"cannot read checkpoint {file}: {exc}") from exc
