@@ -118,3 +118,25 @@ def test_a_role_dir_removed_while_running_is_empty_and_recreated_on_save(tmp_pat
     assert store.names() == [] and not store.exists("alice")
     store.save("alice", np.full(1600, 0.1, np.float32), 16000)
     assert store.names() == ["alice"]
+
+
+def test_a_latent_is_kept_with_the_role_and_is_not_cache(tmp_path):
+    store = RoleStore(tmp_path)
+    latent = np.random.default_rng(0).standard_normal((1, 40, 32)).astype(np.float32)
+    store.save(
+        "mega", np.full(2400, 0.1, np.float32), 24000, latent=latent, features={"ph": np.arange(3)}, engine="mega"
+    )
+    role = RoleStore(tmp_path).load("mega", "mega")  # a new store: as after a restart
+    assert role.latent is not None and role.latent.dtype == np.float32
+    np.testing.assert_array_equal(role.latent, latent)
+    assert set(role.features) == {"ph"}
+    store.save("plain", np.full(2400, 0.1, np.float32), 24000)
+    assert store.load("plain").latent is None
+
+
+def test_an_unreadable_latent_names_the_role(tmp_path):
+    store = RoleStore(tmp_path)
+    store.save("mega", np.full(2400, 0.1, np.float32), 24000, latent=np.zeros((1, 4, 32), np.float32))
+    (tmp_path / "mega" / "latent.npy").write_bytes(b"not an npy file")
+    with pytest.raises(InvalidRequest, match="mega"):
+        store.load("mega")

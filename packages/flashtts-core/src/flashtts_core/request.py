@@ -65,7 +65,9 @@ class VoiceReference:
     """A voice to clone: reference audio, its transcript, and what the engine computed from it.
 
     ``features`` holds the engine's cached tokens or latents (numpy arrays only, so they can be stored
-    safely); a saved role keeps them so they are computed once.
+    safely); a saved role keeps them so they are computed once. ``latent`` is a precomputed latent the
+    client sent with the audio (MegaTTS3's WaveVAE encoder was never released): source data like the
+    audio itself, kept with a role and never recomputed.
     """
 
     audio: Optional[np.ndarray] = None  # float32 mono
@@ -73,6 +75,7 @@ class VoiceReference:
     text: Optional[str] = None
     features: dict[str, np.ndarray] = field(default_factory=dict)
     name: Optional[str] = None  # the role's name when it is a saved role
+    latent: Optional[np.ndarray] = None  # float32, as the client sent it (MegaTTS3: [1, T, 32] at 25 Hz)
 
 
 @dataclass

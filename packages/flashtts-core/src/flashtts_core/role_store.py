@@ -43,6 +43,9 @@ _RESERVED = re.compile(r"^(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?$", re.IGNOR
 _KEY = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 
 
+LATENT_FILE = "latent.npy"
+
+
 def validate_role_name(name: str) -> str:
     """A role name: letters, digits, ``_ - . space``; no separators, no leading dot, ≤ 64 chars.
 
@@ -75,6 +78,7 @@ class StoredRole:
     sample_rate: int
     text: Optional[str]
     features: dict[str, np.ndarray] = field(default_factory=dict)
+    latent: Optional[np.ndarray] = None  # latent.npy: source data sent with the audio (MegaTTS3)
 
 
 def _fsync_write(path: Path, data: bytes) -> None:
@@ -162,7 +166,24 @@ class RoleStore:
                         logger.warning("role %r: unreadable cache file %s (%s); recomputing", path.name, f.name, exc)
                         features = {}
                         break
-        return StoredRole(name=path.name, audio=np.ascontiguousarray(audio[:, 0]), sample_rate=int(sr), text=text or None, features=features)
+        latent = None
+        latent_file = path / LATENT_FILE
+        if latent_file.is_file():
+            try:
+                latent = np.load(latent_file, allow_pickle=False)
+            except (ValueError, OSError, EOFError):
+                # Unlike the cache this cannot be recomputed: the role is unusable, and says so.
+                raise InvalidRequest(
+                    f"saved role {path.name!r} has an unreadable {LATENT_FILE}", param="name"
+                ) from None
+        return StoredRole(
+            name=path.name,
+            audio=np.ascontiguousarray(audio[:, 0]),
+            sample_rate=int(sr),
+            text=text or None,
+            features=features,
+            latent=latent,
+        )
 
     def save(
         self,
@@ -173,6 +194,7 @@ class RoleStore:
         features: Optional[dict[str, np.ndarray]] = None,
         engine: Optional[str] = None,
         overwrite: bool = True,
+        latent: Optional[np.ndarray] = None,
     ) -> str:
         """Write (or replace) a role atomically; returns its validated name.
 
@@ -192,6 +214,10 @@ class RoleStore:
             _fsync_write(tmp / "reference.wav", buf.getvalue())
             if text:
                 _fsync_write(tmp / "reference_text.txt", text.encode("utf-8"))
+            if latent is not None:
+                buf = io.BytesIO()
+                np.save(buf, np.asarray(latent, dtype=np.float32), allow_pickle=False)
+                _fsync_write(tmp / LATENT_FILE, buf.getvalue())
             if features and engine:
                 self._write_features(tmp, engine, features)
             meta = {"name": name, "sample_rate": sample_rate, "created": time.time(), "engine": engine}

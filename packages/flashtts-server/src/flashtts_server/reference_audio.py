@@ -97,16 +97,16 @@ async def build_reference(
     require_clone(runtime, param)
     if not audio:
         raise AudioDecodeError("reference audio is required (upload a file, or give a URL or base64)", param=param)
-    features: dict[str, np.ndarray] = {}
+    latent_array: Optional[np.ndarray] = None
     if latent is not None:
         if not runtime.engine.capabilities.latent:
             raise UnsupportedCapability(
                 f"engine {runtime.engine.name!r} does not take a latent file", param="latent_file"
             )
-        features["latent"] = load_latent(latent)
+        latent_array = load_latent(latent)
     try:
         return await runtime.reference_from_bytes(
-            audio, text, max_seconds=settings.max_reference_seconds, features=features
+            audio, text, max_seconds=settings.max_reference_seconds, latent=latent_array
         )
     except AudioDecodeError as exc:
         exc.param = exc.param or param

@@ -88,15 +88,13 @@ class TTSRuntime:
         data: bytes,
         text: Optional[str] = None,
         max_seconds: float = 60.0,
-        features: Optional[dict[str, np.ndarray]] = None,
+        latent: Optional[np.ndarray] = None,
     ) -> VoiceReference:
         """Decode reference audio (off the loop) and let the engine compute its tokens/latents.
 
-        ``features`` carries what the client sent precomputed (a MegaTTS3 latent)."""
+        ``latent`` is what the client sent precomputed (a MegaTTS3 latent)."""
         audio, sr = await asyncio.to_thread(load_audio, data, self.engine.sample_rate, max_seconds=max_seconds)
-        ref = VoiceReference(
-            audio=audio, sample_rate=sr, text=(text or "").strip() or None, features=dict(features or {})
-        )
+        ref = VoiceReference(audio=audio, sample_rate=sr, text=(text or "").strip() or None, latent=latent)
         return await self.engine.prepare_reference(ref)
 
     async def preload_roles(self) -> list[str]:
@@ -126,6 +124,7 @@ class TTSRuntime:
                     text=stored.text,
                     features=stored.features,
                     name=stored.name,
+                    latent=stored.latent,
                 )
                 if not stored.features:
                     if stored.sample_rate != self.engine.sample_rate:
@@ -155,6 +154,7 @@ class TTSRuntime:
             reference.features,
             self.engine.name,
             overwrite,
+            reference.latent,
         )
         reference.name = name
         self._role_cache[name] = reference
