@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import re
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
@@ -63,10 +64,8 @@ def strip_wrappers(key: str) -> str:
 
 def _unpickler_reason(exc: Exception) -> str | None:
     # torch's message is a long how-to-bypass text; keep only the line that names the object.
-    for line in str(exc).splitlines():
-        if "WeightsUnpickler error:" in line:
-            return line.split("WeightsUnpickler error:", 1)[1].strip().split(" was not", 1)[0]
-    return None
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+    return f"it needs {found.group(1)}" if found else None
 
 
 def load_state_dict(file: Path, inner_key: str) -> dict[str, torch.Tensor]:
