@@ -79,7 +79,7 @@ def load_state_dict(file: Path, inner_key: str) -> dict[str, torch.Tensor]:
         # weights_only refuses any global outside torch's allow-list; say so rather than unpickle.
         reason = _unpickler_reason(exc)
         if reason is None:
-            raise ModelLoadError(f"cannot read checkpoint {file} (not a torch checkpoint?): {exc}") from exc
+            raise ModelLoadError(f"cannot read checkpoint {file}: not a torch checkpoint file") from exc
         raise ModelLoadError(
             f"checkpoint {file} holds Python objects that need arbitrary unpickling, which is refused "
             f"(only tensors and plain containers are read): {reason}"
