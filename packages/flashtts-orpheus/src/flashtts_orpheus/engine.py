@@ -9,6 +9,7 @@ import logging
 import re
 import time
 from collections import deque
+from dataclasses import replace
 from pathlib import Path
 from typing import AsyncIterator, Optional
 
@@ -20,6 +21,7 @@ from flashtts_core.errors import InvalidRequest, ModelLoadError
 from flashtts_core.options import EngineOptions, resolve_device
 from flashtts_core.request import SynthesisRequest
 from flashtts_core.sampling import SamplingParams
+from flashtts_core.speaking_rate import max_segment_tokens
 from flashtts_core.text import split_text
 
 from . import frames as ids
@@ -31,6 +33,9 @@ logger = logging.getLogger("flashtts.orpheus")
 
 # The multilingual research releases are named like "3b-fr-ft-research_release"; "es_it" first, since
 # it ends in "_it".
+# LLM tokens per second of audio: a frame of 7 ids is 2048 samples at 24 kHz (~82 ids a second).
+TOKENS_PER_SECOND = ids.SLOTS * 24000 / ids.SAMPLES_PER_FRAME
+
 _LANG_IN_NAME = re.compile(r"(?:^|[-_])(es_it|fr|de|ko|hi|zh)(?=$|[-_])")
 
 
@@ -60,7 +65,11 @@ class OrpheusEngine(Engine):
     sample_rate = 24000
     # Upstream's sampling (canopyai/Orpheus-TTS); repetition_penalty >= 1.1 is needed for stable speech.
     default_sampling = SamplingParams(
-        temperature=0.6, top_k=0, top_p=0.9, repetition_penalty=1.1, max_tokens=1200,
+        temperature=0.6,
+        top_k=0,
+        top_p=0.9,
+        repetition_penalty=1.1,
+        max_tokens=1200,
         stop_token_ids=(ids.END_OF_SPEECH,),
     )
 
@@ -117,7 +126,9 @@ class OrpheusEngine(Engine):
         engine = cls(backend, tokenizer, codec, lang, options)
         logger.info(
             "Orpheus ready: voices %s; SNAC decode batches of up to %d (wait %.3f s)",
-            ", ".join(engine.voices), options.batch_size, options.wait_timeout,
+            ", ".join(engine.voices),
+            options.batch_size,
+            options.wait_timeout,
         )
         return engine
 
@@ -148,7 +159,10 @@ class OrpheusEngine(Engine):
         if not segments:
             raise InvalidRequest("text has nothing to speak", param="text")
         for segment in segments:
-            async for chunk in self._speak(f"{voice}: {segment}", params, request.request_id):
+            # A model that never emits its stop id must not turn a short text into minutes of audio.
+            max_tokens = max_segment_tokens(segment, TOKENS_PER_SECOND, params.max_tokens, request.sampling.max_tokens)
+            seg_params = replace(params, max_tokens=max_tokens)
+            async for chunk in self._speak(f"{voice}: {segment}", seg_params, request.request_id):
                 yield chunk
 
     async def _speak(self, text: str, params: SamplingParams, request_id: str) -> AsyncIterator[np.ndarray]:
@@ -175,11 +189,17 @@ class OrpheusEngine(Engine):
             if stats.malformed:
                 logger.warning(
                     "request %s: skipped %d malformed frame(s) of audio ids (%d well-formed)",
-                    request_id, stats.malformed, stats.frames,
+                    request_id,
+                    stats.malformed,
+                    stats.frames,
                 )
             logger.debug(
                 "request %s: %d frames (%d malformed, %d cut short) in %.2f s",
-                request_id, stats.frames, stats.malformed, stats.incomplete, time.perf_counter() - start,
+                request_id,
+                stats.frames,
+                stats.malformed,
+                stats.incomplete,
+                time.perf_counter() - start,
             )
 
     def encode_text(self, text: str) -> list[int]:
@@ -213,5 +233,7 @@ def _load_tokenizer(model_path: Path):
         token = f"<custom_token_{n}>"
         if token in vocab and vocab[token] != expected:
             raise ModelLoadError(f"tokenizer in {model_path}: {token} has id {vocab[token]}, Orpheus uses {expected}")
-    logger.info("Orpheus: tokenizer from %s (%d tokens) in %.1f s", model_path, len(tokenizer), time.perf_counter() - start)
+    logger.info(
+        "Orpheus: tokenizer from %s (%d tokens) in %.1f s", model_path, len(tokenizer), time.perf_counter() - start
+    )
     return tokenizer

@@ -32,6 +32,7 @@ from flashtts_core.errors import AudioDecodeError, InvalidRequest
 from flashtts_core.options import EngineOptions
 from flashtts_core.request import Level, SynthesisRequest, VoiceReference
 from flashtts_core.sampling import SamplingParams
+from flashtts_core.speaking_rate import max_segment_tokens
 from flashtts_core.text import split_text
 
 from .codec import BiCodecCodec
@@ -105,6 +106,7 @@ class SparkEngine(Engine):
         self.tokenizer_codec = tokenizer_codec
         self.detokenizer_codec = detokenizer_codec
         self.hop_length = detokenizer_codec.hop_length
+        self.tokens_per_second = self.sample_rate / self.hop_length  # semantic tokens: 50 a second
         self.fix_voice = bool(options.fix_voice)
         role_dir = Path(options.role_dir) if options.role_dir is not None else Path(self.default_role_dir)
         self.fixed_voices = FixedVoiceStore(role_dir / FIXED_VOICE_FOLDER)
@@ -315,6 +317,18 @@ class SparkEngine(Engine):
         semantic_params = params.with_overrides(
             stop_token_ids=self.vocab.stop_ids, allowed_token_ids=self.vocab.semantic_phase_ids, min_tokens=1
         )
+        # A model that never stops (the demo model, a real one looping on silence) must not turn a
+        # short text into a minute of audio: each segment's tokens are bounded by its text.
+        segment_params = [
+            replace(
+                semantic_params,
+                seed=_derive_seed(params.seed, "semantic", i),
+                max_tokens=max_segment_tokens(
+                    segment, self.tokens_per_second, semantic_params.max_tokens, request.sampling.max_tokens
+                ),
+            )
+            for i, segment in enumerate(segments)
+        ]
         logger.debug("request %s: %d segment(s), stream %s", request.request_id, len(prompts), request.stream)
         if request.stream:
             # Segment i+1 starts generating as soon as segment i's tokens are all out, while segment
@@ -323,8 +337,7 @@ class SparkEngine(Engine):
 
             def start(i: int) -> None:
                 if i < len(prompts):
-                    seg_params = replace(semantic_params, seed=_derive_seed(params.seed, "semantic", i))
-                    pumps.append(_TokenPump(self.backend, prompts[i], seg_params, on_done=lambda: start(i + 1)))
+                    pumps.append(_TokenPump(self.backend, prompts[i], segment_params[i], on_done=lambda: start(i + 1)))
 
             start(0)
             try:
@@ -337,12 +350,8 @@ class SparkEngine(Engine):
             return
 
         tasks = [
-            asyncio.ensure_future(
-                self._segment_audio(
-                    prompt, replace(semantic_params, seed=_derive_seed(params.seed, "semantic", i)), global_tokens
-                )
-            )
-            for i, prompt in enumerate(prompts)
+            asyncio.ensure_future(self._segment_audio(prompt, seg_params, global_tokens))
+            for prompt, seg_params in zip(prompts, segment_params)
         ]
         try:
             for task in tasks:
