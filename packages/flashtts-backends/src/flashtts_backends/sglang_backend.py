@@ -58,6 +58,7 @@ class SglangBackend(LLMBackend):
             context_length=config.max_length,
             max_running_requests=config.batch_size,
             mem_fraction_static=config.gpu_memory_utilization,
+            tp_size=config.tensor_parallel_size,
             device=device,
             random_seed=config.seed,
             enable_custom_logit_processor=True,

@@ -56,6 +56,7 @@ class TensorRTBackend(LLMBackend):
             LLM,
             model=str(model),
             skip_tokenizer_init=True,
+            tensor_parallel_size=config.tensor_parallel_size,
             kv_cache_config=KvCacheConfig(free_gpu_memory_fraction=config.gpu_memory_utilization),
         )
         logger.info("tensorrt-llm backend: %s ready in %.1f s", model, time.perf_counter() - start)

@@ -76,6 +76,8 @@ class VllmBackend(LLMBackend):
             max_model_len=max_model_len,
             max_num_seqs=config.batch_size,
             gpu_memory_utilization=config.gpu_memory_utilization,
+            # Shards over this many GPUs of the process (one Ray replica: --ray_num_gpus of them).
+            tensor_parallel_size=config.tensor_parallel_size,
             seed=config.seed,
             # CUDA graphs cost start time and memory for little gain at TTS batch sizes on CPU.
             enforce_eager=on_cpu,

@@ -21,6 +21,8 @@ class BackendConfig:
     torch_dtype: str = "auto"
     max_length: int = 32768
     gpu_memory_utilization: float = 0.6
+    # GPUs the engine shards the model over (vllm/tensorrt-llm tensor_parallel_size, sglang tp_size).
+    tensor_parallel_size: int = 1
     batch_size: int = 256
     attn_implementation: str = "eager"
     cache_implementation: Optional[str] = None
@@ -41,6 +43,7 @@ class BackendConfig:
             torch_dtype=options.torch_dtype,
             max_length=options.max_length,
             gpu_memory_utilization=options.llm_gpu_memory_utilization,
+            tensor_parallel_size=options.llm_tensor_parallel_size,
             batch_size=options.llm_batch_size,
             attn_implementation=options.llm_attn_implementation,
             cache_implementation=options.cache_implementation,

@@ -32,6 +32,9 @@ class EngineOptions(BaseModel):
     llm_attn_implementation: AttnImpl = Field("eager", description="LLM attention (torch backend).")
     max_length: int = Field(32768, gt=0, description="Maximum LLM context length.")
     llm_gpu_memory_utilization: float = Field(0.6, gt=0, le=1, description="GPU memory share for vllm/sglang.")
+    llm_tensor_parallel_size: int = Field(
+        1, ge=1, description="GPUs one LLM is split across (tensor parallel; vllm, sglang, tensorrt-llm)."
+    )
     torch_dtype: Dtype = Field("auto", description="Model precision.")
     cache_implementation: Optional[str] = Field(
         None, description="KV-cache strategy for the torch backend: static, offloaded_static, sliding_window, …"

@@ -26,6 +26,7 @@ class ServerArgs:
     context_length: Optional[int] = None
     max_running_requests: Optional[int] = None
     mem_fraction_static: Optional[float] = None
+    tp_size: int = 1
     device: Optional[str] = None
     base_gpu_id: int = 0
     random_seed: Optional[int] = None

@@ -7,6 +7,7 @@ import asyncio
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Optional, Union
 
 import torch
@@ -97,8 +98,13 @@ class LLM:
         model: Union[str, Path],
         *,
         skip_tokenizer_init: bool = False,
+        tensor_parallel_size: int = 1,
         kv_cache_config: Optional[KvCacheConfig] = None,
     ):
+        if tensor_parallel_size < 1:
+            raise ValueError(f"tensor_parallel_size must be at least 1, got {tensor_parallel_size}")
+        # The real LLM keeps its parsed arguments (TorchLlmArgs) here.
+        self.args = SimpleNamespace(model=str(model), tensor_parallel_size=tensor_parallel_size)
         if not (Path(model) / "config.json").is_file():
             raise ValueError(f"{model} is neither a TensorRT engine directory nor a Hugging Face checkpoint")
         self.decoder = TinyDecoder(str(model))
