@@ -27,6 +27,8 @@ class Capabilities:
     latent: bool = False  # cloning takes a precomputed latent file (MegaTTS3)
     named_voices: bool = False
     pitch_speed: bool = False
+    speed: bool = False  # speed control without pitch (MegaTTS3: the duration model's length scale)
+    diffusion: bool = False  # takes the diffusion fields time_step, p_w, t_w (MegaTTS3's DiT)
     multi_speaker: bool = True
     streaming: bool = True
 
@@ -101,8 +103,16 @@ class Engine(ABC):
         caps = self.capabilities
         if request.reference is not None and not caps.clone:
             raise UnsupportedCapability(f"engine {self.name!r} does not support voice cloning", param="voice")
-        if (request.pitch is not None or request.speed is not None) and not caps.pitch_speed:
-            raise UnsupportedCapability(f"engine {self.name!r} has no pitch or speed control", param="pitch")
+        if request.pitch is not None and not caps.pitch_speed:
+            what = "pitch control" if caps.speed else "pitch or speed control"
+            raise UnsupportedCapability(f"engine {self.name!r} has no {what}", param="pitch")
+        if request.speed is not None and not (caps.pitch_speed or caps.speed):
+            raise UnsupportedCapability(f"engine {self.name!r} has no pitch or speed control", param="speed")
+        if request.diffusion is not None and not request.diffusion.is_default() and not caps.diffusion:
+            raise UnsupportedCapability(
+                f"engine {self.name!r} is not a diffusion model: time_step, p_w and t_w do not apply",
+                param=request.diffusion.first_set(),
+            )
         if request.reference is None:
             if request.voice is None:
                 if not self.voices:

@@ -78,6 +78,36 @@ class VoiceReference:
     latent: Optional[np.ndarray] = None  # float32, as the client sent it (MegaTTS3: [1, T, 32] at 25 Hz)
 
 
+@dataclass(frozen=True)
+class DiffusionParams:
+    """Sampling fields of a diffusion engine (MegaTTS3's DiT); None keeps the engine's default.
+
+    ``time_step``: flow-matching steps; ``p_w``: guidance toward the text (intelligibility);
+    ``t_w``: guidance toward the reference speaker (similarity).
+    """
+
+    time_step: Optional[int] = None
+    p_w: Optional[float] = None
+    t_w: Optional[float] = None
+
+    MAX_TIME_STEP = 128  # each step is a DiT forward at batch 3: more is a denial of service, not quality
+    MAX_WEIGHT = 20.0
+
+    def __post_init__(self) -> None:
+        if self.time_step is not None and not (1 <= int(self.time_step) <= self.MAX_TIME_STEP):
+            raise InvalidRequest(f"time_step must be between 1 and {self.MAX_TIME_STEP}", param="time_step")
+        for name in ("p_w", "t_w"):
+            value = getattr(self, name)
+            if value is not None and not (0.0 <= float(value) <= self.MAX_WEIGHT):  # also refuses NaN
+                raise InvalidRequest(f"{name} must be between 0 and {self.MAX_WEIGHT:g}", param=name)
+
+    def is_default(self) -> bool:
+        return self.time_step is None and self.p_w is None and self.t_w is None
+
+    def first_set(self) -> Optional[str]:
+        return next((n for n in ("time_step", "p_w", "t_w") if getattr(self, n) is not None), None)
+
+
 @dataclass
 class SynthesisRequest:
     """One synthesis: text plus either a built-in ``voice`` or a ``reference`` to clone."""
@@ -92,6 +122,7 @@ class SynthesisRequest:
     window_size: int = 50
     stream: bool = False
     instructions: Optional[str] = None
+    diffusion: Optional[DiffusionParams] = None
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def __post_init__(self) -> None:

@@ -1,4 +1,5 @@
-"""The ``flashtts`` command: serve, infer, plugins, tiny-model, convert."""
+"""The ``flashtts`` command: serve, infer, plugins, tiny-model, and the commands plugins add
+through the ``register_commands`` hook (``convert gguf`` comes from flashtts-backends)."""
 
 from __future__ import annotations
 
@@ -75,6 +76,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not settings.backend:
         raise CLIError("--backend is required: llama-cpp, vllm, sglang, torch, mlx-lm or tensorrt-llm")
     _check_model_and_backend(settings)
+    from . import ray_serve  # imports Ray only inside serve_replicas
+
+    if ray_serve.scale_out_requested(settings):
+        return ray_serve.serve_replicas(settings)
     app = create_app(settings)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower())
     return 0
@@ -106,7 +111,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         print(f"{p.name} ({where})")
         if p.error:
             print(f"  FAILED: {p.error}")
-        for kind in ("engines", "backends", "codecs", "formats"):
+        for kind in ("engines", "backends", "codecs", "formats", "commands"):
             names = getattr(p, kind)
             if not names:
                 continue
@@ -142,20 +147,6 @@ def cmd_tiny_model(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_convert_gguf(args: argparse.Namespace) -> int:
-    try:
-        from flashtts_backends.gguf_convert import ConversionError, convert_to_gguf
-    except ImportError:
-        raise CLIError('GGUF conversion needs flashtts-backends: pip install "flashtts-backends[llama-cpp]"') from None
-    _setup_logging("info")
-    try:
-        out = convert_to_gguf(Path(args.model_dir), outtype=args.outtype, outfile=args.outfile, llama_cpp_dir=args.llama_cpp_dir)
-    except ConversionError as exc:
-        raise CLIError(str(exc)) from None
-    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB); serve it with --backend llama-cpp")
-    return 0
-
-
 def cmd_infer(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -180,6 +171,20 @@ def cmd_infer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _diffusion(args):
+    from flashtts_core.request import DiffusionParams
+
+    params = DiffusionParams(time_step=args.time_step, p_w=args.p_w, t_w=args.t_w)
+    return None if params.is_default() else params
+
+
+def _read_file(path: str, flag: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise CLIError(f"{flag}: cannot read {path}: {exc.strerror or exc}") from None
+
+
 async def _infer(options, args, text: str, output: Path, fmt: str) -> None:
     import time
 
@@ -194,8 +199,15 @@ async def _infer(options, args, text: str, output: Path, fmt: str) -> None:
         encoder = runtime.plugins.get_format(fmt)
         voice, reference = None, None
         if args.reference_audio:
-            data = Path(args.reference_audio).read_bytes()
-            reference = await runtime.reference_from_bytes(data, args.reference_text)
+            data = _read_file(args.reference_audio, "--reference_audio")
+            latent = None
+            if args.latent_file:
+                from .reference_audio import load_latent
+
+                latent = load_latent(_read_file(args.latent_file, "--latent_file"), "--latent_file")
+            reference = await runtime.reference_from_bytes(data, args.reference_text, latent=latent)
+        elif args.latent_file:
+            raise CLIError("--latent_file goes with --reference_audio (the latent of that clip)")
         elif args.name:
             voice, reference = await runtime.resolve_voice(args.name)
         request = SynthesisRequest(
@@ -210,6 +222,7 @@ async def _infer(options, args, text: str, output: Path, fmt: str) -> None:
             ),
             length_threshold=args.length_threshold,
             window_size=args.window_size,
+            diffusion=_diffusion(args),
         )
         start = time.perf_counter()
         audio = await runtime.render(runtime.synthesize(request))
@@ -248,6 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--name", help="a built-in voice or a saved role")
     infer.add_argument("--reference_audio", help="reference audio file to clone")
     infer.add_argument("--reference_text", help="transcript of the reference audio")
+    infer.add_argument("--latent_file", help="MegaTTS3: the reference's latent (.npy, float32 [1, T, 32])")
+    infer.add_argument("--time_step", type=int, help="MegaTTS3: flow-matching steps (default 32)")
+    infer.add_argument("--p_w", type=float, help="MegaTTS3: intelligibility weight (default 1.6)")
+    infer.add_argument("--t_w", type=float, help="MegaTTS3: similarity weight (default 2.5)")
     infer.add_argument("--pitch", choices=LEVELS)
     infer.add_argument("--speed", choices=LEVELS)
     infer.add_argument("--temperature", type=float)
@@ -267,19 +284,48 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--force", action="store_true", help="write into a non-empty directory")
     tiny.set_defaults(func=cmd_tiny_model)
 
-    convert = sub.add_parser("convert", help="convert a model's LLM for another backend")
-    formats = convert.add_subparsers(dest="format", metavar="FORMAT")
-    formats.required = True
-    gguf = formats.add_parser("gguf", help="write a GGUF of the model's LLM folder for --backend llama-cpp")
-    gguf.add_argument("model_dir", help="the TTS model directory (or its LLM folder)")
-    gguf.add_argument("--outtype", default="f16", choices=("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k_m", "q5_k_m", "q6_k"),
-                      help="weight type (default: f16); q4_*/q5_*/q6_k are quantized from an f16 conversion")
-    gguf.add_argument("--outfile", type=Path, help="output file (default: MODEL_DIR/LLM/model-OUTTYPE.gguf)")
-    gguf.add_argument("--llama-cpp-dir", dest="llama_cpp_dir", type=Path,
-                      help="a llama.cpp source folder with convert_hf_to_gguf.py (default: $FLASHTTS_LLAMA_CPP_DIR, "
-                           "else the installed llama-cpp-python's sdist, fetched once with pip)")
-    gguf.set_defaults(func=cmd_convert_gguf)
+    add_plugin_commands(sub)
     return parser
+
+
+def add_plugin_commands(sub) -> None:
+    """The commands plugins registered (``register_commands``), multi-word ones under shared groups."""
+    from flashtts_core.plugins import get_plugin_manager
+
+    groups: dict[tuple[str, ...], Any] = {(): sub}
+    for name, command in sorted(get_plugin_manager().commands.items()):
+        words = command.words
+        for depth in range(1, len(words)):
+            prefix = words[:depth]
+            if prefix not in groups:
+                later = sorted({c.words[depth] for c in get_plugin_manager().commands.values() if c.words[:depth] == prefix})
+                group = groups[prefix[:-1]].add_parser(prefix[-1], help=f"{' '.join(prefix)} commands: {', '.join(later)}")
+                groups[prefix] = group.add_subparsers(dest=f"command_{depth}", metavar="COMMAND", required=True)
+        parser = groups[words[:-1]].add_parser(
+            words[-1], help=command.help, description=command.description or command.help
+        )
+        try:
+            run = command.configure(parser)
+        except Exception as exc:  # a broken plugin must not take the CLI down
+            logging.getLogger("flashtts.plugins").warning("command %r of plugin %r: %s", name, command.plugin, exc)
+            run = None
+        parser.set_defaults(func=_plugin_runner(name, run), command=name)
+
+
+def _plugin_runner(name: str, run):
+    def runner(args: argparse.Namespace) -> int:
+        from flashtts_core.commands import CommandError
+
+        if not callable(run):
+            raise CLIError(f"the plugin behind {name!r} did not set it up (see `flashtts plugins`)")
+        _setup_logging("info")
+        try:
+            status = run(args)
+        except CommandError as exc:
+            raise CLIError(str(exc)) from None
+        return int(status or 0)
+
+    return runner
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -72,8 +72,11 @@ def load_latent(data: bytes, param: str = "latent_file") -> np.ndarray:
         latent = np.load(io.BytesIO(data), allow_pickle=False)
     except Exception:
         raise InvalidRequest(f"{param} is not a .npy array file", param=param) from None
-    if not isinstance(latent, np.ndarray) or latent.dtype.kind not in "fiu" or latent.size == 0:
-        raise InvalidRequest(f"{param} must hold a non-empty numeric array", param=param)
+    if not isinstance(latent, np.ndarray) or latent.size == 0:
+        raise InvalidRequest(f"{param} must hold a non-empty array", param=param)
+    if latent.dtype.kind != "f":
+        # Integers would be read as values silently: a latent is floating point (float32 upstream).
+        raise InvalidRequest(f"{param} must hold floating-point values (float32), got {latent.dtype}", param=param)
     latent = latent.astype(np.float32)
     if not np.all(np.isfinite(latent)):
         raise InvalidRequest(f"{param} contains NaN or infinite values", param=param)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Optional
 
 from flashtts_core.errors import InvalidRequest, PayloadTooLarge
-from flashtts_core.request import Level, SynthesisRequest, VoiceReference
+from flashtts_core.request import DiffusionParams, Level, SynthesisRequest, VoiceReference
 from flashtts_core.sampling import SamplingOverrides
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -35,6 +35,22 @@ class SamplingFields(BaseModel):
     seed: Optional[int] = Field(None, ge=0, le=2**63 - 1, description="Seed for reproducible sampling.")
     length_threshold: int = Field(50, ge=1, le=100_000, description="Texts longer than this are split into segments.")
     window_size: int = Field(50, ge=1, le=100_000, description="Length of each segment when splitting.")
+    # Diffusion engines only (MegaTTS3's DiT); other engines answer 400 when one is set.
+    time_step: Optional[int] = Field(
+        None, ge=1, le=DiffusionParams.MAX_TIME_STEP, description="MegaTTS3: flow-matching steps (default 32)."
+    )
+    p_w: Optional[float] = Field(
+        None,
+        ge=0,
+        le=DiffusionParams.MAX_WEIGHT,
+        description="MegaTTS3: intelligibility (text guidance) weight (default 1.6).",
+    )
+    t_w: Optional[float] = Field(
+        None,
+        ge=0,
+        le=DiffusionParams.MAX_WEIGHT,
+        description="MegaTTS3: similarity (speaker guidance) weight (default 2.5).",
+    )
 
 
 class OutputFields(BaseModel):
@@ -91,4 +107,10 @@ def synthesis_request(
         window_size=fields.window_size,
         stream=stream,
         instructions=instructions,
+        diffusion=diffusion_params(fields),
     )
+
+
+def diffusion_params(fields: SamplingFields) -> Optional[DiffusionParams]:
+    params = DiffusionParams(time_step=fields.time_step, p_w=fields.p_w, t_w=fields.t_w)
+    return None if params.is_default() else params

@@ -6,7 +6,7 @@ from typing import Optional
 
 from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
 from fastapi.exceptions import RequestValidationError
-from flashtts_core.request import Level
+from flashtts_core.request import DiffusionParams, Level
 from pydantic import ValidationError
 
 from ..auth import require_api_key
@@ -55,6 +55,15 @@ async def clone_voice(
     seed: Optional[int] = Form(None, ge=0, le=2**63 - 1),
     length_threshold: int = Form(50, ge=1, le=100_000),
     window_size: int = Form(50, ge=1, le=100_000),
+    time_step: Optional[int] = Form(
+        None, ge=1, le=DiffusionParams.MAX_TIME_STEP, description="MegaTTS3: flow-matching steps."
+    ),
+    p_w: Optional[float] = Form(
+        None, ge=0, le=DiffusionParams.MAX_WEIGHT, allow_inf_nan=False, description="MegaTTS3: intelligibility weight."
+    ),
+    t_w: Optional[float] = Form(
+        None, ge=0, le=DiffusionParams.MAX_WEIGHT, allow_inf_nan=False, description="MegaTTS3: similarity weight."
+    ),
     stream: bool = Form(False),
     response_format: str = Form(DEFAULT_FORMAT, description="mp3, opus, aac, flac, wav, pcm."),
     sample_rate: Optional[int] = Form(None, ge=8000, le=48000, description="Resample the output to this rate (Hz)."),
@@ -72,6 +81,9 @@ async def clone_voice(
             seed=seed,
             length_threshold=length_threshold,
             window_size=window_size,
+            time_step=time_step,
+            p_w=p_w,
+            t_w=t_w,
         )
     except ValidationError as exc:
         raise RequestValidationError(exc.errors()) from None
