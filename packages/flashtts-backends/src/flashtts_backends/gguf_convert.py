@@ -25,6 +25,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Optional
 
+from flashtts_core.progress import progress
+
 logger = logging.getLogger("flashtts.convert")
 
 # Types convert_hf_to_gguf.py writes directly.
@@ -88,20 +90,27 @@ def convert_to_gguf(
     if outtype not in CONVERTER_TYPES and outtype not in QUANTIZED_TYPES:
         raise ConversionError(f"unknown type {outtype!r}: one of {', '.join([*CONVERTER_TYPES, *QUANTIZED_TYPES])}")
     outfile = Path(outfile) if outfile else llm_dir / f"model-{outtype}.gguf"
-    llama_dir = find_llama_cpp_dir(llama_cpp_dir)
-    if outtype in QUANTIZED_TYPES:
+    quantized = outtype in QUANTIZED_TYPES
+    with progress(f"GGUF of {llm_dir}", 3 if quantized else 2, logger) as p:
+        with p.step("llama.cpp's converter"):
+            llama_dir = find_llama_cpp_dir(llama_cpp_dir)
+        if not quantized:
+            with p.step("converted to %s (%s)", outfile, outtype):
+                return _run_converter(llama_dir, llm_dir, outfile, outtype)
         with tempfile.TemporaryDirectory(dir=outfile.parent) as tmp:
-            source = _run_converter(llama_dir, llm_dir, Path(tmp) / "model-f16.gguf", "f16")
-            _quantize(source, outfile, QUANTIZED_TYPES[outtype])
+            with p.step("converted to f16, the quantizer's input"):
+                source = _run_converter(llama_dir, llm_dir, Path(tmp) / "model-f16.gguf", "f16")
+            with p.step("quantized to %s (%s)", outfile, outtype):
+                _quantize(source, outfile, QUANTIZED_TYPES[outtype])
         return outfile
-    return _run_converter(llama_dir, llm_dir, outfile, outtype)
 
 
 def _llm_folder(model_dir: Path) -> Path:
-    for candidate in (model_dir / "LLM", model_dir):
+    # Spark keeps its LLM in LLM/, MegaTTS3 its G2P LLM in g2p/; Orpheus is the LLM folder itself.
+    for candidate in (model_dir / "LLM", model_dir / "g2p", model_dir):
         if (candidate / "config.json").is_file():
             return candidate
-    raise ConversionError(f"{model_dir} holds no Hugging Face LLM (no config.json in it or in its LLM folder)")
+    raise ConversionError(f"{model_dir} holds no Hugging Face LLM (no config.json in it or in its LLM or g2p folder)")
 
 
 def _run_converter(llama_dir: Path, llm_dir: Path, outfile: Path, outtype: str) -> Path:

@@ -16,17 +16,7 @@ from flashtts_core.errors import InvalidRequest
 LATENT_CHANNELS = 32
 SAMPLES_PER_LATENT = 960  # 24 kHz / 25 Hz
 MEL_FRAMES_PER_LATENT = 4  # upstream: vae_latent[:, :mel2ph.size(1) // 4]
-TAIL_PAD_SAMPLES = 12000  # upstream pads 0.5 s of silence after the reference
 PARAM = "latent_file"
-
-
-def pad_reference(wav: np.ndarray, win_size: int) -> np.ndarray:
-    """Upstream's padding: up to one less than a multiple of ``win_size``, then 0.5 s of silence."""
-    wav = np.asarray(wav, dtype=np.float32)
-    rest = len(wav) % win_size
-    if rest < win_size - 1:
-        wav = np.pad(wav, (0, win_size - 1 - rest))
-    return np.pad(wav, (0, TAIL_PAD_SAMPLES)).astype(np.float32)
 
 
 def latent_frames_for(mel_frames: int) -> int:

@@ -22,7 +22,7 @@ import numpy as np
 
 from .g2p import MIN_RESERVED_TOKENS, RESERVED_TTS_0
 from .phones import G2P_STOP_OFFSET
-from .reference import LATENT_CHANNELS, example_latent_frames, pad_reference
+from .reference import LATENT_CHANNELS, example_latent_frames
 
 logger = logging.getLogger("flashtts.mega")
 
@@ -97,6 +97,8 @@ def example_wav(seconds: float = EXAMPLE_SECONDS, sample_rate: int = SAMPLE_RATE
 def write_example(path: Path, win_size: int, seed: int = 0) -> None:
     """``example.wav`` and ``example.npy``, a latent long enough for the padded clip."""
     import soundfile as sf
+
+    from .aligner import pad_reference
 
     wav = example_wav(seed=seed)
     sf.write(path / EXAMPLE_WAV, wav, SAMPLE_RATE, subtype="PCM_16")
