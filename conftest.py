@@ -39,6 +39,12 @@ def tiny_orpheus(tmp_path_factory) -> Path:
     return _tiny_model(tmp_path_factory, "orpheus")
 
 
+@pytest.fixture(scope="session")
+def tiny_mega(tmp_path_factory) -> Path:
+    """A tiny MegaTTS3 model with its example reference (example.wav + example.npy latent)."""
+    return _tiny_model(tmp_path_factory, "mega")
+
+
 def installed_backends() -> list[str]:
     """Every registered backend whose library is installed here (tests parametrize over these)."""
     from flashtts_core.errors import BackendUnavailable
