@@ -7,7 +7,6 @@ import pytest
 import torch
 from flashtts_core.errors import InvalidRequest, UnsupportedCapability
 from flashtts_core.request import DiffusionParams, Level, SynthesisRequest, VoiceReference
-
 from flashtts_mega import phones
 from flashtts_mega.frontend import detect_language, normalize, prepare_text, split_segments
 from flashtts_mega.g2p import G2P, MAX_NEW_TOKENS, token_budget
