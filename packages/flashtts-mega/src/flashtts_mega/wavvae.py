@@ -1,0 +1,275 @@
+"""MegaTTS3's WaveVAE decoder: 25 Hz, 32-channel latents → 24 kHz waveform (×960).
+
+Only the decoder was released (upstream tts/modules/wavvae/decoder/wavvae_v3.py, the decode path:
+``proj_to_decoder`` → ``latent_upsampler`` (×4) → a HiFi-GAN-style ``decoder`` with upsampling
+ratios 5·4·4·3 and multi-receptive-field residual blocks). Parameter names and shapes follow upstream;
+the convolutions carry old-style weight norm (``weight_g`` / ``weight_v``) as the checkpoint stores it,
+folded into plain weights after a strict load.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from flashtts_core.errors import ModelLoadError
+from torch import nn
+
+from .checkpoint import load_state_dict, load_strict, read_config, save_checkpoint, write_config
+
+logger = logging.getLogger("flashtts.mega")
+
+CHECKPOINT = "decoder.ckpt"
+INNER_KEY = "model_gen"
+LEAKY_SLOPE = 0.2
+
+
+def _weight_norm(module: nn.Module) -> nn.Module:
+    # The released checkpoint stores `weight_g` / `weight_v`, which only the deprecated
+    # torch.nn.utils.weight_norm produces; its parametrizations successor names them differently.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return nn.utils.weight_norm(module)
+
+
+def wn_conv1d(*args, **kwargs) -> nn.Conv1d:
+    return _weight_norm(nn.Conv1d(*args, **kwargs))
+
+
+def fold_weight_norms(model: nn.Module) -> int:
+    """Replace every weight_g / weight_v pair by the plain weight it stands for; returns the count."""
+    folded = 0
+    for module in model.modules():
+        if hasattr(module, "weight_g") and hasattr(module, "weight_v"):
+            nn.utils.remove_weight_norm(module)
+            folded += 1
+    return folded
+
+
+class Upsample(nn.Module):
+    """×r by two summed branches: nearest + 7-tap conv, and a transposed conv; channels halve."""
+
+    def __init__(self, channels: int, r: int):
+        super().__init__()
+        kernel = max(r, 5)
+        self.upsample = nn.Sequential(
+            nn.Upsample(scale_factor=r, mode="nearest"),
+            nn.LeakyReLU(LEAKY_SLOPE),
+            nn.ReflectionPad1d(3),
+            wn_conv1d(channels, channels // 2, kernel_size=7),
+        )
+        self.trans_upsample = nn.Sequential(
+            nn.LeakyReLU(LEAKY_SLOPE),
+            _weight_norm(
+                nn.ConvTranspose1d(
+                    channels,
+                    channels // 2,
+                    kernel_size=2 * kernel,
+                    stride=r,
+                    padding=kernel - r // 2,
+                    output_padding=r % 2,
+                )
+            ),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.sin(x) + x
+        return self.upsample(x) + self.trans_upsample(x)
+
+
+class ResBlockMRF(nn.Module):
+    """Three (dilated conv → conv) residual pairs of one kernel size (upstream ``ResBlockMRFV2``)."""
+
+    def __init__(self, channels: int, kernel_size: int = 3, dilation: tuple[int, ...] = (1, 3, 5)):
+        super().__init__()
+        self.convs1 = nn.ModuleList(
+            wn_conv1d(channels, channels, kernel_size, dilation=d, padding=(kernel_size - 1) * d // 2) for d in dilation
+        )
+        self.convs2 = nn.ModuleList(
+            wn_conv1d(channels, channels, kernel_size, padding=(kernel_size - 1) // 2) for _ in dilation
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for c1, c2 in zip(self.convs1, self.convs2):
+            x = x + c2(F.leaky_relu(c1(F.leaky_relu(x, LEAKY_SLOPE)), LEAKY_SLOPE))
+        return x
+
+
+class ResBlockMRFInter(nn.Module):
+    """The mean of kernel-3, -7 and -11 residual blocks (upstream ``ResBlockMRFV2Inter``)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.block1 = ResBlockMRF(channels, 3)
+        self.block2 = ResBlockMRF(channels, 7)
+        self.block3 = ResBlockMRF(channels, 11)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.block1(x) + self.block2(x) + self.block3(x)) / 3
+
+
+class Generator(nn.Module):
+    """Upstream's ``Generator``: a 7-tap input conv, then (Upsample, MRF block) per ratio, then out."""
+
+    def __init__(
+        self,
+        input_size: int = 160,
+        ngf: int = 128,
+        ratios: tuple[int, ...] = (5, 4, 4, 3),
+        num_band: int = 1,
+        use_tanh: bool = False,
+    ):
+        super().__init__()
+        mult = 2 ** len(ratios)
+        layers: list[nn.Module] = [nn.ReflectionPad1d(3), wn_conv1d(input_size, mult * ngf, kernel_size=7)]
+        for r in ratios:
+            layers += [Upsample(mult * ngf, r), ResBlockMRFInter(mult * ngf // 2)]
+            mult //= 2
+        layers += [
+            nn.LeakyReLU(LEAKY_SLOPE),
+            nn.ReflectionPad1d(3),
+            wn_conv1d(ngf, num_band, kernel_size=7),
+            nn.Tanh() if use_tanh else nn.Conv1d(num_band, num_band, 1),
+        ]
+        self.model_up = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model_up(x)
+
+
+class WaveVAEDecoder(nn.Module):
+    """Latents [B, T, 32] at 25 Hz → waveform [B, T·960] at 24 kHz (upstream sizes by default)."""
+
+    def __init__(
+        self,
+        latent_dim: int = 32,
+        decoder_dim: int = 320,
+        latent_upsample: int = 4,
+        ngf: int = 128,
+        ratios: tuple[int, ...] = (5, 4, 4, 3),
+        num_band: int = 1,
+        use_tanh: bool = False,
+    ):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.hop_length = latent_upsample * math.prod(ratios)
+        self.proj_to_decoder = nn.Linear(latent_dim, decoder_dim)
+        self.latent_upsampler = Upsample(decoder_dim, latent_upsample)
+        self.decoder = Generator(decoder_dim // 2, ngf, tuple(ratios), num_band, use_tanh)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.proj_to_decoder.weight.dtype
+
+    @torch.inference_mode()
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        """[B, T, latent_dim] → float32 [B, T·hop_length] (hop_length 960 for the released model)."""
+        if latent.dim() != 3 or latent.size(2) != self.latent_dim:
+            raise ValueError(f"latent must be [B, T, {self.latent_dim}], got {tuple(latent.shape)}")
+        x = self.proj_to_decoder(latent.to(self.proj_to_decoder.weight.device, self.dtype)).transpose(1, 2)
+        return self.decoder(self.latent_upsampler(x))[:, 0].float()
+
+    # -- loading ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def sizes_from_state_dict(state_dict: dict[str, torch.Tensor], config: dict | None = None) -> dict:
+        """Constructor arguments from the tensors; the up-sampling factors are upstream's (they
+        leave no unambiguous trace in the shapes) and use_tanh is config.yaml's melgan_config key."""
+        config = config or {}
+        proj = state_dict["proj_to_decoder.weight"]
+        stages = 0
+        while f"decoder.model_up.{2 + 2 * stages}.upsample.3.weight_v" in state_dict:
+            stages += 1
+        out_conv = state_dict[f"decoder.model_up.{4 + 2 * stages}.weight_v"]
+        melgan = config.get("melgan_config") or {}
+        use_tanh = melgan.get("use_tanh", f"decoder.model_up.{5 + 2 * stages}.weight" not in state_dict)
+        ratios = (5, 4, 4, 3)
+        if stages != len(ratios):
+            raise KeyError(f"decoder.model_up: {stages} up-sampling stages where upstream has {len(ratios)}")
+        return {
+            "latent_dim": proj.shape[1],
+            "decoder_dim": proj.shape[0],
+            "latent_upsample": 4,
+            "ngf": out_conv.shape[1],
+            "ratios": ratios,
+            "num_band": out_conv.shape[0],
+            "use_tanh": bool(use_tanh),
+        }
+
+    @classmethod
+    def from_checkpoint(
+        cls, folder: Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+    ) -> WaveVAEDecoder:
+        """wavvae/{config.yaml, decoder.ckpt} (inner key ``model_gen``): strict load, weight norm folded."""
+        start = time.perf_counter()
+        folder = Path(folder)
+        config = read_config(folder)
+        file = folder / CHECKPOINT
+        state_dict = load_state_dict(file, INNER_KEY)
+        try:
+            sizes = cls.sizes_from_state_dict(state_dict, config)
+        except KeyError as exc:
+            raise ModelLoadError(
+                f"WaveVAE checkpoint {file} does not have the decoder's layout: {exc.args[0]}"
+            ) from exc
+        model = cls(**sizes)
+        load_strict(model, state_dict, f"WaveVAE decoder checkpoint {file}")
+        folded = fold_weight_norms(model)
+        model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+        logger.info(
+            "WaveVAE decoder loaded from %s: %.1fM parameters, %d weight-norm layers folded, ×%d, on %s, %s, in %.1f s",
+            file,
+            sum(p.numel() for p in model.parameters()) / 1e6,
+            folded,
+            model.hop_length,
+            device,
+            dtype,
+            time.perf_counter() - start,
+        )
+        return model
+
+    @staticmethod
+    def write_tiny(folder: Path, seed: int = 0) -> None:
+        """A tiny random decoder in upstream's layout (wavvae/config.yaml + decoder.ckpt)."""
+        write_tiny(folder, seed)
+
+
+# Narrow channels, upstream's up-sampling factors: 25 latent frames still decode to 24,000 samples.
+TINY_SIZES = {"decoder_dim": 32, "ngf": 4}
+
+
+def write_random(folder: Path, seed: int = 0, **sizes) -> None:
+    """A random decoder of the given sizes (default: upstream's full size) in upstream's layout."""
+    folder = Path(folder)
+    gen = torch.Generator().manual_seed(seed)
+    model = WaveVAEDecoder(**sizes)
+    state = {}
+    for name, value in model.state_dict().items():
+        if name.endswith("weight_g"):
+            # Unit-norm filters: the decoder's activations stay in range through 4 up-sampling stages.
+            state[name] = torch.ones(value.shape)
+        elif value.dim() == 1:
+            state[name] = torch.randn(value.shape, generator=gen) * 0.01
+        else:
+            state[name] = torch.randn(value.shape, generator=gen) / math.sqrt(math.prod(value.shape[1:]))
+    # Upstream's keys: hop_size × vae_stride = samples per latent frame (the prompt trim), and the
+    # melgan_config namespace the Generator reads.
+    write_config(
+        folder,
+        {
+            "vae_stride": 4,
+            "hop_size": 240,
+            "melgan_config": {"frame_shift": 240, "use_tanh": bool(sizes.get("use_tanh", False))},
+        },
+    )
+    save_checkpoint(folder / CHECKPOINT, INNER_KEY, state)
+
+
+def write_tiny(folder: Path, seed: int = 0) -> None:
+    """A tiny random WaveVAE decoder (TINY_SIZES) in upstream's layout."""
+    write_random(folder, seed, **TINY_SIZES)
