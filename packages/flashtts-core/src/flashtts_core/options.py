@@ -44,7 +44,12 @@ class EngineOptions(BaseModel):
     llm_batch_size: int = Field(256, gt=0, description="Maximum number of concurrent LLM sequences.")
     wait_timeout: float = Field(0.01, ge=0, description="Seconds the dynamic batcher waits to fill a batch.")
     fix_voice: bool = Field(False, description="Keep Spark-TTS's built-in female/male timbres fixed.")
-    role_dir: Optional[Path] = Field(None, description="Directory of saved roles (default data/roles, data/mega-roles for Mega).")
+    # A str too: pydantic's Path would turn "s3://bucket/roles" into "s3:/bucket/roles".
+    role_dir: Optional[str | Path] = Field(
+        None,
+        description="Saved roles: a directory, or an fsspec URL such as s3://bucket/prefix shared by replicas "
+        "(default data/roles, data/mega-roles for Mega).",
+    )
 
 
 def resolve_device(device: str) -> str:

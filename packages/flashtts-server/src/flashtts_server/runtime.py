@@ -33,7 +33,8 @@ class TTSRuntime:
         self.options = options
         self.plugins = plugins
         self.roles = roles
-        self._role_cache: dict[str, VoiceReference] = {}
+        # name -> (the store's version stamp, prepared reference): only a cache, checked on every use.
+        self._role_cache: dict[str, tuple[str, VoiceReference]] = {}
         self._role_locks: dict[str, asyncio.Lock] = {}
         # Engine iterators running now; a cancelled or disconnected request leaves this at once.
         self.active_generations = 0
@@ -66,8 +67,11 @@ class TTSRuntime:
             engine.sample_rate,
         )
         role_dir = options.role_dir or Path(engine.default_role_dir)
-        runtime = cls(engine, options, plugins, RoleStore(role_dir))
-        logger.info("roles in %s: %s", role_dir, ", ".join(runtime.roles.names()) or "none")
+        # A local folder or an fsspec URL (s3://bucket/prefix); opening it may list a remote store.
+        roles = await asyncio.to_thread(RoleStore, role_dir)
+        runtime = cls(engine, options, plugins, roles)
+        names = await asyncio.to_thread(roles.names)
+        logger.info("roles in %s: %s", role_dir, ", ".join(names) or "none")
         return runtime
 
     async def close(self) -> None:
@@ -100,7 +104,7 @@ class TTSRuntime:
     async def preload_roles(self) -> list[str]:
         """Prepare every role found in role_dir at startup; a broken one is logged and skipped."""
         ready = []
-        for name in self.roles.names():
+        for name in await asyncio.to_thread(self.roles.names):
             try:
                 await self.role_reference(name)
                 ready.append(name)
@@ -108,14 +112,37 @@ class TTSRuntime:
                 logger.warning("role %r in %s could not be loaded: %s", name, self.roles.root, exc)
         return ready
 
-    async def role_reference(self, name: str) -> VoiceReference:
-        """A saved role as a prepared reference; the engine's tokens are computed once and stored."""
+    async def saved_role_version(self, name: str) -> Optional[str]:
+        """The store's version stamp of a saved role; None when there is none of that name (or the name
+        cannot be a role). Read from the store each time: another process may have changed it."""
+        try:
+            name = validate_role_name(name)
+        except InvalidRequest:
+            return None
+        return await asyncio.to_thread(self.roles.version, name)
+
+    async def saved_roles(self) -> list[str]:
+        return await asyncio.to_thread(self.roles.names)
+
+    async def role_reference(self, name: str, version: Optional[str] = None) -> VoiceReference:
+        """A saved role as a prepared reference; the engine's tokens are computed once and stored.
+
+        The prepared reference is cached in memory, and used only while the store's version stamp is
+        the one it was prepared from: an overwrite or delete through another replica is seen at once."""
         name = validate_role_name(name)
+        if version is None:
+            version = await asyncio.to_thread(self.roles.version, name)
+        if version is None:
+            self._role_cache.pop(name, None)
+            raise NotFound(f"unknown role {name!r}", param="name")
         cached = self._role_cache.get(name)
-        if cached is not None and self.roles.exists(name):
-            return cached
+        if cached is not None and cached[0] == version:
+            return cached[1]
         lock = self._role_locks.setdefault(name, asyncio.Lock())
         async with lock:
+            cached = self._role_cache.get(name)
+            if cached is not None and cached[0] == version:  # prepared while we waited
+                return cached[1]
             try:
                 stored = await asyncio.to_thread(self.roles.load, name, self.engine.name)
                 ref = VoiceReference(
@@ -137,16 +164,16 @@ class TTSRuntime:
                 # Say which role is broken: the client sent a name, not "reference audio".
                 raise AudioDecodeError(f"saved role {name!r} cannot be used: {exc.message}", param="name") from None
             if not stored.features and ref.features:
-                await asyncio.to_thread(self.roles.save_features, name, self.engine.name, ref.features)
-            self._role_cache[name] = ref
+                await asyncio.to_thread(self.roles.save_features, name, self.engine.name, ref.features, stored.version)
+            self._role_cache[name] = (stored.version, ref)
             return ref
 
     async def add_role(self, name: str, reference: VoiceReference, overwrite: bool = True) -> str:
         name = validate_role_name(name)
         if not reference.features:
             reference = await self.engine.prepare_reference(reference)
-        await asyncio.to_thread(
-            self.roles.save,
+        name, version = await asyncio.to_thread(
+            self.roles.save_versioned,
             name,
             reference.audio,
             reference.sample_rate,
@@ -157,7 +184,7 @@ class TTSRuntime:
             reference.latent,
         )
         reference.name = name
-        self._role_cache[name] = reference
+        self._role_cache[name] = (version, reference)
         return name
 
     async def delete_role(self, name: str) -> str:
@@ -169,11 +196,13 @@ class TTSRuntime:
         """A name is a saved role first, then a built-in voice; otherwise 404."""
         if name is None:
             return None, None
-        if self.roles.exists(name):
-            return None, await self.role_reference(name)
+        version = await self.saved_role_version(name)
+        if version is not None:
+            return None, await self.role_reference(name, version)
         if name in self.engine.voices:
             return name, None
-        raise NotFound(f"unknown voice or role {name[:80]!r}; available: {self.known_voices()}", param="name")
+        known = await asyncio.to_thread(self.known_voices)  # lists the store: off the loop
+        raise NotFound(f"unknown voice or role {name[:80]!r}; available: {known}", param="name")
 
     # -- synthesis -------------------------------------------------------------------------------
     async def synthesize(self, request: SynthesisRequest) -> AsyncIterator[np.ndarray]:

@@ -31,6 +31,7 @@ from flashtts_core.engine import BackendFactory, Capabilities, Engine
 from flashtts_core.errors import AudioDecodeError, InvalidRequest
 from flashtts_core.options import EngineOptions
 from flashtts_core.request import Level, SynthesisRequest, VoiceReference
+from flashtts_core.role_store import is_store_url
 from flashtts_core.sampling import SamplingParams
 from flashtts_core.speaking_rate import max_segment_tokens
 from flashtts_core.text import split_text
@@ -109,6 +110,8 @@ class SparkEngine(Engine):
         self.tokens_per_second = self.sample_rate / self.hop_length  # semantic tokens: 50 a second
         self.fix_voice = bool(options.fix_voice)
         role_dir = Path(options.role_dir) if options.role_dir is not None else Path(self.default_role_dir)
+        if is_store_url(options.role_dir):  # roles in s3://…: fixed voices stay a local file of this process
+            role_dir = Path(self.default_role_dir)
         self.fixed_voices = FixedVoiceStore(role_dir / FIXED_VOICE_FOLDER)
         self._fixed_voice_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._tokenize = DynamicBatcher(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Optional
 
 from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
@@ -130,4 +131,4 @@ async def server_info(
     runtime: TTSRuntime = Depends(get_runtime), settings: ServerSettings = Depends(get_settings)
 ) -> ServerInfo:
     """The loaded model, engine, backend, sample rate, voices, roles, capabilities and limits."""
-    return serving.server_info(runtime, settings)
+    return await asyncio.to_thread(serving.server_info, runtime, settings)  # lists the role store

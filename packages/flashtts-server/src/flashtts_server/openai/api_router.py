@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Depends, Request, Response
 
 from ..auth import require_api_key
@@ -45,4 +47,4 @@ async def get_model(model_id: str, runtime: TTSRuntime = Depends(get_runtime)) -
 
 @router.get("/audio/voices", response_model=VoiceList)
 async def list_voices(runtime: TTSRuntime = Depends(get_runtime)) -> VoiceList:
-    return serving.list_voices(runtime)
+    return await asyncio.to_thread(serving.list_voices, runtime)  # the role store may be remote

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Optional
 
@@ -44,12 +45,13 @@ async def resolve_voice(
     if looks_like_url(value) or looks_like_base64_audio(value):
         data = await audio_from_string(value, settings, "voice")
         return None, await build_reference(runtime, settings, data, reference_text, param="voice")
-    if runtime.roles.exists(value) or value in runtime.engine.voices:
+    if value in runtime.engine.voices or await runtime.saved_role_version(value) is not None:
         return await runtime.resolve_voice(value)
     if value.lower() in OPENAI_VOICES:
         return await _default_voice(runtime, settings)
     # The value is cut short in the message: it may be megabytes of text that is neither a name nor audio.
-    raise NotFound(f"unknown voice {value[:80]!r}; available: {runtime.known_voices()}", param="voice")
+    known = await asyncio.to_thread(runtime.known_voices)
+    raise NotFound(f"unknown voice {value[:80]!r}; available: {known}", param="voice")
 
 
 async def create_speech(

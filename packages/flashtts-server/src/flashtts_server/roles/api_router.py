@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Optional
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
@@ -19,7 +20,7 @@ router = APIRouter(tags=["roles"], dependencies=[Depends(require_api_key)])
 @router.get("/audio_roles", response_model=RoleList)
 async def audio_roles(runtime: TTSRuntime = Depends(get_runtime)) -> RoleList:
     """Every voice name the server accepts: saved roles and the engine's built-in voices."""
-    return serving.list_roles(runtime)
+    return await asyncio.to_thread(serving.list_roles, runtime)  # the store may be remote (s3://)
 
 
 @router.post("/add_speaker", response_model=RoleChanged)

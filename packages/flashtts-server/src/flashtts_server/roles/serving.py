@@ -36,7 +36,7 @@ async def add_speaker(
     # Every check happens before anything is written: a refused request leaves role_dir untouched.
     name = validate_role_name(name)
     require_clone(runtime, "audio")
-    if runtime.roles.exists(name) and not overwrite:
+    if not overwrite and await runtime.saved_role_version(name) is not None:
         raise Conflict(f"role {name!r} exists already; delete it first or send overwrite=true", param="name")
     limit = max_upload_bytes(settings)
     if _present(audio_file):
@@ -53,7 +53,7 @@ async def add_speaker(
 
 async def delete_speaker(runtime: TTSRuntime, name: str) -> RoleChanged:
     name = validate_role_name(name)
-    if not runtime.roles.exists(name):
+    if await runtime.saved_role_version(name) is None:
         if name in runtime.engine.voices:
             raise InvalidRequest(f"{name!r} is a built-in voice of the engine, not a saved role", param="name")
         raise NotFound(f"unknown role {name!r}", param="name")
