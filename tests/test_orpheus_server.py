@@ -77,6 +77,21 @@ def test_multi_speak_with_two_builtin_voices(server):
     assert rate == 24000 and len(audio) > 2 * CHUNK_SAMPLES  # two segments and a pause between
 
 
+def test_without_max_tokens_a_segment_is_bounded_by_its_text(server):
+    """The tiny LLM never stops: "Hi." must still be a few seconds (flashtts_core.speaking_rate)."""
+    with server.client() as client:
+        r = client.post("/speak", json={"name": "tara", "text": "Hi.", "response_format": "wav"})
+    assert r.status_code == 200, r.text
+    audio, rate = wav(r.content)
+    assert 1.0 < len(audio) / rate <= 3.0
+
+
+def test_model_loading_logs_one_line_per_step(server):
+    log = server.output()  # not a terminal: one line per part loaded (what, from where, device, dtype)
+    assert "loading Orpheus from " in log and "[1/3] SNAC decoder from " in log and "on cpu, float32" in log
+    assert "[2/3] text tokenizer (" in log and "[3/3] LLM on " in log
+
+
 def test_unknown_voice_is_404(server):
     with server.client() as client:
         r = client.post("/speak", json={"name": "nobody", "text": "Hi.", "max_tokens": MAX_TOKENS})
@@ -126,7 +141,8 @@ def test_cli_tiny_model_then_infer_writes_24khz_wav(tmp_path):
     model = tmp_path / "orpheus-tiny"
     out = tmp_path / "out.wav"
     cli = [sys.executable, "-m", "flashtts_server.cli"]
-    subprocess.run([*cli, "tiny-model", "orpheus", str(model)], check=True, capture_output=True, timeout=300)
+    made = subprocess.run([*cli, "tiny-model", "orpheus", str(model)], check=True, capture_output=True, text=True, timeout=300)
+    assert f"tiny Orpheus in {model} [3/3] snac/" in made.stderr  # one log line per step off a terminal
     done = subprocess.run(
         [*cli, "infer", "--model_path", str(model), "--backend", "torch", "--name", "tara", "-i", "hi",
          "-o", str(out), "--max_tokens", str(MAX_TOKENS)],

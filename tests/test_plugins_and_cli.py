@@ -159,3 +159,121 @@ def test_server_answers_health_and_docs_with_a_third_party_engine(example_plugin
             assert client.get("/openapi.json").json()["info"]["title"] == "FlashTTS"
     finally:
         server.stop()
+
+
+# -- commands from plugins (register_commands) ------------------------------------------------------
+SERVER_SRC = ROOT / "packages" / "flashtts-server" / "src"
+
+
+def test_the_server_package_imports_no_backends_module():
+    import ast
+
+    offenders = []
+    for path in SERVER_SRC.rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                names = [node.value]  # importlib.import_module("flashtts_backends...")
+            offenders += [f"{path.relative_to(ROOT)}:{node.lineno}" for n in names if n.startswith("flashtts_backends")]
+    assert not offenders, offenders
+    # Without flashtts-backends the CLI still works; `convert` is simply not there.
+    code = (
+        "import sys; sys.modules['flashtts_backends'] = None; from flashtts_server.cli import main;"
+        "main(sys.argv[1:])"
+    )
+    out = subprocess.run([sys.executable, "-c", code, "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "serve" in out.stdout and "convert" not in out.stdout, out.stderr
+    out = subprocess.run([sys.executable, "-c", code, "convert", "gguf", "x"], capture_output=True, text=True)
+    assert out.returncode == 2 and "invalid choice: 'convert'" in out.stderr
+
+
+def test_plugins_list_their_commands_and_a_third_party_command_runs(example_plugin):
+    out = flashtts("plugins", "--json")
+    plugins = {p["name"]: p for p in json.loads(out.stdout)}
+    assert plugins["backends"]["commands"] == ["convert gguf"]
+    assert plugins["example"]["commands"] == ["tone voices"]
+    text = flashtts("plugins").stdout
+    assert "  commands: convert gguf" in text and "  commands: tone voices" in text
+    assert "tone" in flashtts("--help").stdout
+    out = flashtts("tone", "voices")
+    assert out.returncode == 0 and out.stdout.split() == ["low", "high"]
+    out = flashtts("tone", "voices", "--only", "nope")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1] == "flashtts tone voices: error: no tone voice 'nope'; voices: low, high"
+
+
+def test_a_command_clashing_with_a_builtin_or_another_plugin_is_refused(tmp_path):
+    dist = tmp_path / "clashy-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: clashy\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[flashtts]\nclashy = clashy_module\n")
+    (tmp_path / "clashy_module.py").write_text(
+        "from flashtts_core import hookimpl\n"
+        "def configure(parser):\n"
+        "    parser.add_argument('word')\n"
+        "    return lambda args: print('clashy says', args.word)\n"
+        "@hookimpl\n"
+        "def register_commands(register):\n"
+        "    for name in ('serve', 'tiny-model extra', 'convert gguf', 'convert', 'convert  gguf  more'):\n"
+        "        register(name, configure)\n"
+        "    register('clashy  say', configure, help='says a word')\n"
+    )
+    env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    out = flashtts("plugins", "--json", env=env)
+    plugins = {p["name"]: p for p in json.loads(out.stdout)}
+    assert plugins["clashy"]["commands"] == ["clashy say"] and plugins["backends"]["commands"] == ["convert gguf"]
+    for refused in ("'serve' is a built-in", "'tiny-model' is a built-in", "registered it first", "overlaps 'convert gguf'"):
+        assert refused in out.stderr
+    out = flashtts("clashy", "say", "hello", env=env)
+    assert out.returncode == 0 and out.stdout.strip() == "clashy says hello"
+    out = flashtts("convert", "gguf", str(tmp_path), env=env)
+    assert out.returncode == 2 and "holds no Hugging Face LLM" in out.stderr
+
+
+def test_progress_on_a_terminal_is_a_tqdm_bar_and_otherwise_log_lines(tmp_path):
+    """The helper behind model loading, tiny-model and convert gguf (their log lines are checked
+    where they run: test_spark_cli, test_gguf_convert, test_runaway_generation)."""
+    import pty
+
+    code = (
+        "import logging, sys; logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')\n"
+        "from flashtts_core.progress import progress\n"
+        "with progress('loading Demo from /m', 3, 'flashtts.demo') as p:\n"
+        "    p.done('text tokenizer (%d tokens)', 300)\n"
+        "    with p.step('codec on %s, float32', 'cpu'):\n"
+        "        pass\n"
+        "    p.done('LLM on torch, cpu, float32')\n"
+    )
+    plain = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    lines = plain.stderr.strip().splitlines()
+    assert [line.rsplit(" (", 1)[0] for line in lines] == [
+        "INFO flashtts.demo: loading Demo from /m [1/3] text tokenizer (300 tokens)",
+        "INFO flashtts.demo: loading Demo from /m [2/3] codec on cpu, float32",
+        "INFO flashtts.demo: loading Demo from /m [3/3] LLM on torch, cpu, float32",
+    ]
+    assert "%|" not in plain.stderr  # no bar in a log
+
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal)
+    os.close(terminal)
+    chunks = []
+    while True:
+        try:
+            data = os.read(controller, 4096)
+        except OSError:  # EIO once the child has closed its end
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait(timeout=60)
+    os.close(controller)
+    screen = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 0, screen
+    assert "loading Demo from /m: 100%" in screen and "3/3 [" in screen  # tqdm's bar, finished
+    assert "loading Demo from /m [2/3] codec on cpu, float32" in screen  # each step printed above it
+    assert "INFO flashtts.demo" not in screen  # the bar replaces the log lines

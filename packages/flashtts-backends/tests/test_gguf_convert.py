@@ -38,6 +38,10 @@ def convert_cli(model_dir, outtype: str):
     assert proc.returncode == 0, proc.stderr[-2000:]
     gguf = model_dir / "LLM" / f"model-{outtype}.gguf"
     assert gguf.is_file() and f"wrote {gguf}" in proc.stdout
+    # Not a terminal: one log line per step (flashtts_core.progress).
+    steps = 3 if outtype.startswith("q4") else 2
+    assert f"[1/{steps}] llama.cpp's converter" in proc.stderr
+    assert f"[{steps}/{steps}] {'quantized' if steps == 3 else 'converted'} to {gguf} ({outtype})" in proc.stderr
     return gguf
 
 

@@ -28,7 +28,10 @@ def _check_wav(path, tokens: int) -> None:
 
 def test_tiny_model_command_then_infer_builtin_voice(tmp_path):
     target = tmp_path / "spark"
-    _flashtts("tiny-model", "spark", str(target))
+    proc = _flashtts("tiny-model", "spark", str(target))
+    # Not a terminal: one log line per step (flashtts_core.progress).
+    assert f"tiny Spark-TTS in {target} [1/2] config.yaml, BiCodec/ and wav2vec2-large-xlsr-53/" in proc.stderr
+    assert f"tiny Spark-TTS in {target} [2/2] LLM/" in proc.stderr
     for path in (
         "config.yaml",
         "BiCodec/config.yaml",

@@ -1,4 +1,4 @@
-"""Registers the six LLM backends. Importing this module imports no engine library."""
+"""Registers the six LLM backends and ``flashtts convert gguf``. Importing this module imports no engine library."""
 
 from flashtts_core.hookspecs import hookimpl
 
@@ -14,3 +14,14 @@ from .vllm_backend import VllmBackend
 def register_backends(register):
     for backend in (TorchBackend, VllmBackend, SglangBackend, LlamaCppBackend, MlxBackend, TensorRTBackend):
         register(backend)
+
+
+@hookimpl
+def register_commands(register):
+    from .commands import configure_convert_gguf
+
+    register(
+        "convert gguf",
+        configure_convert_gguf,
+        help="write a GGUF of the model's LLM folder for --backend llama-cpp",
+    )

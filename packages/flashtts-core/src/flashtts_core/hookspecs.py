@@ -57,3 +57,22 @@ def register_formats(register):
     ``EncoderClass`` subclasses :class:`flashtts_core.formats.AudioEncoder`: one instance per
     response, fed float32 PCM chunks incrementally, returning encoded bytes as it goes.
     """
+
+
+@hookspec
+def register_commands(register):
+    """Register CLI commands: ``register(name, configure, help="...", description=None)``.
+
+    ``name`` is the command's words after ``flashtts``: ``"convert gguf"`` adds ``flashtts convert
+    gguf``, creating the ``convert`` group that other plugins' ``convert …`` commands share. A name
+    taken by a built-in command (serve, infer, plugins, tiny-model) or by another plugin's command is
+    refused with a warning.
+
+    ``configure(parser)`` receives the command's :class:`argparse.ArgumentParser`, adds its arguments
+    and returns the function that runs the command, ``run(args: argparse.Namespace) -> int`` (the
+    exit status). ``configure`` runs every time ``flashtts`` builds its parser (``flashtts --help``,
+    ``flashtts plugins``), so it and the module it lives in import nothing heavy; ``run`` may. For a
+    user error ``run`` raises :class:`flashtts_core.commands.CommandError`: the CLI prints its message
+    as one line, ``flashtts NAME: error: MESSAGE``, and exits with status 2. Long work shows its
+    steps with :func:`flashtts_core.progress.progress`.
+    """

@@ -74,3 +74,10 @@ def resolve_dtype(dtype: str, device: str):
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float32
     return {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}[dtype]
+
+
+def llm_dtype_name(options: EngineOptions, device: str) -> str:
+    """What the LLM's weights load as, for progress lines: a dtype, or where the backend takes it from."""
+    if options.backend == "llama-cpp":
+        return "weights as in the GGUF file"
+    return str(resolve_dtype(options.torch_dtype, device)).removeprefix("torch.")

@@ -1,5 +1,5 @@
 """Plugin discovery: every module named in the ``flashtts`` entry-point group is loaded and asked to
-register its engines, backends, codecs and output formats."""
+register its engines, backends, codecs, output formats and CLI commands."""
 
 from __future__ import annotations
 
@@ -13,12 +13,15 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
+from .commands import Command, command_name
 from .errors import BackendUnavailable, InvalidRequest, ModelLoadError
 
 logger = logging.getLogger("flashtts.plugins")
 
 ENTRY_POINT_GROUP = "flashtts"
-KINDS = ("engines", "backends", "codecs", "formats")
+KINDS = ("engines", "backends", "codecs", "formats", "commands")
+# Commands of the flashtts CLI itself, which a plugin's command cannot replace.
+BUILTIN_COMMANDS = ("serve", "infer", "plugins", "tiny-model")
 
 
 @dataclass
@@ -33,6 +36,7 @@ class PluginInfo:
     backends: list[str] = field(default_factory=list)
     codecs: list[str] = field(default_factory=list)
     formats: list[str] = field(default_factory=list)
+    commands: list[str] = field(default_factory=list)
     error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -45,6 +49,7 @@ class PluginInfo:
             "backends": self.backends,
             "codecs": self.codecs,
             "formats": self.formats,
+            "commands": self.commands,
             "error": self.error,
         }
 
@@ -60,6 +65,7 @@ class PluginManager:
         self.backends: dict[str, type] = {}
         self.codecs: dict[str, type] = {}
         self.formats: dict[str, type] = {}
+        self.commands: dict[str, Command] = {}
 
     # -- loading ---------------------------------------------------------------------------------
     def load_entry_points(self) -> None:
@@ -113,6 +119,8 @@ class PluginManager:
     def _registrar(self, kind: str, info: PluginInfo):
         table: dict[str, type] = getattr(self, kind)
         names: list[str] = getattr(info, kind)
+        if kind == "commands":
+            return self._command_registrar(info)
 
         def register(*args):
             if kind == "formats":
@@ -127,6 +135,33 @@ class PluginManager:
                 names.append(name)
 
         return register
+
+    def _command_registrar(self, info: PluginInfo):
+        def register(name: str, configure, help: str = "", description: str | None = None) -> None:
+            name = command_name(name)
+            if not callable(configure):
+                raise TypeError(f"command {name!r}: configure must be callable")
+            taken = self._command_clash(name)
+            if taken:
+                logger.warning("plugin %r: command %r is refused, %s", info.name, name, taken)
+                return
+            self.commands[name] = Command(name, configure, help, description, plugin=info.name)
+            info.commands.append(name)
+
+        return register
+
+    def _command_clash(self, name: str) -> str | None:
+        """Why ``name`` cannot be added next to the commands there are, or None."""
+        words = name.split()
+        if words[0] in BUILTIN_COMMANDS:
+            return f"{words[0]!r} is a built-in command"
+        for other in self.commands:
+            if other == name:
+                return f"plugin {self.commands[other].plugin!r} registered it first"
+            shorter, longer = sorted((other.split(), words), key=len)
+            if longer[: len(shorter)] == shorter:  # "convert" and "convert gguf" cannot both run
+                return f"it overlaps {other!r} of plugin {self.commands[other].plugin!r}"
+        return None
 
     # -- lookups ---------------------------------------------------------------------------------
     def get_backend(self, name: str) -> type:

@@ -18,7 +18,8 @@ from flashtts_core.backend import BackendConfig, LLMBackend
 from flashtts_core.batcher import DynamicBatcher
 from flashtts_core.engine import BackendFactory, Capabilities, Engine
 from flashtts_core.errors import InvalidRequest, ModelLoadError
-from flashtts_core.options import EngineOptions, resolve_device
+from flashtts_core.options import EngineOptions, llm_dtype_name, resolve_device
+from flashtts_core.progress import progress
 from flashtts_core.request import SynthesisRequest
 from flashtts_core.sampling import SamplingParams
 from flashtts_core.speaking_rate import max_segment_tokens
@@ -114,15 +115,20 @@ class OrpheusEngine(Engine):
                 f"Orpheus needs the SNAC codec (snac_24khz: config.json + pytorch_model.bin); not found in {where}"
             )
         device = resolve_device(options.detokenizer_device)
-        logger.info("Orpheus: model %s, SNAC from %s on %s, language %s", model_path, snac_path, device, lang)
-        codec = await asyncio.to_thread(SnacCodec.load, snac_path, device)
-        if codec.sample_rate != cls.sample_rate or codec.vq_strides != (4, 2, 1):
-            raise ModelLoadError(
-                f"{snac_path} is not a 24 kHz SNAC with vq_strides [4, 2, 1] (got {codec.sample_rate} Hz, "
-                f"{list(codec.vq_strides)}); Orpheus speaks snac_24khz codes"
-            )
-        tokenizer = await asyncio.to_thread(_load_tokenizer, model_path)
-        backend = await create_backend(BackendConfig.from_options(options, model_path))
+        llm_device = resolve_device(options.llm_device)
+        logger.info("Orpheus: model %s, language %s", model_path, lang)
+        with progress(f"loading Orpheus from {model_path}", 3, logger) as loading:
+            codec = await asyncio.to_thread(SnacCodec.load, snac_path, device)
+            if codec.sample_rate != cls.sample_rate or codec.vq_strides != (4, 2, 1):
+                raise ModelLoadError(
+                    f"{snac_path} is not a 24 kHz SNAC with vq_strides [4, 2, 1] (got {codec.sample_rate} Hz, "
+                    f"{list(codec.vq_strides)}); Orpheus speaks snac_24khz codes"
+                )
+            loading.done("SNAC decoder from %s on %s, float32", snac_path, device)
+            tokenizer = await asyncio.to_thread(_load_tokenizer, model_path)
+            loading.done("text tokenizer (%d tokens)", len(tokenizer))
+            backend = await create_backend(BackendConfig.from_options(options, model_path))
+            loading.done("LLM on %s, %s, %s", options.backend, llm_device, llm_dtype_name(options, llm_device))
         engine = cls(backend, tokenizer, codec, lang, options)
         logger.info(
             "Orpheus ready: voices %s; SNAC decode batches of up to %d (wait %.3f s)",

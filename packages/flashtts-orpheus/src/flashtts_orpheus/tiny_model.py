@@ -20,6 +20,8 @@ import logging
 import time
 from pathlib import Path
 
+from flashtts_core.progress import progress
+
 from . import frames as ids
 
 logger = logging.getLogger("flashtts.orpheus")
@@ -163,8 +165,12 @@ def write_tiny_model(path: Path) -> None:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    write_llm(path)
-    write_tokenizer(path)
-    write_snac(path / "snac")
+    with progress(f"tiny Orpheus in {path}", 3, logger) as p:
+        with p.step("a tiny Llama LLM (config.json, model.safetensors)"):
+            write_llm(path)
+        with p.step("the Orpheus tokenizer"):
+            write_tokenizer(path)
+        with p.step("snac/: a tiny 24 kHz SNAC codec"):
+            write_snac(path / "snac")
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     logger.info("tiny Orpheus model written to %s (%.0f MB) in %.1f s", path, size / 1e6, time.perf_counter() - start)

@@ -30,6 +30,7 @@ from flashtts_core.crossfade import StreamJoiner
 from flashtts_core.engine import BackendFactory, Capabilities, Engine
 from flashtts_core.errors import AudioDecodeError, InvalidRequest
 from flashtts_core.options import EngineOptions
+from flashtts_core.progress import Progress
 from flashtts_core.request import Level, SynthesisRequest, VoiceReference
 from flashtts_core.role_store import is_store_url
 from flashtts_core.sampling import SamplingParams
@@ -142,19 +143,16 @@ class SparkEngine(Engine):
 
     @classmethod
     async def load(cls, options: EngineOptions, create_backend: BackendFactory) -> "SparkEngine":
-        from flashtts_core.options import resolve_device
+        from flashtts_core.options import llm_dtype_name, resolve_device
 
         model_path = Path(options.model_path)
         options = cls._llm_dtype_fallback(options)
         tokenizer_device = resolve_device(options.tokenizer_device)
         detokenizer_device = resolve_device(options.detokenizer_device)
         start = time.perf_counter()
-        logger.info(
-            "Spark-TTS from %s: audio tokenizer on %s, detokenizer on %s (BiCodec in float32)",
-            model_path,
-            tokenizer_device,
-            detokenizer_device,
-        )
+        llm_device = resolve_device(options.llm_device)
+        split = detokenizer_device != tokenizer_device
+        loading = Progress(f"loading Spark-TTS from {model_path}", 4 if split else 3, logger)
 
         async def load_codecs() -> tuple[BiCodecCodec, BiCodecCodec]:
             tokenizer_codec = await asyncio.to_thread(
@@ -163,25 +161,35 @@ class SparkEngine(Engine):
                 tokenizer_device,
                 wav2vec_attn_implementation=options.wav2vec_attn_implementation,
             )
-            if detokenizer_device == tokenizer_device:
+            loading.done(
+                "BiCodec audio tokenizer (BiCodec/ + wav2vec2-large-xlsr-53/) on %s, float32%s",
+                tokenizer_device,
+                "" if split else ", also the detokenizer",
+            )
+            if not split:
                 return tokenizer_codec, tokenizer_codec
             detokenizer_codec = await asyncio.to_thread(
                 BiCodecCodec.load, model_path, detokenizer_device, encoder=False
             )
+            loading.done("BiCodec detokenizer (BiCodec/) on %s, float32", detokenizer_device)
             return tokenizer_codec, detokenizer_codec
 
         async def load_vocabulary() -> SparkVocabulary:
             from transformers import AutoTokenizer
 
             tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, str(model_path / "LLM"))
+            loading.done("text tokenizer (LLM/, %d tokens)", len(tokenizer))
             return SparkVocabulary(tokenizer)
 
-        results = await asyncio.gather(
-            load_vocabulary(),
-            load_codecs(),
-            create_backend(BackendConfig.from_options(options, model_path / "LLM")),
-            return_exceptions=True,
-        )
+        async def load_llm():
+            backend = await create_backend(BackendConfig.from_options(options, model_path / "LLM"))
+            loading.done("LLM (LLM/) on %s, %s, %s", options.backend, llm_device, llm_dtype_name(options, llm_device))
+            return backend
+
+        try:
+            results = await asyncio.gather(load_vocabulary(), load_codecs(), load_llm(), return_exceptions=True)
+        finally:
+            loading.close()
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed:
             if not isinstance(results[2], BaseException):

@@ -10,6 +10,8 @@ import logging
 import time
 from pathlib import Path
 
+from flashtts_core.progress import progress
+
 from .vocabulary import added_tokens
 
 logger = logging.getLogger("flashtts.spark")
@@ -80,7 +82,10 @@ def write_tiny_spark(path: Path, seed: int = 0) -> Path:
     start = time.perf_counter()
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    write_tiny_bicodec(path, seed=seed)
-    write_tiny_llm_folder(path / "LLM", seed=seed)
+    with progress(f"tiny Spark-TTS in {path}", 2, logger) as p:
+        with p.step("config.yaml, BiCodec/ and wav2vec2-large-xlsr-53/ (random weights)"):
+            write_tiny_bicodec(path, seed=seed)
+        with p.step("LLM/: a tiny Qwen2 and the Spark-TTS tokenizer"):
+            write_tiny_llm_folder(path / "LLM", seed=seed)
     logger.info("wrote a tiny Spark-TTS model to %s in %.1f s", path, time.perf_counter() - start)
     return path
