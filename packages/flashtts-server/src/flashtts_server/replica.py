@@ -1,0 +1,49 @@
+"""Which process answered: the ``X-FlashTTS-Replica`` header on every response.
+
+Behind a load balancer (Ray Serve, Kubernetes) a client needs to know which copy of the server spoke;
+a single server sends the header too, so clients never have to guess whether it is there.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Optional
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+HEADER = "x-flashtts-replica"
+
+_name: Optional[str] = None
+
+
+def replica_name() -> str:
+    """``hostname:pid``, unless a launcher (the Ray Serve deployment) set a more telling name."""
+    return _name or f"{socket.gethostname()}:{os.getpid()}"
+
+
+def set_replica_name(name: str) -> None:
+    """Name this process's responses (one process is one replica)."""
+    global _name
+    _name = name
+
+
+class ReplicaHeader:
+    """Pure ASGI middleware: streamed bodies pass through untouched; only the start message changes."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        value = replica_name().encode("latin-1", "replace")
+
+        async def send_with_name(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != HEADER.encode()]
+                message = {**message, "headers": [*headers, (HEADER.encode(), value)]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_name)
