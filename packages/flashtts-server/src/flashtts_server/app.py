@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from . import __version__
 from .errors import install_error_handlers
 from .limits import BodySizeLimit, body_limit_bytes
+from .replica import ReplicaHeader
 from .runtime import TTSRuntime
 from .settings import ServerSettings
 
@@ -45,6 +46,8 @@ def create_app(settings: ServerSettings, runtime: Optional[TTSRuntime] = None) -
     app.state.settings = settings
     app.state.runtime = runtime
     app.add_middleware(BodySizeLimit, max_bytes=body_limit)
+    # Outermost of ours: even a 413 from the body limit names the replica that sent it.
+    app.add_middleware(ReplicaHeader)
     install_error_handlers(app)
 
     @app.get("/health", tags=["server"])
