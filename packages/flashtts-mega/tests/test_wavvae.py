@@ -1,0 +1,95 @@
+"""The WaveVAE decoder on a tiny random checkpoint in upstream's layout."""
+
+import pytest
+import torch
+from flashtts_core.errors import ModelLoadError
+from flashtts_mega.checkpoint import load_state_dict, read_config, save_checkpoint
+from flashtts_mega.wavvae import CHECKPOINT, INNER_KEY, WaveVAEDecoder, write_tiny
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Shared test cores: spin-waiting OpenMP threads make the many small convolutions crawl.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_vae_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mega") / "wavvae"
+    write_tiny(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def vae(tiny_vae_dir):
+    return WaveVAEDecoder.from_checkpoint(tiny_vae_dir)
+
+
+def test_tiny_checkpoint_has_upstreams_layout(tiny_vae_dir, vae):
+    assert sorted(p.name for p in tiny_vae_dir.iterdir()) == ["config.yaml", CHECKPOINT]
+    config = read_config(tiny_vae_dir)
+    assert config["vae_stride"] * config["hop_size"] == 960 == vae.hop_length
+    assert config["melgan_config"]["use_tanh"] is False
+    raw = torch.load(tiny_vae_dir / CHECKPOINT, weights_only=True)
+    keys = set(raw["state_dict"][INNER_KEY])
+    # decoder only, as released: no encoder, no proj_to_z; weight norm as weight_g / weight_v
+    assert {k.split(".")[0] for k in keys} == {"proj_to_decoder", "latent_upsampler", "decoder"}
+    assert sum(k.endswith("weight_g") for k in keys) == sum(k.endswith("weight_v") for k in keys) == 84
+    assert len(keys) == 256
+    # folded after loading: plain weights only
+    assert not any("weight_g" in k or "weight_v" in k for k in vae.state_dict())
+    assert (tiny_vae_dir / CHECKPOINT).stat().st_size < 4_000_000
+
+
+def test_decode_25_frames_to_one_second(vae):
+    latent = torch.randn(2, 25, 32, generator=torch.Generator().manual_seed(0))
+    wav = vae.decode(latent)
+    assert wav.shape == (2, 24000) and wav.dtype == torch.float32 and bool(torch.isfinite(wav).all())
+    assert wav.abs().max() > 0
+    assert torch.allclose(vae.decode(latent[1:]), wav[1:], atol=1e-5)  # batch rows are independent
+    assert vae.decode(torch.randn(1, 3, 32)).shape == (1, 2880)
+
+
+def test_folded_weights_equal_the_weight_norm_formula(tiny_vae_dir, vae):
+    state = load_state_dict(tiny_vae_dir / CHECKPOINT, INNER_KEY)
+    g, v = state["decoder.model_up.1.weight_g"], state["decoder.model_up.1.weight_v"]
+    expected = g * v / v.flatten(1).norm(dim=1)[:, None, None]
+    assert torch.allclose(vae.decoder.model_up[1].weight, expected, atol=1e-6)
+
+
+def test_bfloat16_decoder_returns_float32(tiny_vae_dir, vae):
+    bf16 = WaveVAEDecoder.from_checkpoint(tiny_vae_dir, dtype=torch.bfloat16)
+    latent = torch.randn(1, 5, 32)
+    wav = bf16.decode(latent)
+    assert wav.dtype == torch.float32 and wav.shape == (1, 4800)
+    ref = vae.decode(latent)
+    assert (wav - ref).abs().mean() < 0.1 * ref.abs().mean() + 1e-6
+
+
+def test_bad_latent_shape(vae):
+    with pytest.raises(ValueError, match=r"latent must be \[B, T, 32\]"):
+        vae.decode(torch.randn(25, 32))
+
+
+def test_strict_loading_names_the_problem(tiny_vae_dir, tmp_path):
+    state = load_state_dict(tiny_vae_dir / CHECKPOINT, INNER_KEY)
+    folder = tmp_path / "wavvae"
+    folder.mkdir()
+    (folder / "config.yaml").write_text((tiny_vae_dir / "config.yaml").read_text())
+    # upstream's full WavVAE_V3 also holds the (unreleased) encoder: those keys are not ours to ignore
+    save_checkpoint(folder / CHECKPOINT, INNER_KEY, state | {"proj_to_z.weight": torch.ones(64, 512)})
+    with pytest.raises(
+        ModelLoadError, match=r"WaveVAE decoder checkpoint .*decoder\.ckpt.*unexpected keys: proj_to_z\.weight"
+    ):
+        WaveVAEDecoder.from_checkpoint(folder)
+    save_checkpoint(folder / CHECKPOINT, INNER_KEY, {k: v for k, v in state.items() if "model_up.5.block2" not in k})
+    with pytest.raises(ModelLoadError, match=r"missing keys: decoder\.model_up\.5\.block2"):
+        WaveVAEDecoder.from_checkpoint(folder)
+    save_checkpoint(
+        folder / CHECKPOINT, INNER_KEY, {k: v for k, v in state.items() if not k.startswith("decoder.model_up.12")}
+    )
+    with pytest.raises(ModelLoadError, match=r"does not have the decoder's layout.*model_up\.12\.weight_v"):
+        WaveVAEDecoder.from_checkpoint(folder)
