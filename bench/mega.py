@@ -1,0 +1,175 @@
+"""MegaTTS3 through a real `flashtts serve`: real-time factor and time to first audio at several
+concurrencies, on a full-size random checkpoint.
+
+    python bench/mega.py                                  # full-size modules, CPU, torch backend
+    python bench/mega.py --device cuda --concurrency 1 4 8 --time-step 32
+    python bench/mega.py --size tiny                      # the tiny test model (plumbing only)
+
+The aligner, duration model, DiT and WaveVAE decoder are written at upstream's sizes with random
+weights (DiT 458.8M, WaveVAE decoder 226.1M, aligner 54.6M parameters; ~3 GB in float32, written
+once into --workdir); g2p/ is the tiny Qwen2 (the G2P LLM's speed is the backends' business, see
+bench/backends.py; the DiT is most of the compute). For every concurrency c, c clients post the same
+/clone_voice request together (streamed pcm, distinct seeds). RTF = wall time / seconds of audio
+per request (median); first audio = time to the first audio byte (median). Random weights make
+noise: only the speed means anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+TEXT = "The quick brown fox jumps over the lazy dog, and then it runs back home again."
+
+
+def write_full_size(path: Path, seed: int = 0) -> Path:
+    """Every MegaTTS3 folder at upstream's sizes with random weights, plus example.wav / example.npy."""
+    import torch
+    from flashtts_mega.aligner import Aligner
+    from flashtts_mega.checkpoint import save_checkpoint, write_config
+    from flashtts_mega.dit import DiT
+    from flashtts_mega.duration import DurationModel
+    from flashtts_mega.tiny_model import write_example, write_tiny_g2p
+    from flashtts_mega.wavvae import write_random
+
+    marker = path / ".complete"
+    if marker.is_file():
+        return path
+    path.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    start = time.perf_counter()
+    # Default PyTorch initialisation; the DiT's AdaLN-zero layers get small random weights instead of
+    # zeros so that every layer does real work.
+    dit = DiT()
+    with torch.no_grad():
+        for p in dit.parameters():
+            if p.dim() > 1 and not p.abs().sum():
+                p.normal_(0.0, 0.02)
+    write_config(path / "diffusion_transformer", {"frames_multiple": 8, "win_size": 960})
+    save_checkpoint(path / "diffusion_transformer" / "model_only_last.ckpt", "dit", dit.state_dict())
+    del dit
+    aligner = Aligner()
+    write_config(path / "aligner_lm", {"n_audio_head": 8, "n_text_head": 8})
+    save_checkpoint(path / "aligner_lm" / "model_only_last.ckpt", "model", aligner.state_dict())
+    del aligner
+    duration = DurationModel()
+    write_config(
+        path / "duration_lm",
+        {"dur_model_type": "ar", "dur_txt_hs": 512, "dur_model_hidden_size": 512, "dur_model_layers": 8,
+         "dur_code_size": 128, "use_rot_embed": True, "lm_use_enc": True, "encoder_type": "rel_fft",
+         "ling_labels": ["tone"], "use_ph_pos_embed": False, "frames_multiple": 8},
+    )  # fmt: skip
+    save_checkpoint(path / "duration_lm" / "model_only_last.ckpt", "dur_model", duration.state_dict())
+    del duration
+    write_random(path / "wavvae", seed=seed)
+    write_tiny_g2p(path / "g2p", seed=seed)
+    write_example(path, win_size=960, seed=seed)
+    marker.write_text("ok")
+    print(f"wrote a full-size random MegaTTS3 to {path} in {time.perf_counter() - start:.0f} s", flush=True)
+    return path
+
+
+def one_request(url: str, files: dict, form: dict, out: dict) -> None:
+    import httpx
+
+    start = time.perf_counter()
+    first = None
+    size = 0
+    with httpx.Client(timeout=3600) as client, client.stream("POST", f"{url}/clone_voice", data=form, files=files) as r:
+        if r.status_code != 200:
+            out["error"] = f"{r.status_code}: {r.read()[:300]!r}"
+            return
+        for piece in r.iter_bytes():
+            if piece and first is None:
+                first = time.perf_counter() - start
+            size += len(piece)
+    out.update(wall=time.perf_counter() - start, first=first, seconds=size / 2 / 24000)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", choices=("full", "tiny"), default="full")
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "flashtts-bench-mega")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="auto", help="--torch_dtype of the server (the DiT's precision)")
+    parser.add_argument("--backend", default="torch")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--time-step", type=int, default=32, help="DiT steps (upstream 32)")
+    parser.add_argument("--text", default=TEXT)
+    args = parser.parse_args()
+
+    from conftest import start_server
+
+    if args.size == "full":
+        model = write_full_size(args.workdir / "full")
+    else:
+        from flashtts_mega.tiny_model import write_tiny_mega
+
+        model = args.workdir / "tiny"
+        if not (model / "example.npy").is_file():
+            write_tiny_mega(model)
+    files = {
+        "reference_audio_file": ("example.wav", (model / "example.wav").read_bytes(), "audio/wav"),
+        "latent_file": ("example.npy", (model / "example.npy").read_bytes(), "application/octet-stream"),
+    }
+    logs = args.workdir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    server = start_server(
+        ["--model_path", str(model), "--backend", args.backend, "--llm_device", args.device,
+         "--tokenizer_device", args.device, "--detokenizer_device", args.device, "--torch_dtype", args.dtype,
+         "--batch_size", str(max(args.concurrency)), "--wait_timeout", "0.05", "--role_dir", str(args.workdir / "roles"),
+         "--log_level", "info"],
+        logs, timeout=900,
+    )  # fmt: skip
+    print(f"server up: {model} ({args.size}) on {args.device}, DiT steps {args.time_step}; cores {os.cpu_count()}")
+    print("concurrency | audio s/request | RTF (median) | first audio s (median) | wall s")
+    try:
+        warm: dict = {}
+        one_request(
+            server.url, files, {"text": "Hi.", "time_step": "2", "response_format": "pcm", "stream": "true"}, warm
+        )
+        if "error" in warm:
+            print("warm-up failed:", warm["error"])
+            return 1
+        for c in args.concurrency:
+            results = [{} for _ in range(c)]
+            forms = [
+                {"text": args.text, "time_step": str(args.time_step), "seed": str(i), "response_format": "pcm",
+                 "stream": "true"}
+                for i in range(c)
+            ]  # fmt: skip
+            threads = [
+                threading.Thread(target=one_request, args=(server.url, files, f, r)) for f, r in zip(forms, results)
+            ]
+            start = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            wall = time.perf_counter() - start
+            errors = [r["error"] for r in results if "error" in r]
+            if errors:
+                print(f"{c:>11} | failed: {errors[0]}")
+                continue
+            rtf = statistics.median(r["wall"] / r["seconds"] for r in results)
+            first = statistics.median(r["first"] for r in results)
+            audio = statistics.median(r["seconds"] for r in results)
+            print(f"{c:>11} | {audio:15.2f} | {rtf:12.2f} | {first:22.2f} | {wall:6.1f}", flush=True)
+        batches = [line for line in server.output().splitlines() if "requests in one batch" in line]
+        print(f"DiT batches of several requests: {len(batches)}")
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
