@@ -6,10 +6,10 @@ A plugin is a Python distribution that declares an entry point in the ``flashtts
     my_plugin = "my_package.plugin"
 
 The module it names implements any of the hooks below with ``@flashtts_core.hookimpl``. Every hook
-receives a ``register`` callback and calls it once per thing it provides. Hooks register *classes*,
-never loaded models: a plugin module must import nothing heavy (torch, vllm, transformers …) at import
-time, so that ``flashtts plugins`` and ``flashtts serve --help`` stay instant. Heavy imports belong
-inside the methods that build a model.
+receives a ``register`` callback and calls it once per thing it provides. Hooks register *classes*
+(commands: functions that set up a parser), never loaded models: a plugin module must import
+nothing heavy (torch, vllm, transformers …) at import time, so that ``flashtts plugins`` and
+``flashtts serve --help`` stay instant. Heavy imports belong inside the methods that build a model.
 """
 
 from __future__ import annotations
