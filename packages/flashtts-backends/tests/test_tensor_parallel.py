@@ -44,3 +44,31 @@ def test_the_option_fills_the_backend_config(tmp_path):
     assert BackendConfig.from_options(options, tmp_path / "LLM").tensor_parallel_size == 4
     with pytest.raises(ValueError):
         EngineOptions(llm_tensor_parallel_size=0)
+
+
+def test_backends_that_run_on_one_device_refuse_a_tensor_parallel_size():
+    from flashtts_core.errors import InvalidRequest
+
+    backends = get_plugin_manager().backends
+    for name in ("vllm", "sglang", "tensorrt-llm"):
+        backends[name].check_tensor_parallel(8)
+    for name in ("torch", "llama-cpp", "mlx-lm"):
+        backends[name].check_tensor_parallel(1)
+        with pytest.raises(InvalidRequest, match="runs the LLM on one device") as caught:
+            backends[name].check_tensor_parallel(2)
+        assert caught.value.param == "llm_tensor_parallel_size"
+
+
+def test_serve_refuses_it_before_loading_anything(tiny_spark, tmp_path):
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "flashtts_server.cli", "serve", "--model_path", str(tiny_spark)]
+    done = subprocess.run(
+        [*cmd, "--backend", "torch", "--llm_tensor_parallel_size", "2", "--port", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2 and "--llm_tensor_parallel_size 2 needs vllm" in done.stderr, done.stderr

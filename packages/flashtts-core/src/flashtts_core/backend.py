@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import AsyncIterator, ClassVar, Optional
 
-from .errors import BackendUnavailable
+from .errors import BackendUnavailable, InvalidRequest
 from .sampling import SamplingParams
 
 
@@ -74,6 +74,18 @@ class LLMBackend(ABC):
     extra: ClassVar[str] = ""
     requires: ClassVar[tuple[str, ...]] = ()
     description: ClassVar[str] = ""
+    # True where ``BackendConfig.tensor_parallel_size`` shards the model over that many GPUs.
+    tensor_parallel: ClassVar[bool] = False
+
+    @classmethod
+    def check_tensor_parallel(cls, size: int) -> None:
+        """Refuse a tensor-parallel size this backend would silently ignore (it runs on one device)."""
+        if size > 1 and not cls.tensor_parallel:
+            raise InvalidRequest(
+                f"backend {cls.name!r} runs the LLM on one device; --llm_tensor_parallel_size {size} needs "
+                "vllm, sglang or tensorrt-llm (or use --replicas for one model copy per GPU)",
+                param="llm_tensor_parallel_size",
+            )
 
     @classmethod
     def check_available(cls) -> None:

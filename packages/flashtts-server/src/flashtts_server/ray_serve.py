@@ -45,6 +45,8 @@ def deployment_options(settings: ServerSettings) -> dict[str, Any]:
         # Ray Serve's default (5 requests in a replica at once) would queue what one engine batches.
         "max_ongoing_requests": settings.llm_batch_size,
         "max_constructor_retry_count": CONSTRUCTOR_RETRIES,
+        # A stopping replica lets running requests and streams finish as long as a single server would.
+        "graceful_shutdown_timeout_s": settings.shutdown_timeout,
     }
     low, high, count = settings.min_replicas, settings.max_replicas, settings.replicas
     if low is None and high is None:
