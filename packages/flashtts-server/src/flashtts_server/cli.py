@@ -93,7 +93,7 @@ def _check_model_and_backend(options) -> None:
     pm = get_plugin_manager()
     try:
         pm.detect_engine(options.model_path)
-        pm.get_backend(options.backend)
+        pm.get_backend(options.backend).check_tensor_parallel(options.llm_tensor_parallel_size)
     except FlashTTSError as exc:
         raise CLIError(exc.message) from None
 

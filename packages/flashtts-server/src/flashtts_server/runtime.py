@@ -51,6 +51,7 @@ class TTSRuntime:
             raise InvalidRequest(f"--backend is required; one of: {', '.join(sorted(plugins.backends))}")
         engine_cls = plugins.detect_engine(options.model_path)
         backend_cls = plugins.get_backend(options.backend)
+        backend_cls.check_tensor_parallel(options.llm_tensor_parallel_size)
         logger.info("model %s: engine %s, backend %s", options.model_path, engine_cls.name, backend_cls.name)
 
         async def create_backend(config: BackendConfig) -> LLMBackend:
