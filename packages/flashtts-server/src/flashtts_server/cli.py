@@ -79,7 +79,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from . import ray_serve  # imports Ray only inside serve_replicas
 
     if ray_serve.scale_out_requested(settings):
-        return ray_serve.serve_replicas(settings)
+        try:
+            return ray_serve.serve_replicas(settings)
+        except ray_serve.ScaleOutError as exc:
+            raise CLIError(str(exc)) from None
     app = create_app(settings)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower())
     return 0
