@@ -440,3 +440,8 @@ class Aligner(nn.Module):
             nn.init.normal_(model.decoder.positional_embedding, std=0.02)
         write_config(Path(folder), {"n_audio_head": 2, "n_text_head": 2})
         save_checkpoint(Path(folder) / CHECKPOINT, INNER_KEY, model.state_dict())
+
+
+def write_tiny(folder: Path, seed: int = 0) -> None:
+    """``Aligner.write_tiny``: a tiny random aligner_lm/ folder (module-level, like wavvae.write_tiny)."""
+    Aligner.write_tiny(folder, seed)

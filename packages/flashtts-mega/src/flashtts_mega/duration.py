@@ -543,3 +543,8 @@ class DurationModel(nn.Module):
             )
         write_config(Path(folder), config)
         save_checkpoint(Path(folder) / CHECKPOINT, INNER_KEY, model.state_dict())
+
+
+def write_tiny(folder: Path, seed: int = 0) -> None:
+    """``DurationModel.write_tiny``: a tiny random duration_lm/ folder (module-level, like wavvae.write_tiny)."""
+    DurationModel.write_tiny(folder, seed)
