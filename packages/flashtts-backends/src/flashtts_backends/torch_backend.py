@@ -31,7 +31,9 @@ class TorchBackend(LLMBackend):
     requires = ("torch", "transformers")
     description = "transformers causal LM with continuous batching (cpu, cuda, mps)"
 
-    def __init__(self, model, config: BackendConfig, device: str):
+    def __init__(self, model, config: BackendConfig, device: str, restrict_head: bool = True):
+        """``restrict_head``: with ``allowed_token_ids``, compute logits over those rows only
+        (:mod:`torch_head`); off, every step computes the full vocabulary (for comparisons)."""
         from .torch_batching import BatchScheduler
         from .torch_generate import GenerateRunner
 
@@ -43,7 +45,7 @@ class TorchBackend(LLMBackend):
             # A requested cache strategy is transformers' to build: decode each sequence with generate().
             self._scheduler = GenerateRunner(model, device, config.batch_size, config.cache_implementation)
         else:
-            self._scheduler = BatchScheduler(model, device, max_batch=config.batch_size)
+            self._scheduler = BatchScheduler(model, device, max_batch=config.batch_size, restrict_head=restrict_head)
         self._seeds = random.Random(config.seed)
 
     @property

@@ -44,8 +44,11 @@ class Sequence:
 class BatchScheduler:
     """Runs prefill and batched decode steps in one thread for up to ``max_batch`` sequences."""
 
-    def __init__(self, model, device: str, max_batch: int):
+    def __init__(self, model, device: str, max_batch: int, restrict_head: bool = True):
+        from .torch_head import OutputHead
+
         self.model = model
+        self.head = OutputHead(model, enabled=restrict_head)
         self.device = device
         self.max_batch = max_batch
         self._waiting: list[Sequence] = []
@@ -121,18 +124,18 @@ class BatchScheduler:
         ids = torch.tensor([seq.prompt_ids], dtype=torch.long, device=self.device)
         cache = DynamicCache()
         # Only the last position's logits are needed (the full (prompt, vocab) matrix is large).
-        out = self.model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        [(logits, local)] = self.head.forward([seq.sampler], input_ids=ids, past_key_values=cache, use_cache=True)
         seq.seen = ids[0]
-        if not self._take(seq, out.logits[0, -1]):
+        if not self._take(seq, logits, local):
             seq.emit(DONE)
             return
         kv = [(layer.keys, layer.values) for layer in cache.layers]
         self._join(seq, kv, len(seq.prompt_ids))
 
-    def _take(self, seq: Sequence, logits: torch.Tensor) -> bool:
+    def _take(self, seq: Sequence, logits: torch.Tensor, local: bool = False) -> bool:
         """Sample one token for ``seq`` and deliver it; False when the sequence has finished (its
         consumer hears DONE from the caller, once the row is out of the batch)."""
-        token = seq.sampler(logits, seq.seen)
+        token = seq.sampler(logits, seq.seen, local)
         seq.generated += 1
         if token in seq.params.stop_token_ids or seq.cancel.is_set():
             return False
@@ -185,12 +188,16 @@ class BatchScheduler:
         # A row's position is the number of real tokens before the new one.
         positions = torch.tensor([[width - s.pad] for s in rows], dtype=torch.long, device=self.device)
         cache = DynamicCache(ddp_cache_data=self._kv)
-        out = self.model(
-            input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
+        logits = self.head.forward(
+            [s.sampler for s in rows],
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
         )
         self._kv = [(layer.keys, layer.values) for layer in cache.layers]
-        logits = out.logits[:, -1]
-        finished = [seq for i, seq in enumerate(rows) if not self._take(seq, logits[i])]
+        finished = [seq for seq, (row, local) in zip(rows, logits) if not self._take(seq, row, local)]
         self._drop(finished)
         for seq in finished:
             seq.emit(DONE)

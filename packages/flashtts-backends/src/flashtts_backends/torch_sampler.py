@@ -29,6 +29,9 @@ class TorchSampler:
             self.rows = torch.tensor(allowed, dtype=torch.long, device=device)
             self.position = torch.full((vocab_size,), -1, dtype=torch.long, device=device)
             self.position[self.rows] = torch.arange(len(allowed), device=device)
+        # Identifies the candidate set, so the scheduler can compute logits for these rows only.
+        self.rows_key: tuple[int, ...] | None = tuple(allowed) if self.rows is not None else None
+        self.head_matrix = None  # the head's sub-matrix for rows_key, set by torch_head.OutputHead
         self.stop = self._local(torch.tensor(sorted(set(params.stop_token_ids)), dtype=torch.long, device=device))
         self.generated = 0
 
@@ -40,11 +43,15 @@ class TorchSampler:
         local = self.position[ids]
         return local[local >= 0]
 
-    def __call__(self, logits: torch.Tensor, seen_ids: torch.Tensor) -> int:
-        """``logits``: (vocab,) for the next position; ``seen_ids``: prompt + output so far."""
+    def __call__(self, logits: torch.Tensor, seen_ids: torch.Tensor, local: bool = False) -> int:
+        """``logits``: (vocab,) for the next position, or with ``local`` already only the candidate
+        rows (in ``rows`` order); ``seen_ids``: prompt + output so far."""
         p = self.params
         logits = logits.float()
-        logits = logits.index_select(0, self.rows) if self.rows is not None else logits.clone()
+        if local:
+            logits = logits.clone()
+        else:
+            logits = logits.index_select(0, self.rows) if self.rows is not None else logits.clone()
         if p.repetition_penalty != 1.0 and seen_ids.numel():
             seen = torch.unique(seen_ids)
             if self.position is None:
