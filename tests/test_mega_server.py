@@ -285,3 +285,46 @@ def test_tiny_model_layout_and_infer_with_reference_audio_and_latent_file(tiny_m
     assert done.returncode == 0, done.stderr[-3000:]
     audio, rate = sf.read(out)
     assert rate == RATE and 0.3 * RATE < len(audio) <= 3.0 * RATE
+
+
+def test_web_page_clones_with_a_latent_and_adds_a_role(server, tiny_mega):
+    torch_only(server)
+    import shutil
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("needs a chromium binary (apt-get install chromium)")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--headless", "--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page()
+            problems: list[str] = []
+            page.on("pageerror", lambda exc: problems.append(str(exc)))
+            page.goto(server.url + "/")
+            page.wait_for_function("window.flashtts.info !== null")
+            # Mega: a latent beside the reference audio, the DiT fields and speed; no pitch.
+            assert page.is_visible("#time-step") and page.is_visible("#p-w") and page.is_visible("#t-w")
+            assert page.is_visible("#speak-speed") and not page.is_visible("#speak-pitch")
+            page.click("nav button[data-tab=clone]")
+            assert page.is_visible("#clone-latent")
+            page.fill("#time-step", "4")
+            page.select_option("#format", "pcm")
+            page.select_option("#stream", "true")
+            page.set_input_files("#clone-file", str(tiny_mega / "example.wav"))
+            page.set_input_files("#clone-latent", str(tiny_mega / "example.npy"))
+            page.fill("#clone-save-name", "from-page")
+            page.click("#clone-go")
+            page.wait_for_function("window.flashtts.done", timeout=120_000)
+            assert page.evaluate("window.flashtts.lastSamples") > 0.3 * RATE, page.inner_text("#status")
+            page.click("nav button[data-tab=roles]")
+            page.fill("#role-name", "from-roles-tab")
+            page.set_input_files("#role-file", str(tiny_mega / "example.wav"))
+            page.set_input_files("#role-latent", str(tiny_mega / "example.npy"))
+            page.click("#role-add")
+            page.wait_for_selector("button[data-delete='from-roles-tab']")
+            assert problems == []
+        finally:
+            browser.close()
+    assert (server.roles / "from-page" / "latent.npy").is_file()
+    assert (server.roles / "from-roles-tab" / "latent.npy").is_file()
