@@ -138,3 +138,57 @@ def serve(tmp_path):
     yield _serve
     for server in servers:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory) -> dict[str, str]:
+    """moto's S3 server on 127.0.0.1 (a real S3 API, as s3fs's own tests use): the environment that
+    points boto3/s3fs, and so ``flashtts serve --role_dir s3://…``, at it. Create buckets with ``s3_bucket``."""
+    pytest.importorskip("s3fs")
+    pytest.importorskip("moto.server")
+    port = free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
+    env = {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            httpx.get(env["AWS_ENDPOINT_URL"], timeout=2)
+            break
+        except httpx.HTTPError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"moto_server did not start:\n{log.read_text(errors='replace')[-2000:]}") from None
+            time.sleep(0.2)
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # this process's s3fs clients too
+    yield env
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint) -> str:
+    """A new, empty bucket on the moto server; its name."""
+    import uuid
+
+    import boto3
+
+    name = f"flashtts-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=s3_endpoint["AWS_ENDPOINT_URL"]).create_bucket(Bucket=name)
+    return name

@@ -2,6 +2,7 @@
 
     nox -s tests     install everything (editable, every backend that installs here) and run all tests
     nox -s soak      10,000 mixed requests against a real server (tests/test_soak.py)
+    nox -s crash     SIGKILL the server 20 times during add_speaker (tests/api/test_shared_roles.py)
     nox -s serve     install and start the server; a tiny demo model unless MODEL_PATH is set
     nox -s lint      ruff
     nox -s bench     backend benchmarks
@@ -85,6 +86,15 @@ def soak(session: nox.Session) -> None:
     count = session.posargs[0] if session.posargs else "10000"
     env = {"FLASHTTS_SOAK_REQUESTS": count, "FLASHTTS_SOAK_REPORT": str(ROOT / "soak-report.json")}
     session.run("python", "-m", "pytest", "tests/test_soak.py", "-q", "-s", env=env)
+
+
+@nox.session
+def crash(session: nox.Session) -> None:
+    """Crash safety of roles, the long run: 20 SIGKILLs of a real server during add_speaker, a restart
+    after each (`tests` runs one; each restart loads the model again)."""
+    install_project(session, *S3_TEST)
+    env = {"FLASHTTS_ROLE_KILLS": os.environ.get("FLASHTTS_ROLE_KILLS", "20")}
+    session.run("python", "-m", "pytest", "tests/api/test_shared_roles.py", "-q", "-x", "-k", "folder", env=env)
 
 
 @nox.session

@@ -1,5 +1,8 @@
+import os
 import threading
+import time
 import unicodedata
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -140,3 +143,149 @@ def test_an_unreadable_latent_names_the_role(tmp_path):
     (tmp_path / "mega" / "latent.npy").write_bytes(b"not an npy file")
     with pytest.raises(InvalidRequest, match="mega"):
         store.load("mega")
+
+
+# -- a store shared by processes: local folder and S3 (moto's server on 127.0.0.1) ----------------
+
+
+@pytest.fixture(params=["folder", "s3"])
+def location(request, tmp_path) -> str:
+    """Where a shared store lives: a local folder, or a prefix of a new bucket on moto's S3 server."""
+    if request.param == "folder":
+        return str(tmp_path / "shared")
+    return f"s3://{request.getfixturevalue('s3_bucket')}/roles"
+
+
+def _tone(seconds: float, freq: float, rate: int = 16000) -> np.ndarray:
+    return (0.3 * np.sin(2 * np.pi * freq * np.arange(int(seconds * rate)) / rate)).astype(np.float32)
+
+
+def test_the_version_stamp_is_a_content_hash_in_the_manifest(location):
+    store = RoleStore(location)
+    name, v1 = store.save_versioned("alice", _tone(0.5, 200), 16000, "one", {"t": np.arange(3)}, "spark")
+    assert store.version("alice") == v1 == store.load("alice").version
+    assert RoleStore(location).save_versioned("alice", _tone(0.5, 200), 16000, "one")[1] == v1  # same bytes
+    other = RoleStore(location)  # another process's view
+    _, v2 = store.save_versioned("alice", _tone(0.5, 300), 16000, "two")
+    assert v2 != v1 and other.version("alice") == v2 and other.load("alice").text == "two"
+    assert other.load("alice", "spark").features == {}  # the cache of version one is not this voice
+    store.delete("alice")
+    assert other.version("alice") is None and not other.exists("alice") and other.names() == []
+    if not location.startswith("s3://"):
+        assert not list(Path(location).iterdir())  # no temp, lock or trash files left
+
+
+def test_features_computed_from_an_old_version_are_never_used(location):
+    store = RoleStore(location)
+    _, v1 = store.save_versioned("bob", _tone(0.5, 200), 16000, "one")
+    store.save("bob", _tone(0.5, 300), 16000, "two")  # another replica overwrites meanwhile
+    store.save_features("bob", "spark", {"t": np.arange(4)}, version=v1)  # tokens of the old voice
+    assert store.load("bob", "spark").features == {}
+    store.save_features("bob", "spark", {"t": np.arange(5)}, version=store.version("bob"))
+    assert store.load("bob", "spark").features["t"].tolist() == list(range(5))
+
+
+def _add_once(location: str, name: str, i: int, start: float, out) -> None:
+    from flashtts_core.errors import Conflict
+    from flashtts_core.role_store import RoleStore
+
+    store = RoleStore(location)
+    time.sleep(max(0.0, start - time.time()))  # all processes write at the same moment
+    try:
+        store.save(name, _tone(0.3, 150 + 10 * i), 16000, f"take {i}", overwrite=False)
+        out.put(("saved", i))
+    except Conflict:
+        out.put(("conflict", i))
+
+
+def test_processes_adding_one_new_name_at_once_save_it_once(location):
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    RoleStore(location)
+    for round_ in range(2):
+        out = ctx.Queue()
+        name, start = f"racer{round_}", time.time() + 1.0
+        procs = [ctx.Process(target=_add_once, args=(location, name, i, start, out)) for i in range(4)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(30)
+        results = sorted(out.get(timeout=5) for _ in procs)
+        assert [r for r, _ in results] == ["conflict"] * 3 + ["saved"], results
+        winner = next(i for r, i in results if r == "saved")
+        assert RoleStore(location).load(name).text == f"take {winner}"  # the winner's voice, whole
+
+
+def test_a_reader_never_sees_half_of_an_overwrite(location):
+    store, reader = RoleStore(location), RoleStore(location)
+    voices = {f"take {i}": _tone(0.3, 150 + 50 * i) for i in range(2)}
+    store.save("flip", voices["take 0"], 16000, "take 0")
+    stop = threading.Event()
+
+    def flip() -> None:
+        i = 0
+        while not stop.is_set():
+            i ^= 1
+            store.save("flip", voices[f"take {i}"], 16000, f"take {i}")
+
+    writer = threading.Thread(target=flip)
+    writer.start()
+    try:
+        for _ in range(40):
+            role = reader.load("flip")
+            np.testing.assert_array_equal(role.audio, voices[role.text])  # audio and text of one version
+    finally:
+        stop.set()
+        writer.join()
+
+
+def _write_roles(location: str, prefix: str, fd: int) -> None:
+    """Save roles until killed; after each save returns, say so on ``fd``."""
+    store = RoleStore(location)
+    os.write(fd, b"ready\n")
+    for i in range(10**6):
+        audio = (0.3 * np.sin(np.arange(16000 * 8) * (0.05 + 0.001 * (i % 50)))).astype(np.float32)
+        latent = np.full((1, 200, 32), i, np.float32)
+        store.save(f"{prefix}-{i}", audio, 16000, f"text {i}", {"t": np.arange(1000 + i)}, "spark", latent=latent)
+        os.write(fd, f"saved {i}\n".encode())
+
+
+def test_a_writer_killed_at_random_moments_never_leaves_a_half_role(location):
+    """SIGKILL a process saving roles, many times: every role it finished is there whole, nothing it
+    did not finish is listed, and opening the store cleans what the killed writers left."""
+    import multiprocessing
+    import random
+    import signal
+
+    ctx = multiprocessing.get_context("fork")  # a forked writer starts at once: twenty kills stay cheap
+    rng = random.Random(12)
+    finished: set[str] = set()
+    kills = 12 if location.startswith("s3://") else 20  # a forked S3 writer first opens its own client
+    for kill in range(kills):
+        read_fd, write_fd = os.pipe()
+        proc = ctx.Process(target=_write_roles, args=(location, f"k{kill}", write_fd))
+        proc.start()
+        os.close(write_fd)
+        with os.fdopen(read_fd) as lines:
+            assert lines.readline().strip() == "ready"
+            time.sleep(rng.uniform(0.0, 0.4))
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.join()
+            finished |= {f"k{kill}-{line.split()[1]}" for line in lines.read().splitlines() if line.startswith("saved")}
+    store = RoleStore(location)
+    if location.startswith("s3://"):
+        store.cleanup(stale_after=0)  # no writer is alive: every unreferenced upload is abandoned
+    names = set(store.names())
+    assert finished <= names and len(names - finished) <= kills  # at most the one in flight at each kill
+    assert len(finished) >= 5  # the kills did land between saves and during them
+    for name in names:
+        role = store.load(name, "spark")
+        i = int(name.split("-")[1])
+        assert role.text == f"text {i}" and role.audio.size == 16000 * 8 and role.latent[0, 0, 0] == i
+        assert role.features == {} or role.features["t"].size == 1000 + i
+    if location.startswith("s3://"):
+        data = {p.split("/")[-3] for p in store.fs.find(store._path(".data")) if "/cache/" not in p}
+        assert data <= names  # no orphan uploads left after cleanup
+    else:
+        assert not [p.name for p in Path(location).iterdir() if p.name.startswith(".")]

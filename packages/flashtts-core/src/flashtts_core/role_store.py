@@ -111,12 +111,28 @@ def is_store_url(location: object) -> bool:
     return isinstance(location, str) and bool(_URL.match(location)) and not location.startswith("file://")
 
 
-def _content_version(files: dict[str, bytes]) -> str:
-    """The version stamp of a role's source files: a hash of their names and bytes."""
+def _content_version(audio: np.ndarray, sample_rate: int, text: Optional[str], latent: Optional[np.ndarray]) -> str:
+    """The version stamp of a role: a hash of its samples, rate, transcript and latent (not of the WAV
+    bytes: libsndfile puts a timestamp in float WAV files)."""
     h = hashlib.sha256()
-    for fname in sorted(files):
-        h.update(fname.encode("utf-8") + b"\0" + hashlib.sha256(files[fname]).digest())
+    h.update(f"{int(sample_rate)}\0".encode())
+    h.update(np.ascontiguousarray(audio, dtype="<f4").tobytes())
+    h.update(b"\0text\0" + (text or "").encode("utf-8"))
+    if latent is not None:
+        arr = np.ascontiguousarray(latent, dtype="<f4")
+        h.update(b"\0latent\0" + repr(arr.shape).encode() + arr.tobytes())
     return h.hexdigest()[:32]
+
+
+def _files_match(manifest: dict, files: dict[str, bytes]) -> bool:
+    """The files read are the ones the manifest was written with (not half of a concurrent overwrite)."""
+    listed = manifest["files"]
+    try:
+        return set(listed) == set(files) and all(
+            hashlib.sha256(data).hexdigest() == listed[f].get("sha256") for f, data in files.items()
+        )
+    except (AttributeError, TypeError):
+        return False
 
 
 def _encode_role(
@@ -136,16 +152,15 @@ def _encode_role(
     return files
 
 
-def _manifest(name: str, files: dict[str, bytes], sample_rate: int, engine: Optional[str], **extra) -> dict:
+def _manifest(name: str, files: dict[str, bytes], version: str, sample_rate: int, engine: Optional[str]) -> dict:
     return {
         "format": 1,
         "name": name,
-        "version": _content_version(files),
+        "version": version,
         "sample_rate": sample_rate,
         "engine": engine,
         "created": time.time(),
         "files": {f: {"size": len(b), "sha256": hashlib.sha256(b).hexdigest()} for f, b in sorted(files.items())},
-        **extra,
     }
 
 
@@ -366,9 +381,10 @@ class RoleStore:
                 continue
             except IsADirectoryError:
                 raise NotFound(f"unknown role {path.name!r}", param="name") from None
-            if manifest is not None and _content_version(files) != version and attempt + 1 < READ_ATTEMPTS:
+            intact = manifest is None or _files_match(manifest, files)
+            if not intact and attempt + 1 < READ_ATTEMPTS:
                 continue  # files of two versions (an overwrite ran meanwhile): read again
-            if manifest is not None and _content_version(files) != version:
+            if not intact:
                 logger.warning("role %r: files differ from %s (edited by hand?); using them", path.name, MANIFEST)
             audio_name = AUDIO_FILE if AUDIO_FILE in files else listed[0]
             return _decode_role(path.name, files, audio_name, version)
@@ -405,8 +421,11 @@ class RoleStore:
     ) -> tuple[str, str]:
         """``save``, returning (name, version stamp) of exactly what this call wrote."""
         name = validate_role_name(name)
+        audio = np.asarray(audio, dtype=np.float32)
+        latent = None if latent is None else np.asarray(latent, dtype=np.float32)
         files = _encode_role(audio, sample_rate, text, latent)
-        manifest = _manifest(name, files, sample_rate, engine)
+        version = _content_version(audio, sample_rate, text or None, latent)
+        manifest = _manifest(name, files, version, sample_rate, engine)
         cache = _encode_features(engine, features, manifest["version"]) if features and engine else None
         self._commit(name, files, manifest, engine, cache, overwrite)
         logger.info("saved role %r in %s", name, self.root)
