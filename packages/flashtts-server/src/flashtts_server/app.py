@@ -1,4 +1,5 @@
-"""The FastAPI application: lifespan loads the model; routers add the API surfaces."""
+"""The FastAPI application: lifespan loads the model; routers add the API surfaces; probes, metrics,
+admission control and request ids around them (see lifecycle.py, metrics.py, admission.py)."""
 
 from __future__ import annotations
 
@@ -7,32 +8,35 @@ from contextlib import asynccontextmanager
 from typing import Optional
 
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 
 from . import __version__
+from .admission import Admission
 from .errors import install_error_handlers
+from .lifecycle import Lifecycle, Phase
 from .limits import BodySizeLimit, body_limit_bytes
+from .metrics import RequestMetrics, install_metrics
 from .replica import ReplicaHeader
+from .request_id import RequestIdMiddleware
 from .runtime import TTSRuntime
 from .settings import ServerSettings
 
 logger = logging.getLogger("flashtts.server")
 
 
-def create_app(settings: ServerSettings, runtime: Optional[TTSRuntime] = None) -> FastAPI:
-    """Build the app. Without ``runtime`` the model is loaded at startup from ``settings``."""
+def create_app(
+    settings: ServerSettings, runtime: Optional[TTSRuntime] = None, background_load: bool = False
+) -> FastAPI:
+    """Build the app. Without ``runtime`` the model is loaded at startup from ``settings``.
+
+    ``background_load`` (``flashtts serve``): startup returns at once and the model loads behind it,
+    so the probes answer while it loads; otherwise startup waits for it (and fails with it)."""
+    lifecycle = Lifecycle()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        rt = runtime
-        if rt is None:
-            rt = await TTSRuntime.load(settings)
-        ready = await rt.preload_roles()
-        logger.info("roles ready: %s", ", ".join(ready) or "none")
-        app.state.runtime = rt
-        try:
+        async with lifecycle.running(app, settings, runtime, background=background_load):
             yield
-        finally:
-            await rt.close()
 
     body_limit = body_limit_bytes(settings.max_upload_mb)
     app = FastAPI(
@@ -45,15 +49,36 @@ def create_app(settings: ServerSettings, runtime: Optional[TTSRuntime] = None) -
     )
     app.state.settings = settings
     app.state.runtime = runtime
-    app.add_middleware(BodySizeLimit, max_bytes=body_limit)
+    app.state.lifecycle = lifecycle
+    metrics = install_metrics(app, require_key=settings.metrics_require_api_key)
+    app.add_middleware(BodySizeLimit, max_bytes=body_limit, on_refuse=lambda: metrics.reject("body_too_large"))
+    app.add_middleware(
+        Admission,
+        lifecycle=lifecycle,
+        max_pending=settings.max_pending_requests,
+        routes=app.router.routes,
+        on_reject=metrics.reject,
+    )
+    # Outside the body limit and admission, so their refusals are counted and carry a request id too.
+    app.add_middleware(RequestMetrics, metrics=metrics, routes=app.router.routes)
+    app.add_middleware(RequestIdMiddleware)
     # Outermost of ours: even a 413 from the body limit names the replica that sent it.
     app.add_middleware(ReplicaHeader)
     install_error_handlers(app)
 
     @app.get("/health", tags=["server"])
     async def health() -> dict:
+        """Liveness: 200 while the process serves (also while loading and shutting down); 503 once loading failed."""
         rt = app.state.runtime
+        if lifecycle.phase is Phase.FAILED:
+            return JSONResponse({"status": "failed", "engine": None}, status_code=503)
         return {"status": "ok" if rt is not None else "loading", "engine": rt.engine.name if rt else None}
+
+    @app.get("/ready", tags=["server"], responses={503: {"description": "Loading, shutting down or failed."}})
+    async def ready() -> JSONResponse:
+        """Readiness: 200 once the model is loaded and the saved roles are prepared; 503 while loading,
+        after SIGTERM/SIGINT (shutting down) or when loading failed."""
+        return JSONResponse({"status": lifecycle.phase.value}, status_code=200 if lifecycle.ready else 503)
 
     from .routes import include_routes
 

@@ -22,6 +22,7 @@ from flashtts_core.errors import FlashTTSError, InvalidRequest
 from flashtts_core.formats import AudioEncoder
 
 from .errors import error_body
+from .metrics import observed_audio
 from .runtime import TTSRuntime
 
 logger = logging.getLogger("flashtts.server")
@@ -190,6 +191,7 @@ async def audio_response(
     Until the response starts, the work is watched: a client that leaves cancels the generation.
     """
     media_type = spec.media_type
+    chunks = observed_audio(request, chunks, spec.source_rate)
     try:
         if stream:
             chunks = await until_done_or_disconnected(request, start_audio(chunks))
@@ -225,6 +227,7 @@ async def sse_response(
 ) -> Response:
     """OpenAI's ``stream_format=sse``: ``speech.audio.delta`` events with base64 audio, then
     ``speech.audio.done`` with usage (input_tokens: characters of input; output_tokens: 20 ms frames)."""
+    chunks = observed_audio(request, chunks, spec.source_rate)
     try:
         chunks = await until_done_or_disconnected(request, start_audio(chunks))
     except ClientGone:

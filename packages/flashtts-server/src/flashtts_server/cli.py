@@ -64,13 +64,12 @@ def _setup_logging(level: str = "info") -> None:
 
 # -- commands --------------------------------------------------------------------------------------
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from .app import create_app
+    from .lifecycle import serve
+    from .logging_setup import configure_logging
     from .settings import ServerSettings
 
     settings = _settings_from_args(ServerSettings, args)
-    _setup_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     if settings.model_path is None:
         raise CLIError("--model_path is required (try `flashtts tiny-model spark demo-model` for a demo model)")
     if not settings.backend:
@@ -83,9 +82,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             return ray_serve.serve_replicas(settings)
         except ray_serve.ScaleOutError as exc:
             raise CLIError(str(exc)) from None
-    app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower())
-    return 0
+    # The port opens at once, the model loads behind it; SIGTERM/SIGINT drain before closing (lifecycle.py).
+    return serve(settings)
 
 
 def _check_model_and_backend(options) -> None:

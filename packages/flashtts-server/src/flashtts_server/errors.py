@@ -8,7 +8,7 @@ from typing import Optional
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from flashtts_core.errors import FlashTTSError
+from flashtts_core.errors import FlashTTSError, InvalidRequest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger("flashtts.server")
@@ -40,6 +40,26 @@ class ServiceLoading(FlashTTSError):
 
     status = 503
     code = "model_loading"
+
+
+class StringAboveMaxLength(InvalidRequest):
+    """OpenAI's answer to a string field over its limit (400, not 413), e.g. ``input`` of /v1/audio/speech."""
+
+    code = "string_above_max_length"
+
+
+class ServerOverloaded(FlashTTSError):
+    """More synthesis requests pending than --max_pending_requests allows (503 + Retry-After)."""
+
+    status = 503
+    code = "server_overloaded"
+
+
+class ShuttingDown(FlashTTSError):
+    """The server got SIGTERM/SIGINT and finishes what it has; new synthesis goes elsewhere (503)."""
+
+    status = 503
+    code = "shutting_down"
 
 
 # FastAPI's detail when the body parser itself fails (not a json.JSONDecodeError, which is a validation error).
@@ -97,4 +117,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(500, "internal server error", None, "internal_error")
+        # This answer is sent outside every middleware (Starlette's error handler), so add the id here.
+        request_id = getattr(request.state, "request_id", None)
+        headers = {"X-Request-Id": request_id} if request_id else None
+        return error_response(500, "internal server error", None, "internal_error", headers=headers)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
+from typing import Callable, Optional
 
 from fastapi import UploadFile
 from flashtts_core.errors import PayloadTooLarge
@@ -20,16 +20,26 @@ def body_limit_bytes(max_upload_mb: float) -> int:
     return int(max_upload_mb * MIB * 4 / 3) + MIB
 
 
+# A refused upload is read on and thrown away before the refusal is sent: closing a socket that still
+# holds unread bytes makes the kernel send a TCP reset, and a client still uploading (urllib, browsers)
+# then reports "connection reset" and never sees the 413. Only past this many bytes (an absurd upload)
+# is the connection closed on it after all.
+DRAIN_LIMIT = 1024 * MIB
+
+
 class BodySizeLimit:
     """Pure ASGI middleware: 413 for a declared Content-Length over the limit, and for a body that
     turns out larger while it streams in (chunked uploads). Bytes are counted as they arrive, so a
-    huge upload is cut off after ``max_bytes``, not after it was spooled to disk."""
+    huge upload is cut off after ``max_bytes``, not after it was spooled to disk; the rest of it is
+    discarded unread (see DRAIN_LIMIT), so the client receives the 413."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int):
+    def __init__(self, app: ASGIApp, max_bytes: int, on_refuse: Callable[[], None] = lambda: None):
         self.app = app
         self.max_bytes = max_bytes
+        self.on_refuse = on_refuse
 
-    async def _refuse(self, send: Send) -> None:
+    async def _refuse(self, send: Send, close: bool) -> None:
+        self.on_refuse()
         body = json.dumps(
             error_body(
                 413,
@@ -38,17 +48,10 @@ class BodySizeLimit:
                 PayloadTooLarge.code,
             )
         ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        if close:
+            headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -57,7 +60,13 @@ class BodySizeLimit:
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
-            await self._refuse(send)
+            if _expects_continue(scope):  # the client waits for "100 Continue": it has sent nothing yet
+                await self._refuse(send, close=True)
+                return
+            # Read away first: a client that sent "Connection: close" (urllib does) has its connection
+            # closed right after the answer, and unread bytes would turn that close into a reset.
+            whole = declared <= DRAIN_LIMIT and await discard_body(receive)
+            await self._refuse(send, close=not whole)
             return
 
         received = 0
@@ -70,7 +79,8 @@ class BodySizeLimit:
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     refused = True
-                    await self._refuse(send)
+                    whole = await discard_body(receive, first=message)
+                    await self._refuse(send, close=not whole)
                     # The app sees a vanished client and stops reading; its own answer is dropped.
                     return {"type": "http.disconnect"}
             return message
@@ -84,6 +94,25 @@ class BodySizeLimit:
         except Exception:
             if not refused:
                 raise
+
+
+async def discard_body(receive: Receive, limit: int = DRAIN_LIMIT, first: Optional[Message] = None) -> bool:
+    """Read and drop the rest of a request body (after ``first``, a message already received), so a
+    refusal sent next reaches the client; True when the body ended within ``limit`` bytes."""
+    message = first
+    drained = 0
+    while message is None or message.get("more_body", False):
+        message = await receive()
+        if message["type"] != "http.request":
+            return False  # the client went away
+        drained += len(message.get("body", b""))
+        if drained > limit:
+            return False
+    return True
+
+
+def _expects_continue(scope: Scope) -> bool:
+    return any(k == b"expect" and v.lower() == b"100-continue" for k, v in scope.get("headers", ()))
 
 
 def _content_length(scope: Scope) -> Optional[int]:

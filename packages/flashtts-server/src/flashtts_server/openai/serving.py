@@ -11,6 +11,7 @@ from flashtts_core.errors import InvalidRequest, NotFound
 from flashtts_core.request import Level, VoiceReference
 
 from ..audio_response import audio_response, output_spec, sse_response
+from ..errors import StringAboveMaxLength
 from ..reference_audio import audio_from_string, build_reference, looks_like_base64_audio
 from ..runtime import TTSRuntime
 from ..settings import ServerSettings
@@ -54,10 +55,21 @@ async def resolve_voice(
     raise NotFound(f"unknown voice {value[:80]!r}; available: {known}", param="voice")
 
 
+def check_input_length(text: str, settings: ServerSettings) -> None:
+    """``input`` over --max_text_length is a 400 worded as OpenAI words it; blank input a 400 as elsewhere."""
+    if len(text) > settings.max_text_length:
+        raise StringAboveMaxLength(
+            f"Invalid 'input': string too long. Expected a string with maximum length {settings.max_text_length}, "
+            f"but got a string with length {len(text)} instead.",
+            param="input",
+        )
+    check_text_length(text, settings, "input")
+
+
 async def create_speech(
     request: Request, runtime: TTSRuntime, settings: ServerSettings, body: SpeechRequest
 ) -> Response:
-    check_text_length(body.input, settings, "input")
+    check_input_length(body.input, settings)
     stream = body.stream or body.stream_format == "sse"
     spec = output_spec(runtime, body.response_format, body.sample_rate, stream)
     voice, reference = await resolve_voice(runtime, settings, body.voice, body.reference_text)

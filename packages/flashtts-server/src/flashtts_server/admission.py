@@ -1,0 +1,103 @@
+"""Admission control for synthesis: refused at once (503 + Retry-After) while the model loads, while
+the server shuts down, and past --max_pending_requests, instead of queueing without bound.
+
+A request is pending from its admission until its response has been sent whole (a stream: its last
+byte), so the count is also what a graceful shutdown waits for. A refusal reads the body away
+unparsed first, so the client gets the 503 instead of a connection reset.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Callable, Optional
+
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .errors import ServerOverloaded, ServiceLoading, ShuttingDown, error_body
+from .lifecycle import Lifecycle, Phase
+from .limits import discard_body
+
+# Seconds a refused client should wait: the queue drains in about a request's time; a load takes longer.
+RETRY_AFTER = {"overloaded": 1, "shutting_down": 1, "loading": 5}
+
+
+def synthesis_endpoints() -> set[Callable]:
+    """The endpoints that run the model for a client (every prefix they are mounted under counts)."""
+    from .native import api_router as native
+    from .openai import api_router as openai
+
+    return {native.speak, native.clone_voice, native.multi_speak, openai.create_speech}
+
+
+class Admission:
+    """Pure ASGI middleware guarding the synthesis routes (POST); everything else passes through."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        lifecycle: Lifecycle,
+        max_pending: int,
+        routes: list[BaseRoute],
+        on_reject: Callable[[str], None] = lambda reason: None,
+    ):
+        self.app = app
+        self.lifecycle = lifecycle
+        self.max_pending = max_pending
+        self.routes = routes
+        self.on_reject = on_reject
+        self._paths: Optional[frozenset[str]] = None
+
+    def _synthesis_paths(self) -> frozenset[str]:
+        # Read once the routes exist (the middleware stack is built at the first request).
+        if self._paths is None:
+            endpoints = synthesis_endpoints()
+            self._paths = frozenset(
+                r.path for r in self.routes if getattr(r, "endpoint", None) in endpoints and getattr(r, "path", None)
+            )
+        return self._paths
+
+    def _refusal(self) -> Optional[tuple[str, Exception]]:
+        phase = self.lifecycle.phase
+        if phase is Phase.SHUTTING_DOWN:
+            return "shutting_down", ShuttingDown("the server is shutting down; send the request to another instance")
+        if phase is Phase.LOADING:
+            return "loading", ServiceLoading("the model is still loading; try again shortly (GET /ready says when)")
+        if phase is Phase.FAILED:
+            return "loading", ServiceLoading("the model could not be loaded; see the server log")
+        if self.lifecycle.pending >= self.max_pending:
+            return "overloaded", ServerOverloaded(
+                f"the server is overloaded: {self.lifecycle.pending} synthesis requests are pending "
+                f"(--max_pending_requests {self.max_pending}); retry shortly"
+            )
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self._synthesis_paths():
+            await self.app(scope, receive, send)
+            return
+        refusal = self._refusal()
+        if refusal is not None:
+            reason, exc = refusal
+            self.on_reject(reason)
+            whole = await discard_body(receive)  # see limits.DRAIN_LIMIT: a refusal must not end in a reset
+            await _send_refusal(send, exc, RETRY_AFTER[reason], close=not whole)
+            return
+        self.lifecycle.pending += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.lifecycle.pending -= 1
+
+
+async def _send_refusal(send: Send, exc, retry_after: int, close: bool) -> None:
+    body = json.dumps(error_body(exc.status, exc.message, exc.param, exc.code)).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"retry-after", str(retry_after).encode()),
+    ]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,175 @@
+"""The server's life: loading, ready, shutting down (or failed), and the uvicorn server that runs it.
+
+``flashtts serve`` opens its port at once and loads the model behind it, so /health (liveness) and
+/ready (readiness) answer while a large model loads. On SIGTERM or SIGINT the server keeps
+listening but refuses new synthesis (503) and turns /ready 503, lets the running requests and
+streams finish (at most --shutdown_timeout seconds), then closes the engine and its backend. A
+second signal stops at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import signal
+import time
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, AsyncIterator, Callable, Optional
+
+import uvicorn
+from flashtts_core.errors import FlashTTSError
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from .runtime import TTSRuntime
+    from .settings import ServerSettings
+
+logger = logging.getLogger("flashtts.server")
+
+
+class Phase(str, enum.Enum):
+    LOADING = "loading"
+    READY = "ready"
+    SHUTTING_DOWN = "shutting_down"
+    FAILED = "failed"
+
+
+class Lifecycle:
+    """Where the server is in its life, and how many synthesis requests it has accepted and not finished."""
+
+    def __init__(self) -> None:
+        self.phase = Phase.LOADING
+        self.pending = 0
+        # Called when a background load fails; the uvicorn server sets it to stop the process.
+        self.on_failure: Optional[Callable[[], None]] = None
+
+    @property
+    def ready(self) -> bool:
+        return self.phase is Phase.READY
+
+    def begin_shutdown(self) -> None:
+        if self.phase is not Phase.FAILED:
+            self.phase = Phase.SHUTTING_DOWN
+
+    async def load(self, app: "FastAPI", settings: "ServerSettings", runtime: "Optional[TTSRuntime]") -> None:
+        """Load the model (unless given one), prepare the saved roles, then serve."""
+        from .runtime import TTSRuntime
+
+        rt = runtime if runtime is not None else await TTSRuntime.load(settings)
+        ready = await rt.preload_roles()
+        logger.info("roles ready: %s", ", ".join(ready) or "none")
+        app.state.runtime = rt
+        if self.phase is Phase.LOADING:  # a shutdown that began meanwhile stays a shutdown
+            self.phase = Phase.READY
+            logger.info("ready to serve")
+
+    async def _load_in_background(self, app, settings, runtime) -> None:
+        try:
+            await self.load(app, settings, runtime)
+        except asyncio.CancelledError:
+            raise
+        except FlashTTSError as exc:
+            self._failed(f"the model could not be loaded: {exc.message}")
+        except Exception:
+            logger.exception("the model could not be loaded")
+            self._failed(None)
+
+    def _failed(self, message: Optional[str]) -> None:
+        if message:
+            logger.error("%s", message)
+        self.phase = Phase.FAILED
+        if self.on_failure is not None:
+            self.on_failure()
+
+    @asynccontextmanager
+    async def running(
+        self, app: "FastAPI", settings: "ServerSettings", runtime: "Optional[TTSRuntime]", background: bool
+    ) -> AsyncIterator[None]:
+        """The app's lifespan. ``background``: yield at once and load meanwhile (the port opens before
+        the model is ready); otherwise load first, and a failure fails the startup."""
+        task = None
+        if background:
+            task = asyncio.create_task(self._load_in_background(app, settings, runtime))
+        else:
+            await self.load(app, settings, runtime)
+        try:
+            yield
+        finally:
+            self.begin_shutdown()
+            if task is not None and not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+            rt = app.state.runtime
+            if rt is not None:
+                await rt.close()
+                logger.info("engine and backend closed")
+
+
+class GracefulServer(uvicorn.Server):
+    """uvicorn, with a drain before its own shutdown: on the first SIGTERM/SIGINT the lifecycle turns
+    to shutting down, and the server exits once no synthesis is pending or ``shutdown_timeout`` passed."""
+
+    def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle, shutdown_timeout: float):
+        super().__init__(config)
+        self.lifecycle = lifecycle
+        self.shutdown_timeout = shutdown_timeout
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._draining = False
+
+    async def startup(self, sockets=None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().startup(sockets=sockets)
+
+    def handle_exit(self, sig: int, frame) -> None:
+        if self._draining or self._loop is None or not self.started:
+            # A second signal (or one before the port opened): uvicorn's own exit, without waiting.
+            self.force_exit = self._draining
+            super().handle_exit(sig, frame)
+            return
+        self._draining = True
+        self.lifecycle.begin_shutdown()
+        logger.info(
+            "%s: shutting down; new synthesis is refused, %d pending request(s) get up to %g s to finish",
+            signal.Signals(sig).name,
+            self.lifecycle.pending,
+            self.shutdown_timeout,
+        )
+        # A signal handler runs between two bytecodes of the loop's thread: hand the drain to the loop.
+        self._loop.call_soon_threadsafe(lambda: self._loop.create_task(self._drain()))
+
+    async def _drain(self) -> None:
+        deadline = time.monotonic() + self.shutdown_timeout
+        while self.lifecycle.pending and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if self.lifecycle.pending:
+            logger.warning(
+                "%d request(s) still running after --shutdown_timeout %g s: cutting them off",
+                self.lifecycle.pending,
+                self.shutdown_timeout,
+            )
+        # What is still open (a probe, a role upload) gets the time left, at least a second; then uvicorn cancels it.
+        self.config.timeout_graceful_shutdown = max(1, int(deadline - time.monotonic() + 0.999))
+        self.should_exit = True
+
+    def stop_after_failed_load(self) -> None:
+        self.should_exit = True
+
+
+def serve(settings: "ServerSettings") -> int:
+    """Run ``flashtts serve`` until a signal: 0 after a clean shutdown, 1 when the model failed to load."""
+    from .app import create_app
+
+    app = create_app(settings, background_load=True)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        log_config=None,  # our handler (logging_setup) formats uvicorn's lines too
+    )
+    server = GracefulServer(config, app.state.lifecycle, settings.shutdown_timeout)
+    app.state.lifecycle.on_failure = server.stop_after_failed_load
+    server.run()
+    return 1 if app.state.lifecycle.phase is Phase.FAILED else 0
