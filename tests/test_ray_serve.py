@@ -2,16 +2,14 @@
 
 One real command starts its own Ray cluster on this machine; the test sees both replicas answer
 (X-FlashTTS-Replica), a stream arrive through the proxy while it is still being generated, and
-SIGTERM stop the command with every process it started. A plain server names itself too and never
-loads Ray.
+SIGTERM stop the command with every process it started. (A single server's header and its never
+loading Ray: tests/api/test_native_api.py.)
 """
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -137,34 +135,8 @@ def test_two_replicas_serve_stream_and_stop_cleanly(tiny_spark, tmp_path):
     print(f"stopped in {time.monotonic() - stopping:.1f} s")
 
 
-def test_a_single_server_names_itself_and_never_loads_ray(tiny_spark, tmp_path):
-    server = start_server(["--model_path", str(tiny_spark), "--backend", "torch"], tmp_path)
-    try:
-        r = httpx.get(f"{server.url}/health", timeout=10)
-        assert r.headers[HEADER] == f"{os.uname().nodename}:{server.proc.pid}"
-        r = httpx.post(f"{server.url}/speak", json={"name": "nobody", "text": "Hi."}, timeout=30)
-        assert r.status_code == 404 and r.headers[HEADER] == f"{os.uname().nodename}:{server.proc.pid}"
-        maps = Path(f"/proc/{server.proc.pid}/maps").read_text()
-        assert "_raylet" not in maps and not _descendants(server.proc.pid)
-    finally:
-        server.stop()
-
-
-def test_autoscaling_bounds_that_cannot_hold_are_refused_before_ray_starts(tiny_spark, tmp_path):
-    cmd = [sys.executable, "-m", "flashtts_server.cli", "serve", "--model_path", str(tiny_spark), "--backend", "torch"]
-    done = subprocess.run(
-        [*cmd, "--replicas", "3", "--min_replicas", "1", "--max_replicas", "2"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-    )
-    assert done.returncode == 2, done.stderr
-    assert "--replicas 3 <= --max_replicas 2 does not hold" in done.stderr and "Traceback" not in done.stderr
-
-
 def test_deployment_options_follow_the_flags(tiny_spark):
-    from flashtts_server.ray_serve import deployment_options, replica_values
+    from flashtts_server.ray_serve import ScaleOutError, deployment_options, replica_values
     from flashtts_server.settings import ServerSettings
 
     plain = deployment_options(ServerSettings(replicas=3, ray_num_cpus=2, ray_num_gpus=1, llm_batch_size=32))
@@ -181,6 +153,11 @@ def test_deployment_options_follow_the_flags(tiny_spark):
         "max_replicas": 3,
         "initial_replicas": 0,
     }
+    # Bounds that cannot hold are refused before Ray starts (the CLI prints them, exit status 2).
+    with pytest.raises(ScaleOutError, match="--min_replicas 1 <= --replicas 3 <= --max_replicas 2 does not hold"):
+        deployment_options(ServerSettings(replicas=3, min_replicas=1, max_replicas=2))
+    with pytest.raises(ScaleOutError, match="--min_replicas 4 is more than --max_replicas 2"):
+        deployment_options(ServerSettings(min_replicas=4, max_replicas=2))
     values = replica_values(ServerSettings(model_path=tiny_spark, replicas=2, role_dir="roles"), cwd=Path("/srv/tts"))
     assert values["role_dir"] == "/srv/tts/roles" and values["model_path"] == str(tiny_spark)
     assert "replicas" not in values and ServerSettings(**values).replicas is None

@@ -379,3 +379,20 @@ def test_roles_survive_a_restart(tiny_spark, tmp_path, reference_wav):
         assert after.status_code == 200 and after.content == before  # same stored tokens, same seed: same audio
     finally:
         second.stop()
+
+
+def test_every_response_names_its_replica_and_a_single_server_never_loads_ray(spark_server):
+    """X-FlashTTS-Replica is hostname:pid here (Ray replicas add their id: tests/test_ray_serve.py)."""
+    import os
+    from pathlib import Path
+
+    me = f"{os.uname().nodename}:{spark_server.proc.pid}"
+    with spark_server.client() as client:
+        assert client.get("/health").headers["X-FlashTTS-Replica"] == me
+        refused = client.post("/speak", json={"name": "nobody", "text": "Hi."})
+        assert refused.status_code == 404 and refused.headers["X-FlashTTS-Replica"] == me
+        with client.stream("POST", "/speak", json={"name": "female", "text": "Hi.", "stream": True, **SHORT}) as r:
+            assert r.status_code == 200 and r.headers["X-FlashTTS-Replica"] == me
+            r.read()
+    # Without --replicas, Ray's core library is never mapped into the server process.
+    assert "_raylet" not in Path(f"/proc/{spark_server.proc.pid}/maps").read_text()

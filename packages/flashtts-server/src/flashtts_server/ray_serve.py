@@ -137,10 +137,13 @@ def serve_replicas(settings: ServerSettings) -> int:
         raise _Stop()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    failure = None
     try:
-        # "local" starts a new cluster even when RAY_ADDRESS points at another one.
-        ray.init(address=settings.ray_address if joined else "local", include_dashboard=False)
+        try:
+            # "local" starts a new cluster even when RAY_ADDRESS points at another one.
+            ray.init(address=settings.ray_address if joined else "local", include_dashboard=False)
+        except (ConnectionError, RuntimeError) as exc:  # no cluster there, or it wants an auth token we lack
+            where = f"join the Ray cluster at {settings.ray_address}" if joined else "start a Ray cluster"
+            raise ScaleOutError(f"cannot {where}: {_last_line(exc)}") from None
         # ray.init installs its own SIGTERM handler (sys.exit): ours does the cleanup below.
         for sig in previous:
             signal.signal(sig, on_signal)
@@ -155,12 +158,13 @@ def serve_replicas(settings: ServerSettings) -> int:
         )
         try:
             serve.run(deployment.bind(), name=APP_NAME, route_prefix="/")
-        except RuntimeError as exc:  # Serve gave up on the replicas (their tracebacks are logged above)
-            failure = exc
-        else:
-            logger.info("replicas ready behind Ray Serve's proxy on http://%s:%d", settings.host, settings.port)
-            while not stopping.wait(1.0):
-                pass
+        except RuntimeError as exc:  # Serve gave up on the replicas; their tracebacks are in the log above
+            raise ScaleOutError(
+                f"the replicas did not start ({_last_line(exc)}); see the replica errors above"
+            ) from None
+        logger.info("replicas ready behind Ray Serve's proxy on http://%s:%d", settings.host, settings.port)
+        while not stopping.wait(1.0):
+            pass
     except _Stop:
         logger.info("stopping: replicas first, then %s", "the cluster connection" if joined else "the Ray cluster")
     finally:
@@ -168,10 +172,12 @@ def serve_replicas(settings: ServerSettings) -> int:
         _shutdown(ray, serve, joined)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if failure is not None:
-        first_line = str(failure).strip().splitlines()[0]
-        raise ScaleOutError(f"the replicas did not start ({first_line}); the replica errors are in the log above")
     return 0
+
+
+def _last_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[-1] if lines else type(exc).__name__
 
 
 def _shutdown(ray, serve, joined: bool) -> None:
