@@ -50,7 +50,7 @@ class ServerSettings(EngineOptions, BaseSettings):
         None, ge=1, description="Serve N replicas of this server behind Ray Serve's HTTP proxy on host:port."
     )
     ray_address: Optional[str] = Field(
-        None, description="Join this Ray cluster (e.g. auto, ray://head:10001) instead of starting one."
+        None, description="Join this Ray cluster (auto, or HEAD_IP:6379) instead of starting one."
     )
     ray_num_cpus: float = Field(1.0, ge=0, description="CPUs Ray reserves for each replica.")
     ray_num_gpus: float = Field(0.0, ge=0, description="GPUs Ray gives each replica (set it to llm_tensor_parallel_size).")
