@@ -53,6 +53,17 @@ def test_decode_25_frames_to_one_second(vae):
     assert vae.decode(torch.randn(1, 3, 32)).shape == (1, 2880)
 
 
+def test_decoding_past_the_prompt_gives_the_same_samples(vae):
+    latent = torch.randn(1, 30, 32, generator=torch.Generator().manual_seed(1))
+    whole = vae.decode(latent)
+    for start in (3, 20):
+        tail = vae.decode(latent, start=start)
+        assert tail.shape == (1, (30 - start) * 960)
+        assert torch.allclose(tail, whole[:, start * 960 :], atol=1e-5), (tail - whole[:, start * 960 :]).abs().max()
+    with pytest.raises(ValueError, match="start 30 is outside"):
+        vae.decode(latent, start=30)
+
+
 def test_folded_weights_equal_the_weight_norm_formula(tiny_vae_dir, vae):
     state = load_state_dict(tiny_vae_dir / CHECKPOINT, INNER_KEY)
     g, v = state["decoder.model_up.1.weight_g"], state["decoder.model_up.1.weight_v"]

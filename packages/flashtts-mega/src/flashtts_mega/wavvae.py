@@ -25,6 +25,9 @@ from .checkpoint import load_state_dict, load_strict, read_config, save_checkpoi
 logger = logging.getLogger("flashtts.mega")
 
 CHECKPOINT = "decoder.ckpt"
+# Left context that makes a decode from a later frame equal the whole decode's samples there: the
+# decoder's receptive field reaches 5.6 latent frames back (measured), plus the edge's reflection pad.
+CONTEXT_FRAMES = 8
 INNER_KEY = "model_gen"
 LEAKY_SLOPE = 0.2
 
@@ -167,12 +170,21 @@ class WaveVAEDecoder(nn.Module):
         return self.proj_to_decoder.weight.dtype
 
     @torch.inference_mode()
-    def decode(self, latent: torch.Tensor) -> torch.Tensor:
-        """[B, T, latent_dim] → float32 [B, T·hop_length] (hop_length 960 for the released model)."""
+    def decode(self, latent: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """[B, T, latent_dim] → float32 [B, (T − start)·hop_length] (hop_length 960 as released).
+
+        ``start`` > 0 returns only the audio from latent frame ``start`` on (e.g. past the reference
+        prompt, which upstream decodes and then cuts off). Frames before it serve as context only,
+        and only the last CONTEXT_FRAMES of them reach the decoder: the same samples for less work.
+        """
         if latent.dim() != 3 or latent.size(2) != self.latent_dim:
             raise ValueError(f"latent must be [B, T, {self.latent_dim}], got {tuple(latent.shape)}")
+        if not 0 <= start < latent.size(1):
+            raise ValueError(f"start {start} is outside the latent's {latent.size(1)} frames")
+        context = min(start, CONTEXT_FRAMES)
+        latent = latent[:, start - context :]
         x = self.proj_to_decoder(latent.to(self.proj_to_decoder.weight.device, self.dtype)).transpose(1, 2)
-        return self.decoder(self.latent_upsampler(x))[:, 0].float()
+        return self.decoder(self.latent_upsampler(x))[:, 0, context * self.hop_length :].float()
 
     # -- loading ---------------------------------------------------------------------------------
 
