@@ -169,3 +169,28 @@ def test_dit_inputs_are_upstreams_cfg_triple():
     assert out["lat_ctx"].shape == (3, 12, 32) and torch.equal(out["lat_ctx"][0, :6], latent[0])
     assert out["lat_ctx"][1:].abs().sum() == 0 and out["lat_ctx"][0, 6:].abs().sum() == 0
     assert out["ctx_mask"][:, :6].eq(1).all() and out["ctx_mask"][:, 6:].eq(0).all()
+
+
+def test_loudness_is_matched_to_the_reference_and_peaks_stay_below_one():
+    from flashtts_mega.engine import _loudness, match_loudness
+
+    rng = np.random.default_rng(0)
+    reference = (0.05 * rng.standard_normal(48000)).astype(np.float32)
+    quiet = (0.01 * rng.standard_normal(48000)).astype(np.float32)
+    target = _loudness(reference)
+    out = match_loudness(quiet, target)
+    assert abs(_loudness(out) - target) < 0.5 and out.dtype == np.float32
+    loud = match_loudness(quiet, target + 40)  # would clip: scaled back to a 0.95 peak
+    assert np.abs(loud).max() == pytest.approx(0.95, abs=1e-3)
+    short = np.full(1000, 0.1, np.float32)  # under one 0.4 s block: left as it is
+    assert np.array_equal(match_loudness(short, target), short)
+
+
+def test_a_runaway_segment_is_cut_to_its_texts_bound():
+    from flashtts_mega.aligner import length_regulate
+    from flashtts_mega.engine import _cap_frames
+
+    mel2ph = length_regulate(torch.tensor([[100, 300, 100]]))
+    capped = _cap_frames(mel2ph, 250)
+    assert capped.shape[1] == 248 and capped.unique().tolist() == [1, 2, 3]
+    assert torch.equal(_cap_frames(mel2ph, 1000), mel2ph)
