@@ -95,6 +95,11 @@ def test_mel_filterbank_is_slaney_triangles():
     # Slaney normalisation: every triangle has unit area in Hz (bins are 40 Hz apart)
     area = fb.sum(1) * 40.0
     assert np.allclose(area, 1.0, atol=0.1) and abs(area.mean() - 1.0) < 0.01
+    # entries of openai-whisper's assets/mel_filters.npz ("mel_80"), which upstream's aligner was fed
+    for row, col, value in ((0, 1, 0.02486259490251541), (10, 10, 0.01990821771323681), (40, 43, 0.014735566452145576)):
+        assert fb[row].argmax() == col and abs(fb[row, col] - value) < 1e-8
+    assert fb[79].argmax() == 192 and abs(fb[79, 192] - 0.0031647118739783764) < 1e-8
+    assert abs(fb.astype(np.float64).sum() - 1.999024092387117) < 1e-6
 
 
 def test_log_mel_follows_whispers_recipe():
@@ -178,3 +183,15 @@ def test_reference_longer_than_the_aligner_takes_is_a_clear_400():
     with pytest.raises(AudioDecodeError, match="at most 2.0 s") as err:
         short.align(np.zeros(3 * 24000, dtype=np.float32))
     assert err.value.status == 400 and err.value.param == "reference_audio"
+
+
+def test_tiny_checkpoint_gives_upstreams_logits(aligner):
+    """Upstream's AudioEncoder/TextDecoder (whisper_small.py) loaded with this same tiny checkpoint
+    gave these logits for this input (computed once with upstream's code, 2026-12-02)."""
+    mel = torch.sin(torch.arange(80 * 64, dtype=torch.float32).reshape(1, 80, 64) / 7.0)
+    tokens = torch.tensor([[phones.ALIGN_BOS, 201, 805, 145, 812]])
+    with torch.inference_mode():
+        logits = aligner.decoder(tokens, DecoderCache(aligner.decoder, aligner.encoder(mel), 8))
+    expected = [0.4172165095806122, 0.3237677812576294, 0.274761825799942, 0.2670871615409851]
+    assert torch.allclose(logits[0, -1, [0, 145, 812, 6799]], torch.tensor(expected), atol=1e-5)
+    assert logits[0].argmax(-1).tolist() == [4121, 2455, 1317, 5147, 4249]

@@ -171,3 +171,39 @@ def test_bad_phone_input_is_a_value_error(model, alignment):
     with pytest.raises(ValueError, match="ph and tone"):
         model.predict(prompt, TEXT_PH[0], TEXT_TONE[0], True, True)
     assert isinstance(ReferenceAlignment.from_arrays(alignment.to_arrays()), ReferenceAlignment)
+
+
+def test_tiny_checkpoint_gives_upstreams_codes(model):
+    """Upstream's ARDurPredictor (prompt via infer(return_state=True), then infer with a deep copy of
+    that state, as make_dur_prompt / dur_pred do), loaded with this same tiny checkpoint, gave these
+    codes and logits (computed once with upstream's code, 2026-12-02)."""
+    mel2ph = torch.repeat_interleave(torch.arange(1, 7), torch.tensor([5, 9, 3, 12, 7, 4]))[None]
+    reference = ReferenceAlignment(
+        torch.tensor([[120, 3, 145, 130, 163, 140]]), torch.tensor([[3, 4, 3, 3, 3, 3]]), mel2ph
+    )
+    logits = []
+    original = model._next_code
+
+    def record(h, generator):
+        logits.append(model.project_out_dim(h[:, -1])[0, [1, 64, 128]])
+        return original(h, generator)
+
+    model._next_code = record
+    codes = {}
+    original_post = model.codes_to_mel2ph
+    model.codes_to_mel2ph = lambda c, *rest: codes.setdefault("codes", c)
+    try:
+        model.predict(
+            model.prompt(reference), torch.tensor([[110, 150, 100, 148]]), torch.tensor([[3, 3, 13, 3]]), False, False
+        )
+    finally:
+        model._next_code = original
+        model.codes_to_mel2ph = original_post
+    assert codes["codes"].tolist() == [[1, 126, 18, 90]]
+    expected = [
+        [1.504802942276001, 0.9917006492614746, 1.2294906377792358],
+        [0.8247338533401489, -0.1789109855890274, -1.2137959003448486],
+        [0.1349826157093048, -0.0462753027677536, 0.8165212273597717],
+        [0.17527776956558228, -0.9314465522766113, 0.3793570101261139],
+    ]
+    assert torch.allclose(torch.stack(logits), torch.tensor(expected), atol=1e-5)
