@@ -474,9 +474,9 @@ class DiT(nn.Module):
         ]
         t_max, l_max = max(frames), max(item.phone.size(1) for item in batch)
 
-        phone = _pad_stack([item.phone for item in batch], l_max).to(device)
-        tone = _pad_stack([item.tone for item in batch], l_max).to(device)
-        mel2ph = _pad_stack([item.dur for item in batch], t_max * LATENT_STRIDE).to(device)
+        phone = _pad_stack([item.phone.long() for item in batch], l_max).to(device)
+        tone = _pad_stack([item.tone.long() for item in batch], l_max).to(device)
+        mel2ph = _pad_stack([item.dur.long() for item in batch], t_max * LATENT_STRIDE).to(device)
         # Only the speaker+text row of each triple sees the reference latent (upstream zeroes the rest).
         lat_ctx = _pad_stack([item.lat_ctx.float() * _first_row_only() for item in batch], t_max)
         ctx_mask = _pad_stack([item.ctx_mask.float() for item in batch], t_max)
