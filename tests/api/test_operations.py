@@ -28,7 +28,7 @@ from conftest import Server, free_port
 KEY = "ops-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 SAMPLES_PER_TOKEN = 320  # tiny Spark: one semantic token is 20 ms at 16 kHz
-SHUTDOWN_TIMEOUT = 15
+SHUTDOWN_TIMEOUT = 10
 FAMILIES = {
     "flashtts_requests": "counter",
     "flashtts_request_duration_seconds": "histogram",
@@ -312,7 +312,7 @@ def test_openai_input_over_the_limit_is_a_400_as_openai_answers_it(servers):
 # -- graceful shutdown -----------------------------------------------------------------------------
 def test_sigterm_finishes_running_streams_within_the_timeout_then_closes_the_engine(servers, audio_decoder):
     server = servers["term"]
-    short, long = 300, 20000  # one ends within --shutdown_timeout, the other would take minutes
+    short, long = 200, 20000  # one ends within --shutdown_timeout, the other would take minutes
     a, b = (httpx.Client(base_url=server.url, timeout=120) for _ in range(2))
     with (
         a,

@@ -8,7 +8,9 @@ unparsed first, so the client gets the 503 instead of a connection reset.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from typing import Callable, Optional
 
 from starlette.routing import BaseRoute
@@ -17,6 +19,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from .errors import ServerOverloaded, ServiceLoading, ShuttingDown, error_body
 from .lifecycle import Lifecycle, Phase
 from .limits import discard_body
+
+logger = logging.getLogger("flashtts.server")
 
 # Seconds a refused client should wait: the queue drains in about a request's time; a load takes longer.
 RETRY_AFTER = {"overloaded": 1, "shutting_down": 1, "loading": 5}
@@ -86,6 +90,11 @@ class Admission:
         self.lifecycle.pending += 1
         try:
             await self.app(scope, receive, send)
+        except asyncio.CancelledError:
+            if self.lifecycle.phase is not Phase.SHUTTING_DOWN:
+                raise
+            # Cut off by the shutdown (--shutdown_timeout passed): an expected end, not a traceback in the log.
+            logger.warning("%s cut off by the shutdown", scope["path"])
         finally:
             self.lifecycle.pending -= 1
 

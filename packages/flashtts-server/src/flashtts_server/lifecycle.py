@@ -4,7 +4,8 @@
 /ready (readiness) answer while a large model loads. On SIGTERM or SIGINT the server keeps
 listening but refuses new synthesis (503) and turns /ready 503, lets the running requests and
 streams finish (at most --shutdown_timeout seconds), then closes the engine and its backend. A
-second signal stops at once.
+second signal cuts the running requests off at once (the engine still closes); a third stops the
+process without waiting for anything.
 """
 
 from __future__ import annotations
@@ -117,16 +118,24 @@ class GracefulServer(uvicorn.Server):
         self.shutdown_timeout = shutdown_timeout
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._draining = False
+        self._cut = False
 
     async def startup(self, sockets=None) -> None:
         self._loop = asyncio.get_running_loop()
         await super().startup(sockets=sockets)
 
     def handle_exit(self, sig: int, frame) -> None:
-        if self._draining or self._loop is None or not self.started:
-            # A second signal (or one before the port opened): uvicorn's own exit, without waiting.
-            self.force_exit = self._draining
+        if self._loop is None or not self.started:  # before the port opened: uvicorn's own exit
             super().handle_exit(sig, frame)
+            return
+        if self._draining:
+            if not self._cut and not self.should_exit:
+                # A second signal while draining: cut the running requests now, then close as usual.
+                logger.info("%s again: cutting the running requests off now", signal.Signals(sig).name)
+                self._cut = True
+            else:  # a third, or one while uvicorn itself winds down: stop without waiting for anything
+                self.force_exit = True
+                super().handle_exit(sig, frame)
             return
         self._draining = True
         self.lifecycle.begin_shutdown()
@@ -141,16 +150,20 @@ class GracefulServer(uvicorn.Server):
 
     async def _drain(self) -> None:
         deadline = time.monotonic() + self.shutdown_timeout
-        while self.lifecycle.pending and time.monotonic() < deadline:
+        while self.lifecycle.pending and time.monotonic() < deadline and not self._cut:
             await asyncio.sleep(0.05)
-        if self.lifecycle.pending:
-            logger.warning(
-                "%d request(s) still running after --shutdown_timeout %g s: cutting them off",
-                self.lifecycle.pending,
-                self.shutdown_timeout,
-            )
-        # What is still open (a probe, a role upload) gets the time left, at least a second; then uvicorn cancels it.
-        self.config.timeout_graceful_shutdown = max(1, int(deadline - time.monotonic() + 0.999))
+        if self._cut:
+            self.config.timeout_graceful_shutdown = 0
+        else:
+            if self.lifecycle.pending:
+                logger.warning(
+                    "%d request(s) still running after --shutdown_timeout %g s: cutting them off",
+                    self.lifecycle.pending,
+                    self.shutdown_timeout,
+                )
+            # What is still open (a probe, a role upload) gets the time left, at least a second; then uvicorn
+            # cancels it.
+            self.config.timeout_graceful_shutdown = max(1, int(deadline - time.monotonic() + 0.999))
         self.should_exit = True
 
     def stop_after_failed_load(self) -> None:

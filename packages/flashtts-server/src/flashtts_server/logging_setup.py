@@ -57,3 +57,5 @@ def configure_logging(level: str = "info", log_format: str = "text") -> None:
     handler.addFilter(RequestIdFilter())
     handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
     logging.basicConfig(level=getattr(logging, str(level).upper(), logging.INFO), handlers=[handler], force=True)
+    # Python warnings (deprecations from libraries) as log records too, not bare lines on stderr.
+    logging.captureWarnings(True)
