@@ -153,33 +153,46 @@ def test_a_server_killed_during_add_speaker_keeps_every_saved_role(pair):
     with pair.b.client() as client:
         saved = set(client.get("/audio_roles").json()["saved"])
     for kill in range(int(os.environ.get("FLASHTTS_ROLE_KILLS", "1"))):
-        names = [f"kill{kill}-{i}" for i in range(4)]
+        tried: list[str] = []
         done: dict[str, int] = {}
 
-        def add(name: str, server: Server = pair.a, done: dict[str, int] = done) -> None:
-            try:
-                done[name] = _add(server, name, wav).status_code
-            except Exception:  # the connection died with the server
-                pass
+        def adds(
+            stream: int, server: Server = pair.a, tried: list = tried, done: dict = done, kill: int = kill
+        ) -> None:
+            """One add after another until the server dies: saves happen all through the window."""
+            for i in range(1000):
+                name = f"kill{kill}-{stream}-{i}"
+                tried.append(name)
+                try:
+                    done[name] = _add(server, name, wav).status_code
+                except Exception:  # the connection died with the server
+                    return
 
-        threads = [threading.Thread(target=add, args=(n,)) for n in names]
+        threads = [threading.Thread(target=adds, args=(n,)) for n in range(2)]
         for t in threads:
             t.start()
-        time.sleep(rng.uniform(0.3, 1.5) * latency)  # the four adds are still running then
+        time.sleep(rng.uniform(1.0, 4.0) * latency)  # some adds have finished, two are running
         os.kill(pair.a.proc.pid, signal.SIGKILL)
         pair.a.proc.wait()
         for t in threads:
             t.join()
-        saved |= {n for n, code in done.items() if code == 200}
+        replied = {n for n, code in done.items() if code == 200}
+        leftovers = [p.name for p in role_dir.iterdir() if p.name.startswith(".")]
         server = pair.restart_a()
         with server.client() as client:
             listed = set(client.get("/audio_roles").json()["saved"])
-        assert saved <= listed <= saved | set(names), (saved, listed)
-        for name in listed - saved:  # saved as the kill landed, before the reply: whole too
-            saved.add(name)
-        for name in [n for n in names if n in listed]:
+        in_flight = set(tried) - set(done)  # at most one per stream: saved whole or not at all
+        assert len(in_flight) <= 2 and saved | replied <= listed <= saved | replied | in_flight, (listed, tried, done)
+        older = sorted(saved)
+        saved = listed
+        for name in sorted(replied | (listed & in_flight)) + rng.sample(older, min(2, len(older))):
             assert _speak(server, name).status_code == 200
-        assert not [p.name for p in role_dir.iterdir() if p.name.startswith(".")]  # cleaned at startup
         for name in listed:
             assert (role_dir / name / "manifest.json").is_file() and (role_dir / name / "reference.wav").is_file()
+        # What the killed writes left (``leftovers``, if any) was removed at startup.
+        assert not [p.name for p in role_dir.iterdir() if p.name.startswith(".")], leftovers
+        print(
+            f"kill {kill}: {len(replied)} saved before, {len(listed & in_flight)} of {len(in_flight)} in flight kept, "
+            f"{len(leftovers)} temporary files cleaned"
+        )
     assert _speak(pair.a, "timing").status_code == 200
