@@ -67,6 +67,12 @@ def _sinusoid_table(length: int, dim: int) -> torch.Tensor:
     return F.pad(table, (0, dim % 2))
 
 
+def _uniform(shape: torch.Size, generator: torch.Generator | None) -> torch.Tensor:
+    """U[0, 1) numbers on the CPU, drawn from ``generator`` on its own device (the global RNG without one)."""
+    device = generator.device if generator is not None else "cpu"
+    return torch.rand(shape, generator=generator, device=device).cpu()
+
+
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     half = x.shape[-1] // 2
     return torch.cat([-x[..., half:], x[..., :half]], dim=-1)
@@ -304,7 +310,10 @@ class DurationModel(nn.Module):
             logits = out / self.temperature
             kth = torch.topk(logits, min(self.top_k, logits.shape[-1])).values[:, -1:]
             logits = logits.masked_fill(logits < kth, float("-inf"))
-            return torch.multinomial(logits.softmax(-1), 1, generator=generator)[:, 0]
+            probs = logits.softmax(-1)
+            if generator is not None:
+                probs = probs.to(generator.device)  # the request's generator may live elsewhere than the model
+            return torch.multinomial(probs, 1, generator=generator)[:, 0].to(logits.device)
         return out.argmax(-1)
 
     # -- the two calls the engine makes ---------------------------------------------------------
@@ -385,14 +394,17 @@ class DurationModel(nn.Module):
         generator: torch.Generator | None,
     ) -> torch.Tensor:
         """Upstream dur_pred's post-processing of predicted codes [1, N] into a frame → phone map."""
+        device = codes.device
+        # a handful of numbers: done on the CPU, whatever the model's and the generator's devices
+        codes, ph = codes.cpu(), ph.cpu()
         dur = (codes - 1).clamp(0, self.code_size - 1)
         if is_final:
             dur[:, -1] = dur[:, -1].clamp(FINAL_LAST_MIN, FINAL_LAST_MAX)
         else:
             dur[:, -1] = dur[:, -1] + SEGMENT_GAP_FRAMES
         dur = dur.float()
-        choice = (torch.rand(dur.shape, generator=generator, device=dur.device) > 0.5).float()
-        factor = 1 + torch.rand(dur.shape, generator=generator, device=dur.device) * dur_disturb
+        choice = (_uniform(dur.shape, generator) > 0.5).float()
+        factor = 1 + _uniform(dur.shape, generator) * dur_disturb
         dur = dur * factor * choice + dur / factor * (1 - choice)
         dur = torch.round(dur * dur_alpha).clamp(0, MAX_PHONE_FRAMES)
         for sil in phones.LONG_PAUSE_IDS:
@@ -404,7 +416,7 @@ class DurationModel(nn.Module):
         pad = self.frames_multiple - int(dur.sum()) % self.frames_multiple
         if pad < self.frames_multiple:
             dur[:, -1] += pad
-        return length_regulate(dur)
+        return length_regulate(dur).to(device)
 
     # -- checkpoints ----------------------------------------------------------------------------
 
