@@ -295,6 +295,8 @@ class Aligner(nn.Module):
         if n_vocab <= phones.TIMESTAMP_OFFSET + FRAMES_MULTIPLE:
             raise ValueError(f"n_vocab {n_vocab} leaves no room for timestamps (from {phones.TIMESTAMP_OFFSET})")
         self.n_mels = n_mels
+        # upstream takes it from the DiT's config (frames_multiple); the engine may set it likewise
+        self.frames_multiple = FRAMES_MULTIPLE
         self.encoder = AudioEncoder(n_mels, n_audio_ctx, n_state, n_audio_head, n_audio_layer)
         self.decoder = TextDecoder(n_vocab, n_text_ctx, n_state, n_text_head, n_text_layer)
         legal = torch.zeros(n_vocab, dtype=torch.bool)
@@ -306,7 +308,7 @@ class Aligner(nn.Module):
         """Longest reference in mel frames: the encoder's positions and the timestamp vocabulary bound it."""
         by_ctx = 2 * self.encoder.positional_embedding.shape[0]
         by_vocab = self.decoder.token_embedding.num_embeddings - 1 - phones.TIMESTAMP_OFFSET
-        return min(by_ctx, by_vocab) // FRAMES_MULTIPLE * FRAMES_MULTIPLE
+        return min(by_ctx, by_vocab) // self.frames_multiple * self.frames_multiple
 
     @property
     def max_reference_seconds(self) -> float:
@@ -314,11 +316,11 @@ class Aligner(nn.Module):
         return self.max_frames * HOP_LENGTH / MEL_SAMPLE_RATE
 
     def mel(self, wav_24k: np.ndarray) -> torch.Tensor:
-        """Log-mel [n_mels, F] of a 24 kHz reference, cut to a multiple of 8 frames."""
+        """Log-mel [n_mels, F] of a 24 kHz reference, cut to a multiple of ``frames_multiple`` (8) frames."""
         mel = log_mel_spectrogram(
             resample(np.asarray(wav_24k, dtype=np.float32), SAMPLE_RATE, MEL_SAMPLE_RATE), self.n_mels
         )
-        return mel[:, : mel.shape[1] // FRAMES_MULTIPLE * FRAMES_MULTIPLE]
+        return mel[:, : mel.shape[1] // self.frames_multiple * self.frames_multiple]
 
     @torch.inference_mode()
     def decode(self, mel: torch.Tensor, max_steps: int = MAX_DECODE_STEPS) -> list[int]:
@@ -356,7 +358,7 @@ class Aligner(nn.Module):
         """Phones, tones and frame → phone map of a padded 24 kHz reference (``pad_reference``)."""
         mel = self.mel(wav_24k)
         frames = mel.shape[1]
-        if frames < FRAMES_MULTIPLE:
+        if frames < self.frames_multiple:
             raise AudioDecodeError("the reference audio is too short to align", param="reference_audio")
         if frames > self.max_frames:
             raise AudioDecodeError(
@@ -369,7 +371,7 @@ class Aligner(nn.Module):
             tokens = tokens[:-1]
         ph, tone, dur, _ = phones.split_ph_timestamp(tokens)
         dur = torch.tensor(fix_durations(dur.tolist(), frames), dtype=torch.long)
-        mel2ph = length_regulate(dur)[:, : frames // FRAMES_MULTIPLE * FRAMES_MULTIPLE]
+        mel2ph = length_regulate(dur)[:, : frames // self.frames_multiple * self.frames_multiple]
         return ReferenceAlignment(ph[None], tone[None], mel2ph)
 
     @classmethod
