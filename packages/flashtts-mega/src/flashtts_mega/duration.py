@@ -166,7 +166,12 @@ class DurationPrompt:
 class DurationModel(nn.Module):
     """Upstream ARDurPredictor for inference. Sizes are upstream's config keys: ``hidden_size`` is
     ``dur_txt_hs``, ``dec_hidden_size`` ``dur_model_hidden_size``, ``num_layers`` ``dur_model_layers``,
-    ``code_size`` ``dur_code_size``; the phone encoder's sizes those of its ``rel_fft`` encoder."""
+    ``code_size`` ``dur_code_size``; the phone encoder's sizes those of its ``rel_fft`` encoder.
+
+    The released duration_lm/config.yaml is not in upstream's repository. The defaults follow the
+    released encoder as a public print of the module shows it (rel_fft, 512 wide, 4 layers, FFN 1024
+    with kernel 3, 174 phones); the decoder defaults (8 × 512, 128 codes) are an assumption.
+    ``from_checkpoint`` reads every size from the tensors, so the real file loads whatever they are."""
 
     def __init__(
         self,
