@@ -164,6 +164,23 @@ def test_multi_speak_across_two_roles(server, tiny_mega):
     assert pcm(both.content).size > pcm(one.content).size + 0.2 * RATE  # two speakers and a pause
 
 
+def test_long_text_streams_segment_by_segment_and_equals_the_whole(server, tiny_mega):
+    torch_only(server)
+    text = ("This first sentence is long enough that the text splitter has to cut here. "
+            "And this second sentence becomes the next segment, spoken after a crossfade.")  # fmt: skip
+    body = {"name": "alice", "text": text, "response_format": "pcm", "max_tokens": 3, **FAST}
+    with server.client() as client:
+        assert add_role(client, tiny_mega, "alice").status_code == 200
+        whole = client.post("/speak", json={**body, "stream": False})
+        chunks = []
+        with client.stream("POST", "/speak", json={**body, "stream": True}) as r:
+            for piece in r.iter_raw():
+                chunks.append(piece)
+    assert whole.status_code == 200, whole.text
+    assert b"".join(chunks) == whole.content
+    assert len(chunks) >= 2  # the first segment went out before the second was ready
+
+
 @pytest.mark.parametrize("route", ["/clone_voice", "/add_speaker"])
 def test_every_bad_latent_is_a_400_naming_latent_file(server, tiny_mega, route):
     torch_only(server)
