@@ -1,45 +1,63 @@
-"""The llama-cpp backend: a GGUF model through llama-cpp-python, one sequence at a time per model."""
+"""The llama-cpp backend: a GGUF model through llama-cpp-python, concurrent requests batched."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
+import random
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import AsyncIterator
 
-from flashtts_core.backend import BackendConfig
-from flashtts_core.errors import ModelLoadError
+from flashtts_core.backend import BackendConfig, LLMBackend
+from flashtts_core.errors import InvalidRequest, ModelLoadError
 from flashtts_core.sampling import SamplingParams
-
-from .thread_stream import SerialThreadBackend
 
 logger = logging.getLogger("flashtts.backend.llama_cpp")
 
+# Sequence ids per context: concurrent requests beyond this wait for a slot.
+MAX_SEQUENCES = 64
+# Tokens per llama_decode call (longer prompts are evaluated in chunks of this size).
+N_BATCH = 512
 
-class LlamaCppBackend(SerialThreadBackend):
-    """llama.cpp (``llama_cpp.Llama``) on a GGUF file: ``model_path`` is the file itself, or a folder
+
+class LlamaCppBackend(LLMBackend):
+    """llama.cpp on a GGUF file (f32, f16, q8_0, …): ``model_path`` is the file itself, or a folder
     holding one (the engine's LLM folder; write it with ``flashtts convert gguf MODEL_DIR``).
 
-    One ``Llama`` object is not thread-safe and decodes one sequence at a time, so every request
-    runs in the backend's single worker thread, in arrival order, while the event loop only awaits
-    its tokens. llama.cpp evaluates, we sample: :class:`NumpySampler` applies every SamplingParams
-    field (allowed ids, repetition penalty over prompt and output, top-k, top-p, a per-request
-    seed) exactly as the other backends do. A request that shares a prefix with the previous one
-    reuses that part of the KV cache.
+    The model is loaded through llama.cpp's C API (llama-cpp-python's bindings), not the
+    one-sequence ``Llama`` class: one context holds up to ``batch_size`` (at most
+    :data:`MAX_SEQUENCES`) sequence ids, and a scheduler thread (:mod:`llama_cpp_batching`) decodes
+    every running request in one ``llama_batch`` per step, so concurrent requests share one read of
+    the weights. llama.cpp evaluates, we sample: :class:`NumpySampler` applies every SamplingParams
+    field exactly as the other backends do. On CPU it runs one thread per physical core, and loads
+    without llama.cpp's repacked ("extra") weight buffers, whose AMX path crashes on the first q8_0
+    decode in llama-cpp-python 0.3.36.
     """
 
     name = "llama-cpp"
     extra = "llama-cpp"
     requires = ("llama_cpp",)
-    description = "llama.cpp through llama-cpp-python (GGUF; cpu, cuda/metal builds)"
+    description = "llama.cpp through llama-cpp-python (GGUF: f32/f16/q8_0/…; batched; cpu, cuda/metal builds)"
 
-    def __init__(self, llm, config: BackendConfig):
-        super().__init__(llm.n_ctx(), config.seed, "flashtts-llama-cpp")
-        self.llm = llm
+    def __init__(self, model, ctx, config: BackendConfig, n_ctx: int, n_seq: int, n_batch: int, gguf: Path):
+        import llama_cpp as lc
+
+        from .llama_cpp_batching import LlamaBatchScheduler
+
+        self._model, self._ctx = model, ctx
         self.config = config
-        self.vocab_size = llm.n_vocab()
+        self.gguf = gguf
+        self.context_length = n_ctx
+        self.vocab_size = lc.llama_vocab_n_tokens(lc.llama_model_get_vocab(model))
+        self._scheduler = LlamaBatchScheduler(ctx, self.vocab_size, n_ctx, n_seq, n_batch)
+        self._seeds = random.Random(config.seed)
+
+    @property
+    def active(self) -> int:
+        """Sequences running or waiting for a slot."""
+        return self._scheduler.active
 
     @classmethod
     async def create(cls, config: BackendConfig) -> "LlamaCppBackend":
@@ -48,69 +66,128 @@ class LlamaCppBackend(SerialThreadBackend):
 
     @classmethod
     def _load(cls, config: BackendConfig) -> "LlamaCppBackend":
-        from llama_cpp import Llama
+        import llama_cpp as lc
 
         gguf = find_gguf(Path(config.model_path))
         # Offload every layer when a GPU is asked for (needs a CUDA/Metal build of llama-cpp-python).
         gpu = config.device not in ("cpu", "auto") or (config.device == "auto" and _has_gpu_offload())
         start = time.perf_counter()
-        llm = Llama(
-            model_path=str(gguf),
-            n_ctx=config.max_length,
-            n_batch=512,
-            n_threads=os.cpu_count(),
-            n_gpu_layers=-1 if gpu else 0,
-            seed=config.seed,
-            verbose=False,
-        )
+        lc.llama_backend_init()
+        model_params = lc.llama_model_default_params()
+        model_params.n_gpu_layers = 0x7FFFFFFF if gpu else 0
+        if not gpu:
+            model_params.use_extra_bufts = False
+        model = lc.llama_model_load_from_file(str(gguf).encode(), model_params)
+        if not model:
+            raise ModelLoadError(f"llama.cpp could not load {gguf}")
+        n_seq = max(1, min(config.batch_size, MAX_SEQUENCES, lc.llama_max_parallel_sequences()))
+        n_ctx = config.max_length
+        threads = physical_cores()
+        params = lc.llama_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_batch = N_BATCH
+        params.n_ubatch = N_BATCH
+        params.n_seq_max = n_seq
+        # One pool of cells for every sequence (admission reserves each one's worst case).
+        params.kv_unified = True
+        params.n_threads = threads
+        params.n_threads_batch = threads
+        params.no_perf = True
+        ctx = lc.llama_init_from_model(model, params)
+        if not ctx:
+            lc.llama_model_free(model)
+            raise ModelLoadError(f"llama.cpp could not create a context for {gguf} (n_ctx {n_ctx}, {n_seq} sequences)")
         logger.info(
-            "llama-cpp backend: loaded %s (n_ctx %d, %s) in %.1f s",
+            "llama-cpp backend: loaded %s (n_ctx %d shared by up to %d sequences, %d threads, %s) in %.1f s",
             gguf,
-            llm.n_ctx(),
+            n_ctx,
+            n_seq,
+            threads,
             "gpu offload" if gpu else "cpu",
             time.perf_counter() - start,
         )
-        return cls(llm, config)
+        return cls(model, ctx, config, n_ctx, n_seq, N_BATCH, gguf)
 
-    def _generate(
-        self, prompt_ids: list[int], params: SamplingParams, max_new: int, seed: int, cancel
-    ) -> Iterator[int]:
-        """Runs in the worker thread: evaluate the prompt, then sample and feed back one token at a time."""
-        import numpy as np
-        from llama_cpp import llama_get_logits_ith
-
+    async def stream(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[list[int]]:
+        from .llama_cpp_batching import DONE, Sequence
         from .numpy_sampler import NumpySampler
 
-        llm = self.llm
-        sampler = NumpySampler(params, self.vocab_size, seed)
-        sampler.observe(prompt_ids)
-        stop_ids = set(params.stop_token_ids)
-        # Keep the cached prefix shared with the previous request; re-evaluate at least one token so
-        # the logits are this prompt's.
-        cached = llm.input_ids[: llm.n_tokens]
-        shared = 0
-        for a, b in zip(cached, prompt_ids[:-1]):
-            if a != b:
-                break
-            shared += 1
-        llm.n_tokens = shared
-        llm.eval(prompt_ids[shared:])
-        for _ in range(max_new):
-            if cancel.is_set():
-                return
-            logits = np.ctypeslib.as_array(llama_get_logits_ith(llm.ctx, -1), shape=(self.vocab_size,))
-            token = sampler(logits)
-            if token in stop_ids:
-                return
-            yield token
-            sampler.observe([token])
-            llm.eval([token])
+        if not prompt_ids:
+            raise InvalidRequest("empty prompt")
+        room = self.context_length - len(prompt_ids)
+        if room <= 0:
+            raise InvalidRequest(
+                f"prompt of {len(prompt_ids)} tokens does not fit max_length {self.context_length}", param="text"
+            )
+        if any(not 0 <= t < self.vocab_size for t in prompt_ids):
+            raise InvalidRequest(f"prompt token ids must be in [0, {self.vocab_size})")
+        seed = params.seed if params.seed is not None else self._seeds.randrange(2**63)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+
+        def emit(item: object) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the consumer's loop is gone: nobody is listening
+                seq.cancel.set()
+
+        seq = Sequence(
+            prompt_ids=list(prompt_ids),
+            params=params,
+            max_new=min(params.max_tokens, room),
+            sampler=NumpySampler(params, self.vocab_size, seed),
+            emit=emit,
+        )
+        self._scheduler.submit(seq)
+        done = False
+        try:
+            while True:
+                item = await queue.get()
+                if item is DONE:
+                    done = True
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            if not done:
+                seq.cancel.set()
+                self._scheduler.wake()
+                # The slot is free only once the scheduler has dropped the row.
+                try:
+                    while await asyncio.shield(queue.get()) is not DONE:
+                        pass
+                except asyncio.CancelledError:
+                    pass
 
     async def close(self) -> None:
-        # Queued requests are dropped; a running one ends at its next token once its consumer goes.
-        await super().close()
-        await asyncio.to_thread(self.llm.close)
-        self.llm = None
+        import llama_cpp as lc
+
+        if self._ctx is None:
+            return
+        await asyncio.to_thread(self._scheduler.close)
+        lc.llama_free(self._ctx)
+        lc.llama_model_free(self._model)
+        self._ctx = self._model = None
+
+
+def physical_cores() -> int:
+    """CPU cores this process may use, counting each physical core once (llama.cpp runs best with
+    one thread per core; a hyperthread sibling adds contention, not bandwidth)."""
+    try:
+        cpus = os.sched_getaffinity(0)
+    except AttributeError:  # macOS: Apple silicon has no SMT siblings
+        return os.cpu_count() or 1
+    cores = set()
+    for cpu in cpus:
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            cores.add(
+                ((topology / "physical_package_id").read_text().strip(), (topology / "core_id").read_text().strip())
+            )
+        except OSError:
+            cores.add(("cpu", str(cpu)))
+    return max(1, len(cores))
 
 
 def find_gguf(path: Path) -> Path:

@@ -14,16 +14,20 @@ class NumpySampler:
 
     Order, as in TorchSampler: allowed-ids mask, repetition penalty over prompt + output, min_tokens,
     then greedy, or temperature → top-k → top-p → a draw from the sequence's own seeded generator.
+    With ``allowed_token_ids`` every step works on those rows only (Spark's 8k of 166k), which is
+    most of the sampling cost saved; ties still go to the lowest token id, as over the full row.
     """
 
     def __init__(self, params: SamplingParams, vocab_size: int, seed: Optional[int]):
         self.params = params
         self.rng = np.random.default_rng(seed)
-        self.stop_ids = np.array(sorted({i for i in params.stop_token_ids if 0 <= i < vocab_size}), dtype=np.int64)
+        stop_ids = np.array(sorted({i for i in params.stop_token_ids if 0 <= i < vocab_size}), dtype=np.int64)
         self.allowed: Optional[np.ndarray] = None
         if params.allowed_token_ids is not None:
             allowed = {*params.allowed_token_ids, *params.stop_token_ids}
             self.allowed = np.array(sorted(i for i in allowed if 0 <= i < vocab_size), dtype=np.int64)
+            stop_ids = np.searchsorted(self.allowed, stop_ids)  # stop ids are all candidates
+        self.stop_ids = stop_ids  # indices into the candidate row
         self.seen = np.zeros(vocab_size, dtype=bool)
         self.generated = 0
 
@@ -34,19 +38,20 @@ class NumpySampler:
 
     def __call__(self, logits: np.ndarray) -> int:
         p = self.params
-        logits = np.array(logits, dtype=np.float32, copy=True)
         if self.allowed is not None:
-            masked = np.full_like(logits, -np.inf)
-            masked[self.allowed] = logits[self.allowed]
-            logits = masked
+            logits = np.asarray(logits, dtype=np.float32)[self.allowed]
+            seen = self.seen[self.allowed]
+        else:
+            logits = np.array(logits, dtype=np.float32, copy=True)
+            seen = self.seen
         if p.repetition_penalty != 1.0:
-            picked = logits[self.seen]
-            logits[self.seen] = np.where(picked > 0, picked / p.repetition_penalty, picked * p.repetition_penalty)
+            picked = logits[seen]
+            logits[seen] = np.where(picked > 0, picked / p.repetition_penalty, picked * p.repetition_penalty)
         if self.generated < p.min_tokens and self.stop_ids.size:
             logits[self.stop_ids] = -np.inf
         self.generated += 1
         if p.temperature == 0:
-            return int(np.argmax(logits))
+            return self._token(int(np.argmax(logits)))
         logits = logits / p.temperature
         vocab = logits.shape[0]
         if 0 < p.top_k < vocab:
@@ -63,4 +68,7 @@ class NumpySampler:
             keep = (np.cumsum(probs) - probs) <= p.top_p
             candidates, probs = candidates[keep], probs[keep]
             probs /= probs.sum()
-        return int(candidates[self.rng.choice(len(candidates), p=probs)])
+        return self._token(int(candidates[self.rng.choice(len(candidates), p=probs)]))
+
+    def _token(self, index: int) -> int:
+        return int(self.allowed[index]) if self.allowed is not None else index

@@ -1,0 +1,258 @@
+"""Batched decoding on one llama.cpp context: concurrent requests share each step's weight read.
+
+One scheduler thread owns the context. A new sequence gets a sequence id (a slot) and its prompt is
+evaluated alone; then every active sequence feeds its last token into one ``llama_batch`` (token i
+tagged with its own sequence id) and one ``llama_decode`` computes all their logits. Each row is
+sampled with its own :class:`NumpySampler`, so results do not depend on who else is in the batch.
+
+The KV cache is unified (one pool of ``n_ctx`` cells shared by all slots): a sequence is admitted
+only when its worst case (prompt + max_new cells) fits beside the ones running, so a decode never
+runs out of cells. A finished slot keeps its cache, and a later prompt that starts the same way
+(Spark's cloning prompts repeat the reference's tokens) reuses that prefix.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+from flashtts_core.sampling import SamplingParams
+
+from .numpy_sampler import NumpySampler
+
+logger = logging.getLogger("flashtts.backend.llama_cpp")
+
+DONE = object()
+
+
+@dataclass(eq=False)
+class Sequence:
+    """One request in flight. ``emit`` is thread-safe and delivers to the consumer on its loop."""
+
+    prompt_ids: list[int]
+    params: SamplingParams
+    max_new: int
+    sampler: NumpySampler
+    emit: Callable[[object], None]
+    cancel: threading.Event = field(default_factory=threading.Event)
+    slot: int = -1
+    position: int = 0  # cells this sequence holds in its slot
+    generated: int = 0
+    next_input: int = -1
+
+
+@dataclass
+class _Slot:
+    tokens: list[int] = field(default_factory=list)  # what the slot's cache holds, in order
+    busy: bool = False
+    used: int = 0  # a counter for least-recently-used eviction
+
+
+class LlamaBatchScheduler:
+    """Owns ``ctx`` (a llama_context with ``n_seq`` sequence ids and ``n_ctx`` unified cells)."""
+
+    def __init__(self, ctx, n_vocab: int, n_ctx: int, n_seq: int, n_batch: int):
+        import llama_cpp as lc
+
+        self._lc = lc
+        self.ctx = ctx
+        self.memory = lc.llama_get_memory(ctx)
+        self.n_vocab = n_vocab
+        self.n_ctx = n_ctx
+        self.n_batch = n_batch
+        self._batch = lc.llama_batch_init(max(n_batch, n_seq), 0, 1)
+        self._slots = [_Slot() for _ in range(n_seq)]
+        self._clock = 0
+        self._waiting: list[Sequence] = []
+        self._active: list[Sequence] = []
+        self._reserved = 0  # cells promised to running sequences (worst case)
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="flashtts-llama-cpp-scheduler", daemon=True)
+        self._thread.start()
+
+    @property
+    def active(self) -> int:
+        return len(self._active) + len(self._waiting)
+
+    def submit(self, seq: Sequence) -> None:
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("llama-cpp backend is closed")
+            self._waiting.append(seq)
+            self._cond.notify()
+
+    def wake(self) -> None:
+        with self._cond:
+            self._cond.notify()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join(timeout=60)
+        if not self._thread.is_alive():
+            self._lc.llama_batch_free(self._batch)
+
+    # -- the scheduler thread ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed and not self._waiting and not self._active:
+                    self._cond.wait()
+                if self._closed:
+                    break
+                waiting = [s for s in self._waiting if s.cancel.is_set()]
+                self._waiting = [s for s in self._waiting if not s.cancel.is_set()]
+                joining = []
+                while self._waiting and self._fits(self._waiting[0], joining):
+                    joining.append(self._waiting.pop(0))
+            for seq in waiting:
+                seq.emit(DONE)
+            try:
+                for seq in [s for s in self._active if s.cancel.is_set()]:
+                    self._finish(seq)
+                for seq in joining:
+                    self._admit(seq)
+                if self._active:
+                    self._decode_step()
+            except BaseException as exc:  # every consumer hears of it; the scheduler keeps serving
+                logger.exception("llama-cpp backend: batched step failed")
+                for seq in dict.fromkeys(joining + self._active):
+                    if seq.slot >= 0:
+                        self._release(seq, keep=False)
+                    seq.emit(exc)
+                    seq.emit(DONE)
+                self._active = []
+        with self._cond:
+            left = self._waiting + self._active
+            self._waiting = []
+        for seq in left:
+            seq.emit(RuntimeError("llama-cpp backend closed"))
+            seq.emit(DONE)
+
+    def _fits(self, seq: Sequence, joining: list[Sequence]) -> bool:
+        busy = len(self._active) + len(joining)
+        if busy >= len(self._slots):
+            return False
+        need = len(seq.prompt_ids) + seq.max_new
+        promised = self._reserved + sum(len(s.prompt_ids) + s.max_new for s in joining)
+        return promised + need <= self.n_ctx
+
+    def _admit(self, seq: Sequence) -> None:
+        """Pick a slot (the free one sharing the longest prefix), evaluate the rest of the prompt,
+        sample the first token and join the batch."""
+        if seq.cancel.is_set():
+            seq.emit(DONE)
+            return
+        free = [i for i, slot in enumerate(self._slots) if not slot.busy]
+        shared, index = max((_shared_prefix(self._slots[i].tokens, seq.prompt_ids), i) for i in free)
+        if shared == 0:  # no reuse: take the least recently used slot
+            index = min(free, key=lambda i: self._slots[i].used)
+        # Re-evaluate at least the last prompt token, so the logits are this prompt's.
+        shared = min(shared, len(seq.prompt_ids) - 1)
+        slot = self._slots[index]
+        slot.busy, self._clock = True, self._clock + 1
+        slot.used = self._clock
+        seq.slot = index
+        need = len(seq.prompt_ids) + seq.max_new
+        self._reserved += need
+        self._make_room(need)
+        self._lc.llama_memory_seq_rm(self.memory, index, shared, -1)
+        slot.tokens = list(seq.prompt_ids[:shared])
+        rest = seq.prompt_ids[shared:]
+        for start in range(0, len(rest), self.n_batch):
+            chunk = rest[start : start + self.n_batch]
+            last = start + len(chunk) == len(rest)
+            self._fill([(t, shared + start + j, index, last and j == len(chunk) - 1) for j, t in enumerate(chunk)])
+            self._decode()
+        slot.tokens.extend(rest)
+        seq.position = len(seq.prompt_ids)
+        seq.sampler.observe(seq.prompt_ids)
+        self._active.append(seq)
+        if not self._take(seq, self._logits(self._batch.n_tokens - 1)):
+            self._finish(seq)
+
+    def _make_room(self, need: int) -> None:
+        """Drop the caches of idle slots (least recently used first) until ``need`` more cells fit."""
+        held = sum(len(s.tokens) for s in self._slots if not s.busy)
+        idle = sorted(
+            (i for i, s in enumerate(self._slots) if not s.busy and s.tokens), key=lambda i: self._slots[i].used
+        )
+        for i in idle:
+            if self._reserved + held <= self.n_ctx:
+                break
+            held -= len(self._slots[i].tokens)
+            self._lc.llama_memory_seq_rm(self.memory, i, -1, -1)
+            self._slots[i].tokens = []
+
+    def _decode_step(self) -> None:
+        rows = list(self._active)
+        self._fill([(s.next_input, s.position, s.slot, True) for s in rows])
+        self._decode()
+        for i, seq in enumerate(rows):
+            self._slots[seq.slot].tokens.append(seq.next_input)
+            seq.position += 1
+            if not self._take(seq, self._logits(i)):
+                self._finish(seq)
+
+    def _take(self, seq: Sequence, logits: np.ndarray) -> bool:
+        """Sample one token and deliver it; False when the sequence has finished."""
+        token = seq.sampler(logits)
+        seq.generated += 1
+        if token in seq.params.stop_token_ids or seq.cancel.is_set():
+            return False
+        seq.emit([token])
+        seq.sampler.observe([token])
+        seq.next_input = token
+        return seq.generated < seq.max_new
+
+    def _finish(self, seq: Sequence) -> None:
+        self._active.remove(seq)
+        self._release(seq, keep=True)
+        seq.emit(DONE)
+
+    def _release(self, seq: Sequence, keep: bool) -> None:
+        slot = self._slots[seq.slot]
+        slot.busy = False
+        self._reserved -= len(seq.prompt_ids) + seq.max_new
+        if not keep:
+            self._lc.llama_memory_seq_rm(self.memory, seq.slot, -1, -1)
+            slot.tokens = []
+        seq.slot = -1
+
+    # -- llama.cpp calls -------------------------------------------------------------------------
+
+    def _fill(self, tokens: list[tuple[int, int, int, bool]]) -> None:
+        """(token, position, sequence id, wants logits) per batch entry."""
+        batch = self._batch
+        for i, (token, pos, seq_id, logits) in enumerate(tokens):
+            batch.token[i] = token
+            batch.pos[i] = pos
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = seq_id
+            batch.logits[i] = logits
+        batch.n_tokens = len(tokens)
+
+    def _decode(self) -> None:
+        status = self._lc.llama_decode(self.ctx, self._batch)
+        if status != 0:
+            raise RuntimeError(f"llama_decode failed with status {status}")
+
+    def _logits(self, index: int) -> np.ndarray:
+        pointer = self._lc.llama_get_logits_ith(self.ctx, index)
+        return np.ctypeslib.as_array(ctypes.cast(pointer, ctypes.POINTER(ctypes.c_float)), shape=(self.n_vocab,))
+
+
+def _shared_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
