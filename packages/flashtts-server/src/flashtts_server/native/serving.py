@@ -106,6 +106,8 @@ def server_info(runtime: TTSRuntime, settings: ServerSettings) -> ServerInfo:
             "max_text_length": settings.max_text_length,
             "max_upload_mb": settings.max_upload_mb,
             "max_reference_seconds": settings.max_reference_seconds,
+            "max_pending_requests": settings.max_pending_requests,
+            "shutdown_timeout": settings.shutdown_timeout,
         },
         auth_required=bool(settings.api_key),
         version=__version__,
