@@ -161,3 +161,21 @@ def test_deployment_options_follow_the_flags(tiny_spark):
     values = replica_values(ServerSettings(model_path=tiny_spark, replicas=2, role_dir="roles"), cwd=Path("/srv/tts"))
     assert values["role_dir"] == "/srv/tts/roles" and values["model_path"] == str(tiny_spark)
     assert "replicas" not in values and ServerSettings(**values).replicas is None
+
+
+def test_replicas_the_cluster_cannot_hold_are_refused_on_a_cluster_the_command_started():
+    # (Through the real command this exits 2 after Ray started and stops it again: ~50 s here, so not
+    # run in the suite; the cleanup path is the one the stop test above takes.)
+    from flashtts_server.ray_serve import ScaleOutError, _check_resources, deployment_options
+    from flashtts_server.settings import ServerSettings
+
+    settings = ServerSettings(replicas=2, ray_num_cpus=0.5, ray_num_gpus=1)
+    options = deployment_options(settings)
+    _check_resources({"CPU": 1.0, "GPU": 2.0}, settings, options, joined=False)
+    with pytest.raises(ScaleOutError, match="2 replicas with --ray_num_gpus 1 need 2 GPUs; the Ray cluster has 1"):
+        _check_resources({"CPU": 16.0, "GPU": 1.0}, settings, options, joined=False)
+    with pytest.raises(ScaleOutError, match="--ray_num_cpus 0.5 need 1 CPUs; the Ray cluster has 0.5"):
+        _check_resources(
+            {"CPU": 0.5}, settings, deployment_options(ServerSettings(replicas=2, ray_num_cpus=0.5)), False
+        )
+    _check_resources({"CPU": 16.0}, settings, options, joined=True)  # a joined cluster may grow: a warning only

@@ -101,12 +101,25 @@ def replica_app_builder(values: dict[str, Any]) -> Callable[[], Any]:
         from flashtts_server.settings import ServerSettings
 
         settings = ServerSettings(**values)
-        logging.getLogger("flashtts").setLevel(getattr(logging, settings.log_level.upper(), logging.INFO))
         replica = serve.get_replica_context().replica_id.unique_id
-        set_replica_name(f"{socket.gethostname()}:{os.getpid()}/{replica}")
+        name = f"{socket.gethostname()}:{os.getpid()}/{replica}"
+        set_replica_name(name)
+        _log_to_stderr(settings.log_level, name)
         return create_app(settings)
 
     return build_flashtts_app
+
+
+def _log_to_stderr(level: str, replica: str) -> None:
+    """Our loggers in a replica: Ray configures only its own, so without a handler our INFO lines
+    (model loading, roles) would be lost. Ray forwards the replica's stderr to the command's log."""
+    log = logging.getLogger("flashtts")
+    log.setLevel(getattr(logging, level.upper(), logging.INFO))
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s %(name)s [{replica}]: %(message)s"))
+        log.addHandler(handler)
+        log.propagate = False  # not twice, should the root logger have a handler too
 
 
 class _Stop(BaseException):
@@ -147,6 +160,7 @@ def serve_replicas(settings: ServerSettings) -> int:
         # ray.init installs its own SIGTERM handler (sys.exit): ours does the cleanup below.
         for sig in previous:
             signal.signal(sig, on_signal)
+        _check_resources(ray.cluster_resources(), settings, options, joined)
         serve.start(http_options={"host": settings.host, "port": settings.port})
         ingress = serve.ingress(replica_app_builder(values))()
         deployment = serve.deployment(ingress, name=DEPLOYMENT_NAME, **options)
@@ -173,6 +187,22 @@ def serve_replicas(settings: ServerSettings) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0
+
+
+def _check_resources(total: dict[str, float], settings: ServerSettings, options: dict[str, Any], joined: bool) -> None:
+    """Replicas asking for more than the cluster has would wait in Ray forever: say so at once
+    (on a joined cluster, which may grow, only warn)."""
+    count = options.get("num_replicas") or options.get("autoscaling_config", {}).get("initial_replicas") or 0
+    for flag, key, each in (
+        ("--ray_num_cpus", "CPU", settings.ray_num_cpus),
+        ("--ray_num_gpus", "GPU", settings.ray_num_gpus),
+    ):
+        need, have = count * each, total.get(key, 0.0)
+        if need > have:
+            message = f"{count} replicas with {flag} {each:g} need {need:g} {key}s; the Ray cluster has {have:g}"
+            if not joined:
+                raise ScaleOutError(f"{message} (lower {flag} or the replica count)")
+            logger.warning("%s: the replicas beyond it wait until the cluster grows", message)
 
 
 def _last_line(exc: BaseException) -> str:
