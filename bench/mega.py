@@ -8,10 +8,12 @@ concurrencies, on a full-size random checkpoint.
 The aligner, duration model, DiT and WaveVAE decoder are written at upstream's sizes with random
 weights (DiT 458.8M, WaveVAE decoder 226.1M, aligner 54.6M parameters; ~3 GB in float32, written
 once into --workdir); g2p/ is the tiny Qwen2 (the G2P LLM's speed is the backends' business, see
-bench/backends.py; the DiT is most of the compute). For every concurrency c, c clients post the same
-/clone_voice request together (streamed pcm, distinct seeds). RTF = wall time / seconds of audio
-per request (median); first audio = time to the first audio byte (median). Random weights make
-noise: only the speed means anything.
+bench/backends.py; the DiT is most of the compute). The reference is saved once as a role
+(/add_speaker: alignment, timed), then for every concurrency c, c clients post /speak with that
+role together (streamed pcm, distinct seeds); ``--route clone`` posts /clone_voice instead, which
+aligns the reference in every request as upstream does. RTF = wall time / seconds of audio per
+request (median); first audio = time to the first audio byte (median). Random weights make noise:
+only the speed means anything.
 """
 
 from __future__ import annotations
@@ -78,13 +80,19 @@ def write_full_size(path: Path, seed: int = 0) -> Path:
     return path
 
 
-def one_request(url: str, files: dict, form: dict, out: dict) -> None:
+def one_request(url: str, files: dict | None, form: dict, out: dict) -> None:
+    """One streamed request: /clone_voice (multipart) when ``files`` is given, else /speak (JSON)."""
     import httpx
 
     start = time.perf_counter()
     first = None
     size = 0
-    with httpx.Client(timeout=3600) as client, client.stream("POST", f"{url}/clone_voice", data=form, files=files) as r:
+    if files is not None:
+        request = {"url": f"{url}/clone_voice", "data": form, "files": files}
+    else:
+        typed = {k: (v == "true" if v in ("true", "false") else int(v) if v.isdigit() else v) for k, v in form.items()}
+        request = {"url": f"{url}/speak", "json": {"name": "bench", **typed}}
+    with httpx.Client(timeout=3600) as client, client.stream("POST", **request) as r:
         if r.status_code != 200:
             out["error"] = f"{r.status_code}: {r.read()[:300]!r}"
             return
@@ -105,6 +113,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--time-step", type=int, default=32, help="DiT steps (upstream 32)")
     parser.add_argument("--text", default=TEXT)
+    parser.add_argument("--route", choices=("speak", "clone"), default="speak")
     args = parser.parse_args()
 
     from conftest import start_server
@@ -130,12 +139,26 @@ def main() -> int:
          "--log_level", "info"],
         logs, timeout=900,
     )  # fmt: skip
-    print(f"server up: {model} ({args.size}) on {args.device}, DiT steps {args.time_step}; cores {os.cpu_count()}")
-    print("concurrency | audio s/request | RTF (median) | first audio s (median) | wall s")
+    print(
+        f"server up: {model} ({args.size}) on {args.device}, DiT steps {args.time_step}, route {args.route}; "
+        f"cores {os.cpu_count()}"
+    )
     try:
+        import httpx
+
+        start = time.perf_counter()
+        added = httpx.post(f"{server.url}/add_speaker", data={"name": "bench", "overwrite": "true"},
+                           files={"audio_file": files["reference_audio_file"], "latent_file": files["latent_file"]},
+                           timeout=3600)  # fmt: skip
+        if added.status_code != 200:
+            print("add_speaker failed:", added.text)
+            return 1
+        print(f"reference aligned and saved as a role in {time.perf_counter() - start:.1f} s")
+        send = files if args.route == "clone" else None
+        print("concurrency | audio s/request | RTF (median) | first audio s (median) | wall s")
         warm: dict = {}
         one_request(
-            server.url, files, {"text": "Hi.", "time_step": "2", "response_format": "pcm", "stream": "true"}, warm
+            server.url, send, {"text": "Hi.", "time_step": "2", "response_format": "pcm", "stream": "true"}, warm
         )
         if "error" in warm:
             print("warm-up failed:", warm["error"])
@@ -148,7 +171,7 @@ def main() -> int:
                 for i in range(c)
             ]  # fmt: skip
             threads = [
-                threading.Thread(target=one_request, args=(server.url, files, f, r)) for f, r in zip(forms, results)
+                threading.Thread(target=one_request, args=(server.url, send, f, r)) for f, r in zip(forms, results)
             ]
             start = time.perf_counter()
             for t in threads:
