@@ -289,3 +289,8 @@ def test_a_writer_killed_at_random_moments_never_leaves_a_half_role(location):
         assert data <= names  # no orphan uploads left after cleanup
     else:
         assert not [p.name for p in Path(location).iterdir() if p.name.startswith(".")]
+
+
+def test_a_missing_bucket_is_a_clear_error_at_startup(s3_endpoint):
+    with pytest.raises(InvalidRequest, match="no-such-bucket"):
+        RoleStore("s3://no-such-bucket-r1/roles")

@@ -67,6 +67,7 @@ TMP, TRASH, DATA = ".tmp-", ".trash-", ".data"
 READ_ATTEMPTS = 3
 # Object stores: an unreferenced data folder this old (seconds) is an abandoned upload.
 STALE_AFTER = 3600.0
+_BUCKET_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"}
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 
 
@@ -604,6 +605,13 @@ class ObjectRoleStore(RoleStore):
             self.fs, path = fsspec.core.url_to_fs(root, **options)
         self.root = root
         self._base = path.rstrip("/")
+        protocols = {self.fs.protocol} if isinstance(self.fs.protocol, str) else set(self.fs.protocol)
+        if protocols & _BUCKET_STORES:  # a missing bucket fails at startup, not as a 500 on the first add
+            bucket = self._base.split("/", 1)[0]
+            try:
+                self.fs.ls(bucket)
+            except (FileNotFoundError, PermissionError) as exc:
+                raise InvalidRequest(f"--role_dir {root}: bucket {bucket!r} cannot be listed ({exc})") from None
         self.cleanup()
 
     def _path(self, *parts: str) -> str:
