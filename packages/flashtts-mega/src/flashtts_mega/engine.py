@@ -128,6 +128,7 @@ class MegaEngine(Engine):
         self.dit = dit
         self.wavvae = wavvae
         self.win_size = win_size
+        self.hop_length = int(getattr(wavvae, "hop_length", SAMPLES_PER_LATENT))  # samples per latent frame
         self._dit = DynamicBatcher(
             self._run_dit, batch_size=options.batch_size, wait_timeout=options.wait_timeout, name="mega-dit"
         )
@@ -315,9 +316,14 @@ class MegaEngine(Engine):
         diffusion = request.diffusion
         logger.debug("request %s: %s, %d segment(s), seed %d", request.request_id, lang, len(segments), seed)
 
+        # Seconds each stage took for this request (waits in the batchers included), logged at the end.
+        times = dict.fromkeys(("g2p", "duration", "dit", "decode"), 0.0)
+        started = time.perf_counter()
+        samples = 0
+
         def prepare(i: int) -> asyncio.Task:
             return asyncio.ensure_future(
-                self._prepare_segment(voice, segments[i], i, len(segments), seed, alpha, max_tokens, diffusion)
+                self._prepare_segment(voice, segments[i], i, len(segments), seed, alpha, max_tokens, diffusion, times)
             )
 
         joiner = StreamJoiner(int(CROSSFADE_SECONDS * self.sample_rate))
@@ -327,13 +333,21 @@ class MegaEngine(Engine):
                 dit_input = await pending[i]
                 if i + 1 < len(segments):
                     pending.append(prepare(i + 1))  # G2P + duration of the next segment run during this DiT
-                audio = await self._segment_audio(voice, dit_input)
+                audio = await self._segment_audio(voice, dit_input, times)
                 out = joiner.push(audio)
+                samples += out.size
                 if out.size:
                     yield out
             tail = joiner.flush()
+            samples += tail.size
             if tail.size:
                 yield tail
+            logger.info(
+                "request %s: %d segment(s), %.2f s of audio in %.2f s; G2P %.2f s, durations %.2f s, "
+                "DiT %.2f s, decode %.2f s",
+                request.request_id, len(segments), samples / self.sample_rate, time.perf_counter() - started,
+                times["g2p"], times["duration"], times["dit"], times["decode"],
+            )  # fmt: skip
         finally:
             for task in pending:
                 task.cancel()
@@ -349,13 +363,18 @@ class MegaEngine(Engine):
         alpha: float,
         max_tokens: Optional[int],
         diffusion,
+        times: dict[str, float],
     ):
         from .dit import DiTInput
 
+        start = time.perf_counter()
         ph, tone = await self.g2p.run(text, max_tokens)
+        times["g2p"] += time.perf_counter() - start
+        start = time.perf_counter()
         mel2ph = await self._in_prep(
             self._predict_durations, voice, ph, tone, index, count, alpha, _derive_seed(seed, "duration", index)
         )
+        times["duration"] += time.perf_counter() - start
         if max_tokens is None:
             mel2ph = _cap_frames(mel2ph, max_speech_seconds(text) * MEL_FRAMES_PER_SECOND)
         inputs = build_dit_inputs(voice.alignment, voice.latent, ph, tone, mel2ph)
@@ -379,10 +398,14 @@ class MegaEngine(Engine):
             generator=_generator(seed),
         )
 
-    async def _segment_audio(self, voice: Voice, dit_input) -> np.ndarray:
+    async def _segment_audio(self, voice: Voice, dit_input, times: dict[str, float]) -> np.ndarray:
+        start = time.perf_counter()
         latent = await self._dit.submit(dit_input)
-        reference_frames = voice.latent.shape[1]
-        return await self._decode.submit(DecodeItem(latent, reference_frames, voice.loudness))
+        times["dit"] += time.perf_counter() - start
+        start = time.perf_counter()
+        audio = await self._decode.submit(DecodeItem(latent, voice.latent.shape[1], voice.loudness))
+        times["decode"] += time.perf_counter() - start
+        return audio
 
     def _run_dit(self, batch: Sequence) -> list[torch.Tensor]:
         if len(batch) > 1:
@@ -397,7 +420,7 @@ class MegaEngine(Engine):
     def _decode_one(self, item: DecodeItem) -> np.ndarray:
         latent = item.latent.detach().float().cpu().clone()
         wav = self.wavvae.decode(latent[None])[0].reshape(-1).float().cpu().numpy()
-        wav = wav[item.reference_frames * SAMPLES_PER_LATENT :]
+        wav = wav[item.reference_frames * self.hop_length :]
         return match_loudness(wav, item.loudness)
 
 
