@@ -261,7 +261,7 @@ def test_a_writer_killed_at_random_moments_never_leaves_a_half_role(location):
     ctx = multiprocessing.get_context("fork")  # a forked writer starts at once: twenty kills stay cheap
     rng = random.Random(12)
     finished: set[str] = set()
-    kills = 12 if location.startswith("s3://") else 20  # a forked S3 writer first opens its own client
+    kills = 8 if location.startswith("s3://") else 20  # a forked S3 writer first opens its own client
     for kill in range(kills):
         read_fd, write_fd = os.pipe()
         proc = ctx.Process(target=_write_roles, args=(location, f"k{kill}", write_fd))
@@ -269,7 +269,11 @@ def test_a_writer_killed_at_random_moments_never_leaves_a_half_role(location):
         os.close(write_fd)
         with os.fdopen(read_fd) as lines:
             assert lines.readline().strip() == "ready"
-            time.sleep(rng.uniform(0.0, 0.4))
+            began = time.monotonic()
+            first = lines.readline()  # one save done: the next is under way
+            assert first.startswith("saved")
+            finished.add(f"k{kill}-{first.split()[1]}")
+            time.sleep(rng.uniform(0.0, 1.5) * (time.monotonic() - began))  # before, during or after the next
             os.kill(proc.pid, signal.SIGKILL)
             proc.join()
             finished |= {f"k{kill}-{line.split()[1]}" for line in lines.read().splitlines() if line.startswith("saved")}
@@ -278,7 +282,7 @@ def test_a_writer_killed_at_random_moments_never_leaves_a_half_role(location):
         store.cleanup(stale_after=0)  # no writer is alive: every unreferenced upload is abandoned
     names = set(store.names())
     assert finished <= names and len(names - finished) <= kills  # at most the one in flight at each kill
-    assert len(finished) >= 5  # the kills did land between saves and during them
+    assert len(finished) >= kills
     for name in names:
         role = store.load(name, "spark")
         i = int(name.split("-")[1])
