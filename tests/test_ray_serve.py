@@ -76,6 +76,11 @@ def test_two_replicas_serve_stream_and_stop_cleanly(tiny_spark, tmp_path):
         timeout=240,
     )
     try:
+        # /health answers once one replica is up; the command says when all of them are.
+        deadline = time.monotonic() + 180
+        while "replicas ready behind Ray Serve's proxy" not in server.output():
+            assert time.monotonic() < deadline and server.proc.poll() is None, server.output()[-3000:]
+            time.sleep(0.5)
         started = _descendants(server.proc.pid)
         assert len(started) >= 4, started  # GCS, raylet, controller, proxy, replicas …
         seen: dict[str, int] = {}
@@ -115,6 +120,28 @@ def test_two_replicas_serve_stream_and_stop_cleanly(tiny_spark, tmp_path):
             end = time.monotonic() - start
         assert total == 600 * PCM_BYTES_PER_TOKEN
         assert chunks > 2 and first < end / 2, (first, end, chunks)
+
+        # A client that leaves mid-stream: the proxy cancels the request, and the replica's generation stops.
+        long = {
+            "name": "male",
+            "text": "Never finished.",
+            "response_format": "pcm",
+            "stream": True,
+            "max_tokens": 20000,
+        }
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            with client.stream("POST", "/speak", json=long) as r:
+                assert r.status_code == 200
+                busy = r.headers[HEADER]
+                next(r.iter_bytes())
+            # 20000 tokens take minutes; its replica must be idle again within seconds.
+            left = time.monotonic()
+            idle = False
+            while not idle and time.monotonic() - left < 15:
+                info = client.get("/server_info")
+                idle = info.headers[HEADER] == busy and info.json()["active_generations"] == 0
+                time.sleep(0.1)
+            assert idle, f"{busy} still generating {time.monotonic() - left:.1f} s after its client left"
     finally:
         # SIGTERM: replicas drained and stopped, the Ray cluster the command started gone, exit 0.
         stopping = time.monotonic()
