@@ -186,11 +186,13 @@ async def observed_audio(
     route = route_label(request.scope, request.app.router.routes)
     started = getattr(request.state, "request_started", None) or time.perf_counter()
     samples = 0
+    first = True
     finished = False
     try:
         async for chunk in chunks:
-            if not samples:
+            if first:
                 metrics.time_to_first_audio.labels(route).observe(time.perf_counter() - started)
+                first = False
             samples += int(chunk.shape[0])
             metrics.audio_seconds.labels(route).inc(chunk.shape[0] / sample_rate)
             yield chunk
