@@ -170,6 +170,7 @@ def test_deployment_options_follow_the_flags(tiny_spark):
     assert plain["num_replicas"] == 3 and "autoscaling_config" not in plain
     assert plain["ray_actor_options"] == {"num_cpus": 2, "num_gpus": 1}
     assert plain["max_ongoing_requests"] == 32
+    assert deployment_options(ServerSettings(replicas=1, max_pending_requests=8))["max_ongoing_requests"] == 8
     assert plain["graceful_shutdown_timeout_s"] == ServerSettings().shutdown_timeout
     scaled = deployment_options(ServerSettings(replicas=2, min_replicas=1, max_replicas=4))
     assert "num_replicas" not in scaled

@@ -42,8 +42,9 @@ def deployment_options(settings: ServerSettings) -> dict[str, Any]:
     """Keyword arguments of ``serve.deployment``: replica count or autoscaling bounds, resources per replica."""
     options: dict[str, Any] = {
         "ray_actor_options": {"num_cpus": settings.ray_num_cpus, "num_gpus": settings.ray_num_gpus},
-        # Ray Serve's default (5 requests in a replica at once) would queue what one engine batches.
-        "max_ongoing_requests": settings.llm_batch_size,
+        # Ray Serve's default (5 requests in a replica at once) would queue what one engine batches; more
+        # than the replica admits (--max_pending_requests) would be 503s while another replica idles.
+        "max_ongoing_requests": min(settings.llm_batch_size, settings.max_pending_requests),
         "max_constructor_retry_count": CONSTRUCTOR_RETRIES,
         # A stopping replica lets running requests and streams finish as long as a single server would.
         "graceful_shutdown_timeout_s": settings.shutdown_timeout,
