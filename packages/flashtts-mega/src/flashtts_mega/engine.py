@@ -47,7 +47,7 @@ from flashtts_core.speaking_rate import max_speech_seconds
 from . import phones
 from .frontend import prepare_text
 from .g2p import G2P
-from .reference import SAMPLES_PER_LATENT, check_latent
+from .reference import check_latent
 
 logger = logging.getLogger("flashtts.mega")
 
@@ -128,7 +128,6 @@ class MegaEngine(Engine):
         self.dit = dit
         self.wavvae = wavvae
         self.win_size = win_size
-        self.hop_length = int(getattr(wavvae, "hop_length", SAMPLES_PER_LATENT))  # samples per latent frame
         self._dit = DynamicBatcher(
             self._run_dit, batch_size=options.batch_size, wait_timeout=options.wait_timeout, name="mega-dit"
         )
@@ -419,8 +418,9 @@ class MegaEngine(Engine):
     @torch.inference_mode()
     def _decode_one(self, item: DecodeItem) -> np.ndarray:
         latent = item.latent.detach().float().cpu().clone()
-        wav = self.wavvae.decode(latent[None])[0].reshape(-1).float().cpu().numpy()
-        wav = wav[item.reference_frames * self.hop_length :]
+        # Only the audio past the reference prompt (upstream decodes it all, then cuts the prompt off);
+        # the decoder sees a few reference frames as context, which gives the same samples.
+        wav = self.wavvae.decode(latent[None], start=item.reference_frames)[0].reshape(-1).float().cpu().numpy()
         return match_loudness(wav, item.loudness)
 
 
