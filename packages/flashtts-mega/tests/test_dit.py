@@ -189,3 +189,14 @@ def test_training_only_extras_are_dropped_but_strays_refused(tiny_dit_dir, tmp_p
     save_checkpoint(folder / CHECKPOINT, INNER_KEY, {k: v for k, v in state.items() if k != "x_prenet.weight"})
     with pytest.raises(ModelLoadError, match=r"lacks tensor 'x_prenet\.weight'"):
         DiT.from_checkpoint(folder)
+
+
+def test_large_checkpoints_load_onto_meta_by_assignment(tiny_dit_dir, dit, monkeypatch):
+    # the path full-size checkpoints take: built on meta, the loaded tensors become the parameters
+    from flashtts_mega import checkpoint
+
+    monkeypatch.setattr(checkpoint, "META_BUILD_PARAMETERS", 0)
+    assigned = DiT.from_checkpoint(tiny_dit_dir)
+    assert not any(p.is_meta for p in assigned.parameters())
+    item = lambda: segment(8, 6, 12, 1, generator=gen(1))  # noqa: E731
+    assert torch.equal(assigned.sample([item()], time_step=2)[0], dit.sample([item()], time_step=2)[0])

@@ -104,3 +104,13 @@ def test_strict_loading_names_the_problem(tiny_vae_dir, tmp_path):
     )
     with pytest.raises(ModelLoadError, match=r"does not have the decoder's layout.*model_up\.12\.weight_v"):
         WaveVAEDecoder.from_checkpoint(folder)
+
+
+def test_large_checkpoints_load_onto_meta_by_assignment(tiny_vae_dir, vae, monkeypatch):
+    from flashtts_mega import checkpoint
+
+    monkeypatch.setattr(checkpoint, "META_BUILD_PARAMETERS", 0)
+    assigned = WaveVAEDecoder.from_checkpoint(tiny_vae_dir)
+    assert not any(p.is_meta for p in assigned.parameters())
+    latent = torch.randn(1, 4, 32)
+    assert torch.equal(assigned.decode(latent), vae.decode(latent))

@@ -11,7 +11,7 @@ import logging
 import pickle
 import re
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -27,6 +27,11 @@ WRAPPER_COMPONENTS = frozenset({"module", "_orig_mod"})
 
 # How many offending key names an error message shows.
 SHOWN_KEYS = 8
+
+# Above this many parameters a model is built on the meta device and the checkpoint's tensors become
+# its parameters: no random initialisation to throw away, no second copy in memory. Small models are
+# built normally: the first random initialiser run on meta costs seconds.
+META_BUILD_PARAMETERS = 20_000_000
 
 
 def read_config(folder: Path) -> dict:
@@ -108,8 +113,21 @@ def _shown(keys: list[str]) -> str:
     return ", ".join(keys[:SHOWN_KEYS]) + more
 
 
-def load_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], what: str) -> None:
-    """Load with no missing and no unexpected keys and equal shapes; a ModelLoadError naming ``what`` otherwise."""
+def build_for_loading(factory: Callable[[], nn.Module], state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
+    """``factory()`` on the meta device when the checkpoint is large (then load with assign=True)."""
+    if sum(v.numel() for v in state_dict.values()) < META_BUILD_PARAMETERS:
+        return factory()
+    with torch.device("meta"):
+        return factory()
+
+
+def load_strict(
+    module: nn.Module, state_dict: Mapping[str, torch.Tensor], what: str, assign: bool | None = None
+) -> None:
+    """Load with no missing and no unexpected keys and equal shapes; a ModelLoadError naming ``what`` otherwise.
+
+    ``assign`` (default: when the module is on the meta device) makes the tensors the parameters.
+    """
     own = module.state_dict()
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
@@ -127,7 +145,9 @@ def load_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], what:
         problems.append(f"shape mismatches (checkpoint vs model): {_shown(mismatched)}")
     if problems:
         raise ModelLoadError(f"{what} does not match the model built from its config: " + "; ".join(problems))
-    module.load_state_dict(state_dict, strict=True)
+    if assign is None:
+        assign = any(t.is_meta for t in own.values())
+    module.load_state_dict(state_dict, strict=True, assign=assign)
 
 
 def save_checkpoint(file: Path, inner_key: str, state_dict: Mapping[str, torch.Tensor]) -> None:

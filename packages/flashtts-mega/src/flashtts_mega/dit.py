@@ -30,6 +30,7 @@ from torch import nn
 
 from .checkpoint import (
     SHOWN_KEYS,
+    build_for_loading,
     load_state_dict,
     load_strict,
     read_config,
@@ -385,7 +386,7 @@ class DiT(nn.Module):
             sizes = cls.sizes_from_state_dict(state_dict, config)
         except KeyError as exc:
             raise_missing(file, exc)
-        model = build_for_loading(cls, sizes, state_dict)
+        model = build_for_loading(lambda: cls(**sizes), state_dict)
         state_dict = drop_training_extras(model, state_dict, file)
         load_strict(model, state_dict, f"DiT checkpoint {file}")
         model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
@@ -563,20 +564,6 @@ def random_weight(name: str, shape: torch.Size, gen: torch.Generator) -> torch.T
     if len(shape) == 1:
         return torch.randn(shape, generator=gen) * 0.02
     return torch.randn(shape, generator=gen) / math.sqrt(math.prod(shape[1:]))
-
-
-# Above this many parameters a model is built on the meta device, so its weights are allocated and
-# filled once (by the load) instead of initialised and then overwritten. Small models skip it: the
-# first random initialiser on meta costs seconds.
-META_BUILD_PARAMETERS = 20_000_000
-
-
-def build_for_loading(cls, sizes: dict, state_dict: dict[str, torch.Tensor]) -> nn.Module:
-    if sum(v.numel() for v in state_dict.values()) < META_BUILD_PARAMETERS:
-        return cls(**sizes)
-    with torch.device("meta"):
-        model = cls(**sizes)
-    return model.to_empty(device="cpu")
 
 
 def raise_missing(file: Path, exc: KeyError):

@@ -20,7 +20,14 @@ import torch.nn.functional as F
 from flashtts_core.errors import ModelLoadError
 from torch import nn
 
-from .checkpoint import load_state_dict, load_strict, read_config, save_checkpoint, write_config
+from .checkpoint import (
+    build_for_loading,
+    load_state_dict,
+    load_strict,
+    read_config,
+    save_checkpoint,
+    write_config,
+)
 
 logger = logging.getLogger("flashtts.mega")
 
@@ -229,7 +236,7 @@ class WaveVAEDecoder(nn.Module):
             raise ModelLoadError(
                 f"WaveVAE checkpoint {file} does not have the decoder's layout: {exc.args[0]}"
             ) from exc
-        model = cls(**sizes)
+        model = build_for_loading(lambda: cls(**sizes), state_dict)
         load_strict(model, state_dict, f"WaveVAE decoder checkpoint {file}")
         folded = fold_weight_norms(model)
         model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
