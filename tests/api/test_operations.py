@@ -353,8 +353,8 @@ def test_sigterm_finishes_running_streams_within_the_timeout_then_closes_the_eng
     assert rate == 16000 and samples.size == short * SAMPLES_PER_TOKEN
     assert len(cut) < long * SAMPLES_PER_TOKEN * 2
     assert server.proc.wait(timeout=60) == 0
-    # Drained for the timeout, not for the minutes the long stream wanted (exit includes interpreter teardown).
-    assert SHUTDOWN_TIMEOUT <= time.monotonic() - signalled < SHUTDOWN_TIMEOUT + 30
+    # Drained for the timeout, not for the minutes the long stream wanted.
+    assert SHUTDOWN_TIMEOUT <= time.monotonic() - signalled < SHUTDOWN_TIMEOUT + 20
     messages = [json.loads(line)["message"] for line in server.output().splitlines() if line.strip()]
     for expected in ("SIGTERM: shutting down", "still running after --shutdown_timeout", "cut off by the shutdown"):
         assert any(expected in m for m in messages), expected

@@ -13,10 +13,12 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import os
 import signal
+import sys
 import time
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, AsyncIterator, Callable, Optional
+from typing import TYPE_CHECKING, AsyncIterator, Callable, NoReturn, Optional
 
 import uvicorn
 from flashtts_core.errors import FlashTTSError
@@ -170,8 +172,9 @@ class GracefulServer(uvicorn.Server):
         self.should_exit = True
 
 
-def serve(settings: "ServerSettings") -> int:
-    """Run ``flashtts serve`` until a signal: 0 after a clean shutdown, 1 when the model failed to load."""
+def serve(settings: "ServerSettings") -> NoReturn:
+    """Run ``flashtts serve`` until a signal, then exit: 0 after a clean shutdown, 1 when the model
+    failed to load."""
     from .app import create_app
 
     app = create_app(settings, background_load=True)
@@ -185,4 +188,10 @@ def serve(settings: "ServerSettings") -> int:
     server = GracefulServer(config, app.state.lifecycle, settings.shutdown_timeout)
     app.state.lifecycle.on_failure = server.stop_after_failed_load
     server.run()
-    return 1 if app.state.lifecycle.phase is Phase.FAILED else 0
+    code = 1 if app.state.lifecycle.phase is Phase.FAILED else 0
+    # Everything is closed: leave now. The interpreter's own teardown would spend seconds collecting
+    # the objects torch and transformers made (uvicorn, re-raising the signal, skipped it the same way).
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
