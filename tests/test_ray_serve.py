@@ -102,10 +102,12 @@ def test_two_replicas_serve_stream_and_stop_cleanly(tiny_spark, tmp_path):
                 assert host and pid.isdigit() and replica_id, name
                 assert int(pid) in started  # a replica is one of the processes the command started
 
-            # Errors come from the replica too, in the project's JSON shape, with the header.
-            r = client.post("/speak", json={"name": "nobody", "text": "Hi."})
+            # Errors come from the replica too, in the project's JSON shape, with the header; the
+            # client's request id comes back once (the proxy's copy, not the replica's as well).
+            r = client.post("/speak", json={"name": "nobody", "text": "Hi."}, headers={"X-Request-Id": "trace-42"})
             assert r.status_code == 404 and r.json()["error"]["param"] == "name"
             assert r.headers[HEADER] in seen
+            assert r.headers.get_list("X-Request-Id") == ["trace-42"]
 
             # A stream passes the proxy chunk by chunk: the first audio long before the last.
             body = {"name": "male", "text": "A long one.", "response_format": "pcm", "stream": True, "max_tokens": 600}

@@ -106,9 +106,32 @@ def replica_app_builder(values: dict[str, Any]) -> Callable[[], Any]:
         name = f"{socket.gethostname()}:{os.getpid()}/{replica}"
         set_replica_name(name)
         _log_to_stderr(settings.log_level, name)
-        return create_app(settings)
+        app = create_app(settings)
+        app.add_middleware(_WithoutRequestIdHeader)
+        return app
 
     return build_flashtts_app
+
+
+class _WithoutRequestIdHeader:
+    """Ray's proxy adds X-Request-ID to every response (the client's id, or one it made and passed
+    to the replica as the request's): the replica's own copy would make it appear twice."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_once(message):
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_once)
 
 
 def _log_to_stderr(level: str, replica: str) -> None:
