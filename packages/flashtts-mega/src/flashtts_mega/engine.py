@@ -134,8 +134,10 @@ class MegaEngine(Engine):
         self._decode = DynamicBatcher(
             self._run_decode, batch_size=options.batch_size, wait_timeout=options.wait_timeout, name="mega-decode"
         )
-        # Aligner and duration model: small sequential models, one thread beside the DiT's.
+        # The duration model (small, sequential) has a thread beside the DiT's; the aligner its own, so
+        # that aligning a new reference (seconds) never holds up running requests' next segments.
         self._prep = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flashtts-mega-prep")
+        self._align = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flashtts-mega-align")
         self._prompts: OrderedDict[bytes, object] = OrderedDict()
         self._prompt_locks: dict[bytes, asyncio.Lock] = {}
 
@@ -218,6 +220,7 @@ class MegaEngine(Engine):
         self._dit.close()
         self._decode.close()
         self._prep.shutdown(wait=False, cancel_futures=True)
+        self._align.shutdown(wait=False, cancel_futures=True)
         await self.backend.close()
 
     def info(self) -> dict:
@@ -234,7 +237,7 @@ class MegaEngine(Engine):
         check_latent(reference.latent, who=who)  # a wrong latent is refused before the aligner runs
         audio = self._check_reference_audio(reference)
         padded = self._padded(audio)
-        alignment = await self._in_prep(self.aligner.align, padded)
+        alignment = await asyncio.get_running_loop().run_in_executor(self._align, self.aligner.align, padded)
         check_latent(reference.latent, alignment.latent_frames, who=who)
         loudness = await asyncio.to_thread(_loudness, padded)
         features = {**alignment.to_arrays(), "loudness": np.array([loudness], dtype=np.float64)}
