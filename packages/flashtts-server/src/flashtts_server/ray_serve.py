@@ -185,7 +185,12 @@ def serve_replicas(settings: ServerSettings) -> int:
         for sig in previous:
             signal.signal(sig, on_signal)
         _check_resources(ray.cluster_resources(), settings, options, joined)
-        serve.start(http_options={"host": settings.host, "port": settings.port})
+        try:
+            serve.start(http_options={"host": settings.host, "port": settings.port})
+        except RuntimeError as exc:  # the proxy could not bind (port taken)
+            raise ScaleOutError(
+                f"cannot start Ray Serve's proxy on {settings.host}:{settings.port}: {_last_line(exc)}"
+            ) from None
         ingress = serve.ingress(replica_app_builder(values))()
         deployment = serve.deployment(ingress, name=DEPLOYMENT_NAME, **options)
         logger.info(
