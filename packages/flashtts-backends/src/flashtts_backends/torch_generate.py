@@ -94,7 +94,16 @@ class GenerateRunner:
             def end(self):
                 pass
 
+        extra = {}
+        if str(self.device).startswith("cuda") and self.cache_implementation == "static":
+            # The CUDA path: a static cache lets generate() compile the decode step with
+            # torch.compile mode "reduce-overhead", which replays it as a CUDA graph (transformers
+            # does this on CUDA by default; spelled out so the mode is ours). Not run here: no GPU.
+            from transformers import CompileConfig
+
+            extra["compile_config"] = CompileConfig(fullgraph=False, dynamic=False, mode="reduce-overhead")
         config = GenerationConfig(
+            **extra,
             do_sample=False,
             num_beams=1,
             max_new_tokens=seq.max_new,
