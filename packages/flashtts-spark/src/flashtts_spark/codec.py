@@ -30,6 +30,7 @@ class BiCodecCodec(AudioCodec):
     def __init__(self, tokenizer: Any, can_encode: bool):
         self._tokenizer = tokenizer
         self.can_encode = can_encode
+        self.decoder_dtype = "float32"
         self.hop_length = int(tokenizer.hop_length)
 
     @classmethod
@@ -51,6 +52,18 @@ class BiCodecCodec(AudioCodec):
         bicodec = load_bicodec(model_dir / "BiCodec", device)
         logger.info("BiCodec decoder only on %s (no wav2vec2 needed to detokenize)", device)
         return cls(BiCodecTokenizer(config, bicodec, None, torch.device(device)), can_encode=False)
+
+    def set_decoder_dtype(self, dtype: str) -> None:
+        """Decode in ``float32`` (the default) or ``bfloat16``: only the decode path (prenet and
+        wave decoder, nearly all of the decode time) changes; the tokenizer side stays float32.
+        Set it once, at load: casting to bfloat16 rounds the weights for good."""
+        import torch
+
+        model = self._tokenizer.model
+        torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+        model.prenet.to(torch_dtype)
+        model.decoder.to(torch_dtype)
+        self.decoder_dtype = dtype
 
     def encode(self, wavs: Sequence[np.ndarray]) -> list[SpeakerTokens]:
         """16 kHz float32 mono clips → (global tokens, semantic tokens) per clip."""

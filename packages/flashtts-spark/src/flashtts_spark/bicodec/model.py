@@ -83,7 +83,11 @@ class BiCodec(nn.Module):
         mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """(B, T) semantic + (B, token_num, num_quantizers) global → (B, 1, T · hop_length) waveform."""
-        z_q = self.quantizer.detokenize(semantic_tokens)
-        d_vector = self.speaker_encoder.detokenize(global_tokens)
+        # The FSQ codes come out in float32 whatever the weights' dtype: decode in the weights' dtype.
+        dtype = next(self.decoder.parameters()).dtype
+        z_q = self.quantizer.detokenize(semantic_tokens).to(dtype)
+        d_vector = self.speaker_encoder.detokenize(global_tokens).to(dtype)
+        if mask is not None:
+            mask = mask.to(dtype)  # a float32 mask would promote every masked product back
         x = self.prenet(z_q, d_vector, mask=mask) + d_vector.unsqueeze(-1)
         return self.decoder(x, mask=mask)
