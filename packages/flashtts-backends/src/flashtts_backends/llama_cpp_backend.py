@@ -72,6 +72,13 @@ class LlamaCppBackend(LLMBackend):
         # Offload every layer when a GPU is asked for (needs a CUDA/Metal build of llama-cpp-python).
         gpu = config.device not in ("cpu", "auto") or (config.device == "auto" and _has_gpu_offload())
         start = time.perf_counter()
+        # llama-cpp-python routes llama.cpp's log (every tensor and graph input at load) through
+        # this logger; the Llama class quiets it with verbose=False, the C API does not.
+        import llama_cpp.llama  # noqa: F401  (installs that log callback)
+
+        library_log = logging.getLogger("llama-cpp-python")
+        if library_log.level == logging.NOTSET:
+            library_log.setLevel(logging.ERROR)
         lc.llama_backend_init()
         model_params = lc.llama_model_default_params()
         model_params.n_gpu_layers = 0x7FFFFFFF if gpu else 0
