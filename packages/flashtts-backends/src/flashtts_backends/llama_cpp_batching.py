@@ -7,8 +7,9 @@ sampled with its own :class:`NumpySampler`, so results do not depend on who else
 
 The KV cache is unified (one pool of ``n_ctx`` cells shared by all slots): a sequence is admitted
 only when its worst case (prompt + max_new cells) fits beside the ones running, so a decode never
-runs out of cells. A finished slot keeps its cache, and a later prompt that starts the same way
-(Spark's cloning prompts repeat the reference's tokens) reuses that prefix.
+runs out of cells. A finished slot keeps its cache, and a prompt that starts the same way as any
+slot's tokens (Spark's cloning prompts repeat the reference's tokens) reuses that prefix, also
+from a slot still running.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class LlamaBatchScheduler:
         self._waiting: list[Sequence] = []
         self._active: list[Sequence] = []
         self._reserved = 0  # cells promised to running sequences (worst case)
+        self.steps = 0  # batched decode steps so far (each one llama_decode over every running row)
         self._cond = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="flashtts-llama-cpp-scheduler", daemon=True)
@@ -154,17 +156,26 @@ class LlamaBatchScheduler:
         shared, index = max((_shared_prefix(self._slots[i].tokens, seq.prompt_ids), i) for i in free)
         if shared == 0:  # no reuse: take the least recently used slot
             index = min(free, key=lambda i: self._slots[i].used)
+        # Another slot (even a running one: concurrent clones of one voice) may hold a longer prefix:
+        # its cells are shared into this slot (a unified cache tags cells per sequence; no copy).
+        source_shared, source = max((_shared_prefix(s.tokens, seq.prompt_ids), i) for i, s in enumerate(self._slots))
         # Re-evaluate at least the last prompt token, so the logits are this prompt's.
-        shared = min(shared, len(seq.prompt_ids) - 1)
+        last = len(seq.prompt_ids) - 1
+        shared, source_shared = min(shared, last), min(source_shared, last)
         slot = self._slots[index]
         slot.busy, self._clock = True, self._clock + 1
         slot.used = self._clock
         seq.slot = index
+        if source_shared > shared and source != index:
+            self._lc.llama_memory_seq_rm(self.memory, index, -1, -1)
+            self._lc.llama_memory_seq_cp(self.memory, source, index, 0, source_shared)
+            shared = source_shared
+        else:
+            self._lc.llama_memory_seq_rm(self.memory, index, shared, -1)
+        slot.tokens = list(seq.prompt_ids[:shared])
         need = len(seq.prompt_ids) + seq.max_new
         self._reserved += need
         self._make_room(need)
-        self._lc.llama_memory_seq_rm(self.memory, index, shared, -1)
-        slot.tokens = list(seq.prompt_ids[:shared])
         rest = seq.prompt_ids[shared:]
         for start in range(0, len(rest), self.n_batch):
             chunk = rest[start : start + self.n_batch]
@@ -195,6 +206,7 @@ class LlamaBatchScheduler:
         rows = list(self._active)
         self._fill([(s.next_input, s.position, s.slot, True) for s in rows])
         self._decode()
+        self.steps += 1
         for i, seq in enumerate(rows):
             self._slots[seq.slot].tokens.append(seq.next_input)
             seq.position += 1
