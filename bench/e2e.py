@@ -382,8 +382,6 @@ def print_table(results: list[Result], args, machine: dict, split: dict) -> None
 
 def main() -> None:
     args = parse_args()
-    import tempfile
-
     unknown = [b for b in args.backends if b not in BACKENDS]
     if unknown:
         sys.exit(f"unknown backends {unknown}; choose from {', '.join(BACKENDS)}")
@@ -403,10 +401,12 @@ def main() -> None:
     split = codec_split(model, AGGREGATE_SECONDS)
     ref = reference_wav()
     results = []
-    with tempfile.TemporaryDirectory(prefix="flashtts-e2e-") as tmp:
-        for name in args.backends:
-            print(f"{name}: starting the server", flush=True)
-            results.append(run_backend(name, model, args, ref, Path(tmp), split, bandwidth))
+    # Server logs are kept beside the JSON: a failed backend's reason is in its log.
+    logs = Path(args.json).resolve().parent / "bench-e2e-logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    for name in args.backends:
+        print(f"{name}: starting the server (log: {logs / f'server-{name}.log'})", flush=True)
+        results.append(run_backend(name, model, args, ref, logs, split, bandwidth))
     args.todo = [
         "TODO: Orpheus (full-size 3B: ~7 GB in bf16, ~85 LLM tokens per audio second) is not in this "
         "benchmark yet; MegaTTS3 has its own, bench/mega.py"
