@@ -141,9 +141,9 @@ def test_diffusion_fields_are_validated_and_refused_by_other_engines():
 
 
 def test_mega_takes_speed_but_not_pitch():
-    from flashtts_mega.engine import MegaEngine
+    from flashtts_mega.pipeline import MegaPipeline
 
-    engine = MegaEngine.__new__(MegaEngine)
+    engine = MegaPipeline.__new__(MegaPipeline)
     reference = VoiceReference(audio=np.zeros(10, np.float32), sample_rate=24000)
     engine.check_request(SynthesisRequest(text="Hi.", reference=reference, speed=Level.high))
     with pytest.raises(UnsupportedCapability) as info:
@@ -153,7 +153,7 @@ def test_mega_takes_speed_but_not_pitch():
 
 def test_dit_inputs_are_upstreams_cfg_triple():
     from flashtts_mega.aligner import ReferenceAlignment, length_regulate
-    from flashtts_mega.engine import build_dit_inputs
+    from flashtts_mega.pipeline import build_dit_inputs
 
     alignment = ReferenceAlignment(
         torch.tensor([[145, 50, 120]]), torch.tensor([[3, 11, 7]]), length_regulate(torch.tensor([[8, 8, 8]]))
@@ -172,7 +172,7 @@ def test_dit_inputs_are_upstreams_cfg_triple():
 
 
 def test_loudness_is_matched_to_the_reference_and_peaks_stay_below_one():
-    from flashtts_mega.engine import _loudness, match_loudness
+    from flashtts_mega.pipeline import _loudness, match_loudness
 
     rng = np.random.default_rng(0)
     reference = (0.05 * rng.standard_normal(48000)).astype(np.float32)
@@ -188,7 +188,7 @@ def test_loudness_is_matched_to_the_reference_and_peaks_stay_below_one():
 
 def test_a_runaway_segment_is_cut_to_its_texts_bound():
     from flashtts_mega.aligner import length_regulate
-    from flashtts_mega.engine import _cap_frames
+    from flashtts_mega.pipeline import _cap_frames
 
     mel2ph = length_regulate(torch.tensor([[100, 300, 100]]))
     capped = _cap_frames(mel2ph, 250)

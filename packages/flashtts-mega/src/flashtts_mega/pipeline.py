@@ -1,0 +1,458 @@
+"""The MegaTTS3 engine: voice cloning from a reference wav plus its latent, streamed segment by segment.
+
+Per request (upstream tts/infer_cli.py, ``MegaTTS3DiTInfer``):
+
+- reference (once, kept with a role): the wav at 24 kHz, padded as upstream, goes through the aligner
+  (phones, tones, frame → phone map); the client's latent is validated and cut to the aligned length;
+  the reference loudness is measured; the duration model reads the reference as its prompt;
+- text: language, normalisation and splitting (``frontend``), then for each segment
+  G2P on the LLM backend → duration model → DiT (flow matching with classifier-free guidance) →
+  WaveVAE decode → the prompt part trimmed → loudness matched to the reference;
+- segments joined with a 0.16 s crossfade (upstream's ``combine_audio_segments`` length).
+
+Beyond upstream: every segment goes out as soon as it is decoded, while the next segment's G2P and
+duration run during the current one's DiT; concurrent requests' DiT calls share one batched
+forward per step (``DynamicBatcher``); ``speed`` scales the predicted durations; a segment's length
+is bounded by its text (a random model cannot turn "Hi." into a minute) unless ``max_tokens`` is set.
+A non-stream response is the same iterator drained, so it is the same audio for the same seed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+import secrets
+import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import AsyncIterator, Optional, Sequence
+
+import numpy as np
+import torch
+from flashtts_core.audio_io import SILENCE_PEAK, resample
+from flashtts_core.backend import BackendConfig
+from flashtts_core.batcher import DynamicBatcher
+from flashtts_core.crossfade import StreamJoiner
+from flashtts_core.engine import BackendFactory
+from flashtts_core.errors import AudioDecodeError, InvalidRequest, ModelLoadError
+from flashtts_core.options import EngineOptions, resolve_device, resolve_dtype
+from flashtts_core.request import Level, SynthesisRequest, VoiceReference
+from flashtts_core.speaking_rate import max_speech_seconds
+
+from . import phones
+from .engine import SAMPLE_RATE, SUBFOLDERS, MegaEngine
+from .frontend import prepare_text
+from .g2p import G2P
+from .reference import check_latent
+
+logger = logging.getLogger("flashtts.mega")
+
+MEL_FRAMES_PER_SECOND = 100  # mel2ph frames: 10 ms
+FRAMES_MULTIPLE = 8  # upstream's frames_multiple: durations padded to a multiple of it
+CROSSFADE_SECONDS = 0.16  # upstream combine_audio_segments
+DUR_DISTURB = 0.1  # upstream forward()'s default
+PROMPT_CACHE_SIZE = 64
+
+# speed → the duration model's length scale (upstream's dur_alpha: predicted durations are
+# multiplied by it, so > 1 is slower). Upstream exposes dur_alpha only in code; FlashTTS maps the
+# five speed levels onto it. OpenAI's float speed reaches it through Level.from_ratio.
+SPEED_TO_DUR_ALPHA = {
+    Level.very_low: 1.5,
+    Level.low: 1.25,
+    Level.moderate: 1.0,
+    Level.high: 0.8,
+    Level.very_high: 0.65,
+}
+
+
+def _derive_seed(seed: int, *parts: object) -> int:
+    digest = hashlib.blake2b(repr((seed, *parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@dataclass
+class Voice:
+    """A reference ready for synthesis (never mutated: requests share it)."""
+
+    alignment: object  # aligner.ReferenceAlignment
+    latent: torch.Tensor  # [1, T_ref, 32] float32, cut to the aligned length
+    loudness: float  # LUFS of the padded reference (-inf when too short to measure)
+    prompt: object  # duration.DurationPrompt
+
+
+@dataclass
+class DecodeItem:
+    latent: torch.Tensor  # [T, 32], the reference part included
+    reference: torch.Tensor  # [T_ref, 32]: the voice's own latent
+    loudness: float
+
+
+class MegaPipeline(MegaEngine):
+    """The loaded MegaTTS3 model: aligner, duration model, DiT and WaveVAE here, G2P on the backend."""
+
+    def __init__(self, backend, g2p: G2P, aligner, duration, dit, wavvae, win_size: int, options: EngineOptions):
+        self.backend = backend
+        self.g2p = g2p
+        self.aligner = aligner
+        self.duration = duration
+        self.dit = dit
+        self.wavvae = wavvae
+        self.win_size = win_size
+        self._dit = DynamicBatcher(
+            self._run_dit, batch_size=options.batch_size, wait_timeout=options.wait_timeout, name="mega-dit"
+        )
+        self._decode = DynamicBatcher(
+            self._run_decode, batch_size=options.batch_size, wait_timeout=options.wait_timeout, name="mega-decode"
+        )
+        # The duration model (small, sequential) has a thread beside the DiT's; the aligner its own, so
+        # that aligning a new reference (seconds) never holds up running requests' next segments.
+        self._prep = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flashtts-mega-prep")
+        self._align = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flashtts-mega-align")
+        self._prompts: OrderedDict[bytes, object] = OrderedDict()
+        self._prompt_locks: dict[bytes, asyncio.Lock] = {}
+
+    @classmethod
+    async def load(cls, options: EngineOptions, create_backend: BackendFactory) -> "MegaPipeline":
+        from .aligner import Aligner
+        from .checkpoint import read_config
+        from .dit import DiT
+        from .duration import DurationModel
+        from .wavvae import WaveVAEDecoder
+
+        model_path = Path(options.model_path)
+        missing = [sub for sub in SUBFOLDERS if not (model_path / sub).is_dir()]
+        if missing:
+            raise ModelLoadError(f"{model_path} is not a MegaTTS3 model: {', '.join(missing)} missing")
+        aligner_device = resolve_device(options.tokenizer_device)
+        device = resolve_device(options.detokenizer_device)
+        # The DiT runs in the chosen precision (upstream: float16 autocast); the small models and the
+        # WaveVAE stay in float32, as upstream runs the decoder.
+        dit_dtype = resolve_dtype(options.torch_dtype, device)
+        start = time.perf_counter()
+        logger.info(
+            "MegaTTS3 from %s: aligner on %s, duration/DiT/WaveVAE on %s (DiT in %s)",
+            model_path,
+            aligner_device,
+            device,
+            dit_dtype,
+        )
+
+        def load_modules():
+            win_size = int(read_config(model_path / "diffusion_transformer").get("win_size", 960))
+            return (
+                Aligner.from_checkpoint(model_path / "aligner_lm", aligner_device),
+                DurationModel.from_checkpoint(model_path / "duration_lm", device),
+                DiT.from_checkpoint(model_path / "diffusion_transformer", device, dit_dtype),
+                WaveVAEDecoder.from_checkpoint(model_path / "wavvae", device),
+                win_size,
+            )
+
+        results = await asyncio.gather(
+            asyncio.to_thread(load_modules),
+            asyncio.to_thread(G2P.load_tokenizer, model_path / "g2p"),
+            create_backend(BackendConfig.from_options(options, model_path / "g2p")),
+            return_exceptions=True,
+        )
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            if not isinstance(results[2], BaseException):
+                await results[2].close()  # a backend (e.g. vLLM's engine process) must not outlive a failed load
+            raise failed[0]
+        (aligner, duration, dit, wavvae, win_size), tokenizer, backend = results
+        try:
+            g2p = G2P(tokenizer, backend)
+        except BaseException:
+            await backend.close()
+            raise
+        engine = cls(backend, g2p, aligner, duration, dit, wavvae, win_size, options)
+        logger.info(
+            "MegaTTS3 ready in %.1f s (DiT batches of up to %d, wait %.3f s; references up to %.0f s)",
+            time.perf_counter() - start,
+            options.batch_size,
+            options.wait_timeout,
+            aligner.max_reference_seconds,
+        )
+        return engine
+
+    async def close(self) -> None:
+        self._dit.close()
+        self._decode.close()
+        self._prep.shutdown(wait=False, cancel_futures=True)
+        self._align.shutdown(wait=False, cancel_futures=True)
+        await self.backend.close()
+
+    def info(self) -> dict:
+        return {**super().info(), "dit_batches": self._dit.batches_run, "dit_largest_batch": self._dit.largest_batch}
+
+    async def _in_prep(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._prep, fn, *args)
+
+    # -- references -------------------------------------------------------------------------------
+    async def prepare_reference(self, reference: VoiceReference) -> VoiceReference:
+        """Align the reference once: ``features`` get ``ph``, ``tone``, ``mel2ph`` (int64) and
+        ``loudness`` (float64 [1]); the latent is checked against the alignment. Roles keep both."""
+        who = reference.name or ""
+        check_latent(reference.latent, who=who)  # a wrong latent is refused before the aligner runs
+        audio = self._check_reference_audio(reference)
+        padded = self._padded(audio)
+        alignment = await asyncio.get_running_loop().run_in_executor(self._align, self.aligner.align, padded)
+        check_latent(reference.latent, alignment.latent_frames, who=who)
+        loudness = await asyncio.to_thread(_loudness, padded)
+        features = {**alignment.to_arrays(), "loudness": np.array([loudness], dtype=np.float64)}
+        return replace(reference, audio=audio, sample_rate=self.sample_rate, features=features)
+
+    def _padded(self, audio: np.ndarray) -> np.ndarray:
+        from .aligner import pad_reference
+
+        return pad_reference(audio, self.win_size)
+
+    def _check_reference_audio(self, reference: VoiceReference) -> np.ndarray:
+        audio = reference.audio
+        if audio is None or np.asarray(audio).size == 0:
+            raise AudioDecodeError("reference audio is empty", param="reference_audio")
+        audio = np.asarray(audio, dtype=np.float32)
+        if audio.ndim != 1:
+            raise AudioDecodeError(f"reference audio must be mono, got shape {audio.shape}", param="reference_audio")
+        if reference.sample_rate <= 0:
+            raise AudioDecodeError("reference audio has no sample rate", param="reference_audio")
+        if not np.all(np.isfinite(audio)):
+            raise AudioDecodeError("reference audio contains NaN or infinite samples", param="reference_audio")
+        if float(np.max(np.abs(audio))) < SILENCE_PEAK:
+            raise AudioDecodeError("reference audio is silent", param="reference_audio")
+        if reference.sample_rate != self.sample_rate:
+            audio = resample(audio, reference.sample_rate, self.sample_rate)
+        return audio
+
+    async def _voice(self, reference: VoiceReference) -> Voice:
+        from .aligner import ReferenceAlignment
+
+        try:
+            alignment = ReferenceAlignment.from_arrays(reference.features)
+            loudness = float(np.asarray(reference.features["loudness"]).reshape(-1)[0])
+        except (KeyError, IndexError, ValueError, TypeError):
+            reference = await self.prepare_reference(reference)  # no (or damaged) cached alignment
+            alignment = ReferenceAlignment.from_arrays(reference.features)
+            loudness = float(reference.features["loudness"][0])
+        latent = check_latent(reference.latent, alignment.latent_frames, who=reference.name or "")
+        prompt = await self._duration_prompt(alignment)
+        return Voice(alignment, torch.from_numpy(latent), loudness, prompt)
+
+    async def _duration_prompt(self, alignment) -> object:
+        """The duration model's state after reading the reference, computed once per alignment."""
+        key = hashlib.blake2b(
+            b"".join(np.ascontiguousarray(a).tobytes() for a in alignment.to_arrays().values()), digest_size=16
+        ).digest()
+        cached = self._prompts.get(key)
+        if cached is not None:
+            self._prompts.move_to_end(key)
+            return cached
+        lock = self._prompt_locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            cached = self._prompts.get(key)
+            if cached is None:
+                cached = await self._in_prep(self.duration.prompt, alignment)
+                self._prompts[key] = cached
+                while len(self._prompts) > PROMPT_CACHE_SIZE:
+                    self._prompts.popitem(last=False)
+        self._prompt_locks.pop(key, None)
+        return cached
+
+    # -- synthesis --------------------------------------------------------------------------------
+    async def synthesize(self, request: SynthesisRequest) -> AsyncIterator[np.ndarray]:
+        """Float32 24 kHz chunks, one per text segment (its crossfade tail held for the next)."""
+        self.check_request(request)
+        if request.reference is None:
+            raise InvalidRequest(
+                "MegaTTS3 has no built-in voices: clone one (reference audio + latent_file) or name a saved role",
+                param="voice",
+            )
+        lang, segments = await asyncio.to_thread(prepare_text, request.text)
+        if not segments:
+            raise InvalidRequest("text has nothing to speak", param="text")
+        voice = await self._voice(request.reference)
+        seed = request.sampling.seed if request.sampling.seed is not None else secrets.randbits(62)
+        alpha = SPEED_TO_DUR_ALPHA[request.speed] if request.speed is not None else 1.0
+        max_tokens = request.sampling.max_tokens
+        diffusion = request.diffusion
+        logger.debug("request %s: %s, %d segment(s), seed %d", request.request_id, lang, len(segments), seed)
+
+        # Seconds each stage took for this request (waits in the batchers included), logged at the end.
+        times = dict.fromkeys(("g2p", "duration", "dit", "decode"), 0.0)
+        started = time.perf_counter()
+        samples = 0
+
+        def prepare(i: int) -> asyncio.Task:
+            return asyncio.ensure_future(
+                self._prepare_segment(voice, segments[i], i, len(segments), seed, alpha, max_tokens, diffusion, times)
+            )
+
+        joiner = StreamJoiner(int(CROSSFADE_SECONDS * self.sample_rate))
+        pending = [prepare(0)]
+        try:
+            for i in range(len(segments)):
+                dit_input = await pending[i]
+                if i + 1 < len(segments):
+                    pending.append(prepare(i + 1))  # G2P + duration of the next segment run during this DiT
+                audio = await self._segment_audio(voice, dit_input, times)
+                out = joiner.push(audio)
+                samples += out.size
+                if out.size:
+                    yield out
+            tail = joiner.flush()
+            samples += tail.size
+            if tail.size:
+                yield tail
+            logger.info(
+                "request %s: %d segment(s), %.2f s of audio in %.2f s; G2P %.2f s, durations %.2f s, "
+                "DiT %.2f s, decode %.2f s",
+                request.request_id, len(segments), samples / self.sample_rate, time.perf_counter() - started,
+                times["g2p"], times["duration"], times["dit"], times["decode"],
+            )  # fmt: skip
+        finally:
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _prepare_segment(
+        self,
+        voice: Voice,
+        text: str,
+        index: int,
+        count: int,
+        seed: int,
+        alpha: float,
+        max_tokens: Optional[int],
+        diffusion,
+        times: dict[str, float],
+    ):
+        from .dit import DiTInput
+
+        start = time.perf_counter()
+        ph, tone = await self.g2p.run(text, max_tokens)
+        times["g2p"] += time.perf_counter() - start
+        start = time.perf_counter()
+        mel2ph = await self._in_prep(
+            self._predict_durations, voice, ph, tone, index, count, alpha, _derive_seed(seed, "duration", index)
+        )
+        times["duration"] += time.perf_counter() - start
+        if max_tokens is None:
+            mel2ph = _cap_frames(mel2ph, max_speech_seconds(text) * MEL_FRAMES_PER_SECOND)
+        inputs = build_dit_inputs(voice.alignment, voice.latent, ph, tone, mel2ph)
+        return DiTInput(
+            **inputs,
+            generator=_generator(_derive_seed(seed, "dit", index)),
+            time_step=diffusion.time_step if diffusion is not None else None,
+            p_w=diffusion.p_w if diffusion is not None else None,
+            t_w=diffusion.t_w if diffusion is not None else None,
+        )
+
+    def _predict_durations(self, voice: Voice, ph, tone, index: int, count: int, alpha: float, seed: int):
+        return self.duration.predict(
+            voice.prompt,
+            ph,
+            tone,
+            is_first=index == 0,
+            is_final=index == count - 1,
+            dur_disturb=DUR_DISTURB,
+            dur_alpha=alpha,
+            generator=_generator(seed),
+        )
+
+    async def _segment_audio(self, voice: Voice, dit_input, times: dict[str, float]) -> np.ndarray:
+        start = time.perf_counter()
+        latent = await self._dit.submit(dit_input)
+        times["dit"] += time.perf_counter() - start
+        start = time.perf_counter()
+        audio = await self._decode.submit(DecodeItem(latent, voice.latent[0], voice.loudness))
+        times["decode"] += time.perf_counter() - start
+        return audio
+
+    def _run_dit(self, batch: Sequence) -> list[torch.Tensor]:
+        if len(batch) > 1:
+            logger.info("mega DiT: %d requests in one batch", len(batch))
+        return self.dit.sample(list(batch), time_step=self.time_step, p_w=self.p_w, t_w=self.t_w)
+
+    def _run_decode(self, batch: Sequence[DecodeItem]) -> list[np.ndarray]:
+        # One by one: the decoder is convolutional, and a padded batch would change each item's end.
+        return [self._decode_one(item) for item in batch]
+
+    @torch.inference_mode()
+    def _decode_one(self, item: DecodeItem) -> np.ndarray:
+        latent = item.latent.detach().float().cpu().clone()
+        # The DiT never predicts the prompt region (its input there is masked): as upstream, the voice's
+        # real latent goes there, since the decoder's first frames past the prompt see it as context.
+        frames = item.reference.shape[0]
+        latent[:frames] = item.reference.float().cpu()
+        # Only the audio past the reference prompt (upstream decodes it all, then cuts the prompt off);
+        # the decoder sees a few reference frames as context, which gives the same samples.
+        wav = self.wavvae.decode(latent[None], start=frames)[0].reshape(-1).float().cpu().numpy()
+        return match_loudness(wav, item.loudness)
+
+
+def build_dit_inputs(
+    alignment, latent: torch.Tensor, ph: torch.Tensor, tone: torch.Tensor, mel2ph: torch.Tensor
+) -> dict:
+    """Upstream's ``prepare_inputs_for_dit``: reference + segment, as the CFG triple
+    (speaker+text, text, unconditional)."""
+    ph_ref, tone_ref, mel2ph_ref = alignment.ph, alignment.tone, alignment.mel2ph
+    dur = torch.cat([mel2ph_ref, mel2ph + ph_ref.size(1)], dim=1)
+    dur = dur[:, : dur.size(1) // FRAMES_MULTIPLE * FRAMES_MULTIPLE].repeat(3, 1)
+    phone = torch.cat([ph_ref, ph], dim=1)
+    tone = torch.cat([tone_ref, tone], dim=1).clone()
+    # Upstream keeps only Chinese tone ids (and padding); every other tone becomes the English 3.
+    chinese = (tone == 4) | ((tone >= 11) & (tone <= 15)) | (tone == 0)
+    tone[~chinese] = phones.EN_TONE_ID
+    phone3 = torch.cat([phone, phone, torch.full_like(phone, phones.CFG_MASK_PHONE)])
+    tone3 = torch.cat([tone, tone, torch.full_like(tone, phones.CFG_MASK_TONE)])
+    frames = dur.size(1) // 4
+    ref_frames = latent.size(1)
+    lat = torch.zeros(3, frames, latent.size(2), dtype=torch.float32)
+    lat[0, :ref_frames] = latent[0]  # only the speaker+text row sees the reference
+    mask = torch.zeros(3, frames, 1, dtype=torch.float32)
+    mask[:, :ref_frames] = 1.0
+    return {"phone": phone3.long(), "tone": tone3.long(), "lat_ctx": lat * mask, "ctx_mask": mask, "dur": dur.long()}
+
+
+def _cap_frames(mel2ph: torch.Tensor, max_frames: float) -> torch.Tensor:
+    """Shrink all durations proportionally so the segment lasts at most ``max_frames`` (10 ms) frames."""
+    from .aligner import length_regulate
+
+    total = mel2ph.size(1)
+    limit = max(FRAMES_MULTIPLE, int(max_frames) // FRAMES_MULTIPLE * FRAMES_MULTIPLE)
+    if total <= limit:
+        return mel2ph
+    n = int(mel2ph.max())
+    dur = torch.bincount(mel2ph[0].long(), minlength=n + 1)[1:].float()
+    dur = torch.floor(dur * (limit / total)).long()
+    dur[-1] += limit - int(dur.sum())
+    logger.warning("a segment's durations ran to %.1f s; cut to %.1f s (its text's bound)", total / 100, limit / 100)
+    return length_regulate(dur[None])
+
+
+def _loudness(wav: np.ndarray) -> float:
+    import pyloudnorm as pyln
+
+    try:
+        return float(pyln.Meter(SAMPLE_RATE).integrated_loudness(wav.astype(np.float64)))
+    except ValueError:  # shorter than one 0.4 s block
+        return float("-inf")
+
+
+def match_loudness(wav: np.ndarray, target: float) -> np.ndarray:
+    """Upstream's post-processing: the segment at the reference's loudness, peaks kept below 1."""
+    wav = np.asarray(wav, dtype=np.float64)
+    current = _loudness(wav)
+    if math.isfinite(current) and math.isfinite(target):
+        wav = wav * (10.0 ** ((target - current) / 20.0))
+    peak = float(np.max(np.abs(wav))) if wav.size else 0.0
+    if peak >= 1.0:
+        wav = wav / peak * 0.95
+    return wav.astype(np.float32)
