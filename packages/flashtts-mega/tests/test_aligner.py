@@ -23,20 +23,12 @@ from flashtts_mega.checkpoint import load_state_dict, save_checkpoint, write_con
 WIN_SIZE = 1536  # any win_size works; the engine passes the DiT config's
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Shared test cores: spin-waiting OpenMP threads make many small decode steps crawl.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("mega") / "aligner_lm"
-    Aligner.write_tiny(folder)
-    return folder
+def tiny_dir(tiny_checkpoint):
+    return tiny_checkpoint("aligner_lm", Aligner.write_tiny)
 
 
 @pytest.fixture(scope="module")

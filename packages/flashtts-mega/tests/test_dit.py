@@ -10,22 +10,12 @@ from flashtts_core.errors import ModelLoadError
 from flashtts_mega.checkpoint import load_state_dict, save_checkpoint
 from flashtts_mega.dit import CHECKPOINT, INNER_KEY, TINY_SIZES, DiT, DiTInput, amo_step, sway_schedule, write_tiny
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The test machine's cores are shared (other suites, server subprocesses): OpenMP threads that
-    # spin-wait for busy cores make these small models ten times slower than one thread.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def tiny_dit_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("mega") / "diffusion_transformer"
-    write_tiny(folder)
-    return folder
+def tiny_dit_dir(tiny_checkpoint):
+    return tiny_checkpoint("diffusion_transformer", write_tiny)
 
 
 @pytest.fixture(scope="module")

@@ -9,21 +9,12 @@ from flashtts_mega.aligner import Aligner, ReferenceAlignment, pad_reference
 from flashtts_mega.checkpoint import load_state_dict, read_config, save_checkpoint, write_config
 from flashtts_mega.duration import CHECKPOINT, INNER_KEY, DurationModel, length_regulate, mel2token_to_dur
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Shared test cores: spin-waiting OpenMP threads make many small decode steps crawl.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("mega") / "duration_lm"
-    DurationModel.write_tiny(folder)
-    return folder
+def tiny_dir(tiny_checkpoint):
+    return tiny_checkpoint("duration_lm", DurationModel.write_tiny)
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +23,9 @@ def model(tiny_dir):
 
 
 @pytest.fixture(scope="module")
-def alignment(tmp_path_factory):
+def alignment(tiny_checkpoint):
     """The tiny aligner's reading of a 2 s recording: the prompt a real engine would build."""
-    folder = tmp_path_factory.mktemp("mega") / "aligner_lm"
-    Aligner.write_tiny(folder)
+    folder = tiny_checkpoint("aligner_lm", Aligner.write_tiny)
     sr = 24000
     t = np.arange(2 * sr) / sr
     wav = (0.3 * np.sin(2 * np.pi * (150 + 300 * t) * t)).astype(np.float32)

@@ -6,21 +6,12 @@ from flashtts_core.errors import ModelLoadError
 from flashtts_mega.checkpoint import load_state_dict, read_config, save_checkpoint
 from flashtts_mega.wavvae import CHECKPOINT, INNER_KEY, WaveVAEDecoder, write_tiny
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Shared test cores: spin-waiting OpenMP threads make the many small convolutions crawl.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def tiny_vae_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("mega") / "wavvae"
-    write_tiny(folder)
-    return folder
+def tiny_vae_dir(tiny_checkpoint):
+    return tiny_checkpoint("wavvae", write_tiny)
 
 
 @pytest.fixture(scope="module")
