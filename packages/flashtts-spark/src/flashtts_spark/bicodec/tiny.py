@@ -27,6 +27,68 @@ TOP_LEVEL_CONFIG = {
     "volume_normalize": True,
 }
 
+# The released BiCodec/config.yaml of Spark-TTS-0.5B (156.3M parameters).
+RELEASED_BICODEC_CONFIG = {
+    "mel_params": {
+        "sample_rate": 16000,
+        "n_fft": 1024,
+        "win_length": 640,
+        "hop_length": 320,
+        "mel_fmin": 10,
+        "mel_fmax": None,
+        "num_mels": 128,
+    },
+    "encoder": {
+        "input_channels": 1024,
+        "vocos_dim": 384,
+        "vocos_intermediate_dim": 2048,
+        "vocos_num_layers": 12,
+        "out_channels": 1024,
+        "sample_ratios": [1, 1],
+    },
+    "decoder": {
+        "input_channel": 1024,
+        "channels": 1536,
+        "rates": [8, 5, 4, 2],
+        "kernel_sizes": [16, 11, 8, 4],
+    },
+    "quantizer": {
+        "input_dim": 1024,
+        "codebook_size": 8192,
+        "codebook_dim": 8,
+        "commitment": 0.25,
+        "codebook_loss_weight": 2.0,
+        "use_l2_normlize": True,
+        "threshold_ema_dead_code": 0.2,
+    },
+    "speaker_encoder": {
+        "input_dim": 128,
+        "out_dim": 1024,
+        "latent_dim": 128,
+        "token_num": 32,
+        "fsq_levels": [4, 4, 4, 4, 4, 4],
+        "fsq_num_quantizers": 1,
+    },
+    "prenet": {
+        "input_channels": 1024,
+        "vocos_dim": 384,
+        "vocos_intermediate_dim": 2048,
+        "vocos_num_layers": 12,
+        "out_channels": 1024,
+        "condition_dim": 1024,
+        "sample_ratios": [1, 1],
+        "use_tanh_at_final": False,
+    },
+    "postnet": {
+        "input_channels": 1024,
+        "vocos_dim": 384,
+        "vocos_intermediate_dim": 2048,
+        "vocos_num_layers": 6,
+        "out_channels": 1024,
+        "use_tanh_at_final": False,
+    },
+}
+
 TINY_WIDTH = 32  # wav2vec2 hidden size = BiCodec encoder input
 
 TINY_BICODEC_CONFIG = {
@@ -103,17 +165,23 @@ PREPROCESSOR_CONFIG = {
 }
 
 
-def _tiny_wav2vec2(directory: Path) -> None:
+def write_wav2vec2(
+    directory: Path,
+    hidden_size: int,
+    num_hidden_layers: int,
+    num_attention_heads: int,
+    intermediate_size: int,
+    conv_channels: int,
+) -> None:
+    """A random wav2vec2 folder with XLSR-53's conv kernels/strides (320-sample hop) and layer-norm variant."""
     from transformers import Wav2Vec2Config, Wav2Vec2Model
 
-    # Same conv kernels/strides (320-sample hop) and layer-norm variant as XLSR-53, narrow and 17 deep
-    # so that hidden_states[16] is an intermediate layer, as in the 24-layer original.
     config = Wav2Vec2Config(
-        hidden_size=TINY_WIDTH,
-        num_hidden_layers=17,
-        num_attention_heads=2,
-        intermediate_size=64,
-        conv_dim=(32,) * 7,
+        hidden_size=hidden_size,
+        num_hidden_layers=num_hidden_layers,
+        num_attention_heads=num_attention_heads,
+        intermediate_size=intermediate_size,
+        conv_dim=(conv_channels,) * 7,
         conv_kernel=(10, 3, 3, 3, 3, 2, 2),
         conv_stride=(5, 2, 2, 2, 2, 2, 2),
         conv_bias=True,
@@ -128,27 +196,32 @@ def _tiny_wav2vec2(directory: Path) -> None:
     config.save_pretrained(directory)
     # The released folder holds a pytorch_model.bin, and from_pretrained reads a plain state dict.
     torch.save(model.state_dict(), directory / "pytorch_model.bin")
-    (directory / "preprocessor_config.json").write_text(
-        json.dumps(PREPROCESSOR_CONFIG, indent=2) + "\n"
-    )
+    (directory / "preprocessor_config.json").write_text(json.dumps(PREPROCESSOR_CONFIG, indent=2) + "\n")
+
+
+def write_bicodec(directory: Path, bicodec_config: dict) -> None:
+    """config.yaml and BiCodec/ (config.yaml, random model.safetensors) in the released layout."""
+    bicodec_dir = directory / "BiCodec"
+    bicodec_dir.mkdir(parents=True, exist_ok=True)
+    (directory / "config.yaml").write_text(yaml.safe_dump(TOP_LEVEL_CONFIG, sort_keys=False))
+    (bicodec_dir / "config.yaml").write_text(yaml.safe_dump({"audio_tokenizer": bicodec_config}, sort_keys=False))
+    model = BiCodec.from_config(bicodec_config)
+    state_dict = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
+    save_file(state_dict, bicodec_dir / "model.safetensors")
 
 
 def write_tiny_bicodec(directory: Path, seed: int = 0) -> Path:
     """Write config.yaml, BiCodec/ and wav2vec2-large-xlsr-53/ of a tiny Spark-TTS codec into `directory`."""
     directory = Path(directory)
     torch.manual_seed(seed)
-    bicodec_dir = directory / "BiCodec"
-    bicodec_dir.mkdir(parents=True, exist_ok=True)
-    (directory / "config.yaml").write_text(
-        yaml.safe_dump(TOP_LEVEL_CONFIG, sort_keys=False)
+    write_bicodec(directory, TINY_BICODEC_CONFIG)
+    # Narrow and 17 deep so that hidden_states[16] is an intermediate layer, as in the 24-layer original.
+    write_wav2vec2(
+        directory / WAV2VEC2_DIR,
+        hidden_size=TINY_WIDTH,
+        num_hidden_layers=17,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_channels=32,
     )
-    (bicodec_dir / "config.yaml").write_text(
-        yaml.safe_dump({"audio_tokenizer": TINY_BICODEC_CONFIG}, sort_keys=False)
-    )
-    model = BiCodec.from_config(TINY_BICODEC_CONFIG)
-    state_dict = {
-        k: v.detach().clone().contiguous() for k, v in model.state_dict().items()
-    }
-    save_file(state_dict, bicodec_dir / "model.safetensors")
-    _tiny_wav2vec2(directory / WAV2VEC2_DIR)
     return directory
