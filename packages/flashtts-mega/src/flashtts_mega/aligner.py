@@ -31,7 +31,15 @@ from flashtts_core.errors import AudioDecodeError, ModelLoadError
 from torch import nn
 
 from . import phones
-from .checkpoint import load_state_dict, load_strict, read_config, save_checkpoint, write_config
+from .checkpoint import (
+    build_checked,
+    load_strict,
+    million_parameters,
+    read_folder,
+    ready_for_inference,
+    save_checkpoint,
+    write_config,
+)
 from .duration import length_regulate
 
 logger = logging.getLogger("flashtts.mega")
@@ -406,20 +414,16 @@ class Aligner(nn.Module):
     ) -> Aligner:
         """Load ``folder`` (aligner_lm/: config.yaml + model_only_last.ckpt, inner key ``model``) strictly."""
         folder = Path(folder)
-        config = read_config(folder)
-        state_dict = load_state_dict(folder / CHECKPOINT, INNER_KEY)
+        config, file, state_dict = read_folder(folder, CHECKPOINT, INNER_KEY)
         sizes = cls.sizes_from_state_dict(state_dict, config)
-        try:
-            model = cls(**sizes)
-        except ValueError as exc:
-            raise ModelLoadError(f"aligner in {folder}: {exc}") from exc
-        load_strict(model, state_dict, f"aligner checkpoint {folder / CHECKPOINT}")
-        model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+        model = build_checked(cls, sizes, f"aligner in {folder}")
+        load_strict(model, state_dict, f"aligner checkpoint {file}")
+        model = ready_for_inference(model, device, dtype)
         logger.info(
             "aligner loaded from %s (%s, %.1fM parameters) on %s in %s",
             folder,
             ", ".join(f"{k}={v}" for k, v in sizes.items()),
-            sum(p.numel() for p in model.parameters()) / 1e6,
+            million_parameters(model),
             device,
             dtype,
         )

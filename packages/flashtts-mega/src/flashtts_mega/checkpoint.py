@@ -150,6 +150,31 @@ def load_strict(
     module.load_state_dict(state_dict, strict=True, assign=assign)
 
 
+def read_folder(folder: Path, file_name: str, inner_key: str) -> tuple[dict, Path, dict[str, torch.Tensor]]:
+    """One sub-folder's ``config.yaml`` and checkpoint: ``(config, checkpoint file, state dict)``."""
+    folder = Path(folder)
+    config = read_config(folder)
+    file = folder / file_name
+    return config, file, load_state_dict(file, inner_key)
+
+
+def build_checked(factory: Callable[..., nn.Module], sizes: Mapping[str, object], what: str) -> nn.Module:
+    """``factory(**sizes)``; sizes the model refuses (a ValueError) become a ModelLoadError naming ``what``."""
+    try:
+        return factory(**sizes)
+    except ValueError as exc:
+        raise ModelLoadError(f"{what}: {exc}") from exc
+
+
+def ready_for_inference(model: nn.Module, device: str | torch.device, dtype: torch.dtype) -> nn.Module:
+    """On ``device`` in ``dtype``, in eval mode, with no gradients."""
+    return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+def million_parameters(model: nn.Module) -> float:
+    return sum(p.numel() for p in model.parameters()) / 1e6
+
+
 def save_checkpoint(file: Path, inner_key: str, state_dict: Mapping[str, torch.Tensor]) -> None:
     """Write ``{"state_dict": {inner_key: OrderedDict}}`` as upstream does (creating the folder)."""
     file = Path(file)

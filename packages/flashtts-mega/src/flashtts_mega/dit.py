@@ -31,9 +31,10 @@ from torch import nn
 from .checkpoint import (
     SHOWN_KEYS,
     build_for_loading,
-    load_state_dict,
     load_strict,
-    read_config,
+    million_parameters,
+    read_folder,
+    ready_for_inference,
     save_checkpoint,
     write_config,
 )
@@ -378,10 +379,7 @@ class DiT(nn.Module):
     ) -> DiT:
         """diffusion_transformer/{config.yaml, model_only_last.ckpt} (inner key ``dit``), loaded strictly."""
         start = time.perf_counter()
-        folder = Path(folder)
-        config = read_config(folder)
-        file = folder / CHECKPOINT
-        state_dict = load_state_dict(file, INNER_KEY)
+        config, file, state_dict = read_folder(folder, CHECKPOINT, INNER_KEY)
         try:
             sizes = cls.sizes_from_state_dict(state_dict, config)
         except KeyError as exc:
@@ -389,13 +387,13 @@ class DiT(nn.Module):
         model = build_for_loading(lambda: cls(**sizes), state_dict)
         state_dict = drop_training_extras(model, state_dict, file)
         load_strict(model, state_dict, f"DiT checkpoint {file}")
-        model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+        model = ready_for_inference(model, device, dtype)
         logger.info(
             "DiT loaded from %s: %d layers × %d, %.1fM parameters, on %s, %s, in %.1f s",
             file,
             sizes["encoder_n_layers"],
             sizes["encoder_dim"],
-            sum(p.numel() for p in model.parameters()) / 1e6,
+            million_parameters(model),
             device,
             dtype,
             time.perf_counter() - start,

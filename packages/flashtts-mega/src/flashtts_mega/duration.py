@@ -26,7 +26,15 @@ from flashtts_core.errors import ModelLoadError
 from torch import nn
 
 from . import phones
-from .checkpoint import load_state_dict, load_strict, read_config, save_checkpoint, write_config
+from .checkpoint import (
+    build_checked,
+    load_strict,
+    million_parameters,
+    read_folder,
+    ready_for_inference,
+    save_checkpoint,
+    write_config,
+)
 from .rel_transformer import RelTransformerEncoder, rel_transformer_sizes
 
 if TYPE_CHECKING:
@@ -491,22 +499,18 @@ class DurationModel(nn.Module):
     ) -> DurationModel:
         """Load ``folder`` (duration_lm/: config.yaml + model_only_last.ckpt, inner key ``dur_model``) strictly."""
         folder = Path(folder)
-        config = read_config(folder)
-        state_dict = load_state_dict(folder / CHECKPOINT, INNER_KEY)
+        config, file, state_dict = read_folder(folder, CHECKPOINT, INNER_KEY)
         sizes = cls.sizes_from_checkpoint(state_dict, config)
-        try:
-            model = cls(**sizes)
-        except ValueError as exc:
-            raise ModelLoadError(f"duration model in {folder}: {exc}") from exc
-        load_strict(model, state_dict, f"duration checkpoint {folder / CHECKPOINT}")
-        model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+        model = build_checked(cls, sizes, f"duration model in {folder}")
+        load_strict(model, state_dict, f"duration checkpoint {file}")
+        model = ready_for_inference(model, device, dtype)
         logger.info(
             "duration model loaded from %s (%d layers × %d, code size %d, %.1fM parameters) on %s in %s",
             folder,
             sizes["num_layers"],
             sizes["dec_hidden_size"],
             sizes["code_size"],
-            sum(p.numel() for p in model.parameters()) / 1e6,
+            million_parameters(model),
             device,
             dtype,
         )

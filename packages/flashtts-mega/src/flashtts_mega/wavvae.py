@@ -22,9 +22,10 @@ from torch import nn
 
 from .checkpoint import (
     build_for_loading,
-    load_state_dict,
     load_strict,
-    read_config,
+    million_parameters,
+    read_folder,
+    ready_for_inference,
     save_checkpoint,
     write_config,
 )
@@ -226,10 +227,7 @@ class WaveVAEDecoder(nn.Module):
     ) -> WaveVAEDecoder:
         """wavvae/{config.yaml, decoder.ckpt} (inner key ``model_gen``): strict load, weight norm folded."""
         start = time.perf_counter()
-        folder = Path(folder)
-        config = read_config(folder)
-        file = folder / CHECKPOINT
-        state_dict = load_state_dict(file, INNER_KEY)
+        config, file, state_dict = read_folder(folder, CHECKPOINT, INNER_KEY)
         try:
             sizes = cls.sizes_from_state_dict(state_dict, config)
         except KeyError as exc:
@@ -239,11 +237,11 @@ class WaveVAEDecoder(nn.Module):
         model = build_for_loading(lambda: cls(**sizes), state_dict)
         load_strict(model, state_dict, f"WaveVAE decoder checkpoint {file}")
         folded = fold_weight_norms(model)
-        model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+        model = ready_for_inference(model, device, dtype)
         logger.info(
             "WaveVAE decoder loaded from %s: %.1fM parameters, %d weight-norm layers folded, ×%d, on %s, %s, in %.1f s",
             file,
-            sum(p.numel() for p in model.parameters()) / 1e6,
+            million_parameters(model),
             folded,
             model.hop_length,
             device,
