@@ -10,7 +10,9 @@ import os
 import socket
 from typing import Optional
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .response_headers import sending_header
 
 HEADER = "x-flashtts-replica"
 
@@ -39,11 +41,4 @@ class ReplicaHeader:
             await self.app(scope, receive, send)
             return
         value = replica_name().encode("latin-1", "replace")
-
-        async def send_with_name(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != HEADER.encode()]
-                message = {**message, "headers": [*headers, (HEADER.encode(), value)]}
-            await send(message)
-
-        await self.app(scope, receive, send_with_name)
+        await self.app(scope, receive, sending_header(send, HEADER.encode(), value))

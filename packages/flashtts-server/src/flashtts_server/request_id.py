@@ -12,7 +12,9 @@ import uuid
 from contextvars import ContextVar
 from typing import Optional
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .response_headers import sending_header
 
 HEADER = b"x-request-id"
 MAX_LENGTH = 128
@@ -53,15 +55,8 @@ class RequestIdMiddleware:
         sent = next((v for k, v in scope.get("headers", ()) if k == HEADER), None)
         request_id = accepted_request_id(sent)
         scope.setdefault("state", {})["request_id"] = request_id
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != HEADER]
-                message = {**message, "headers": [*headers, (HEADER, request_id.encode("ascii"))]}
-            await send(message)
-
         token = _current.set(request_id)
-        await self.app(scope, receive, send_with_id)
+        await self.app(scope, receive, sending_header(send, HEADER, request_id.encode("ascii")))
         # Not reset on an exception: Starlette's outermost error handler logs it and answers the 500
         # after this returns, and its log line should carry the id too (the task ends right after).
         _current.reset(token)
