@@ -23,9 +23,9 @@ def _quiet_residual_and_suppress(stop_ids: list[int]):
     """Init hook for a full-size LLM that never stops: the tiny model's trick (one hidden dimension
     held at a large constant, the stop rows' weight on it negative) only survives 24 layers if the
     blocks' residual writes stay small, so their output projections are scaled down."""
-    from flashtts_spark.tiny_model import _suppress_stops
+    from flashtts_core.tiny_llm import suppress_stops
 
-    suppress = _suppress_stops(stop_ids)
+    suppress = suppress_stops(stop_ids)
 
     def init(model) -> None:
         for layer in model.model.layers:

@@ -49,6 +49,30 @@ def write_tokenizer(
     return len(fast)
 
 
+# Hidden-state dimension that suppress_stops keeps constant.
+_BIAS_DIM = 0
+
+
+def suppress_stops(stop_ids: list[int]):
+    """An init hook for ``write_tiny_llm`` that makes the stop tokens practically unreachable, so that a
+    generation always runs to its token budget and the output length is predictable.
+
+    Qwen2's output head has no bias and its embeddings are tied, so the hook makes one hidden
+    dimension a large constant instead: every input embedding gets +1 there, which after the final
+    RMSNorm dominates the hidden state; every output row's weight on it is then +1 (a constant shift
+    of all logits, which sampling ignores) except the stop rows, which get -1.
+    """
+
+    def init(model) -> None:
+        embeddings = model.get_input_embeddings().weight
+        embeddings[:, _BIAS_DIM] = 1.0
+        for token_id in stop_ids:
+            embeddings[token_id].zero_()
+            embeddings[token_id, _BIAS_DIM] = -1.0
+
+    return init
+
+
 def write_tiny_llm(
     path: Path,
     *,

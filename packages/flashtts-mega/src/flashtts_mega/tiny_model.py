@@ -32,28 +32,11 @@ EXAMPLE_SECONDS = 2.0
 SAMPLE_RATE = 24000
 RESERVED_TOKENS = 1024
 QWEN_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
-_BIAS_DIM = 0
-
-
-def _suppress(stop_ids: list[int]):
-    """Make the stop tokens practically unreachable, so a G2P generation always runs to its token
-    budget and the audio length is predictable. Qwen2's head is tied and has no bias: one hidden
-    dimension becomes a large constant (every embedding +1 there); every output row's weight on it is
-    then +1 (a constant shift, which sampling ignores) except the stop rows, which get -1."""
-
-    def init(model) -> None:
-        embeddings = model.get_input_embeddings().weight
-        embeddings[:, _BIAS_DIM] = 1.0
-        for token_id in stop_ids:
-            embeddings[token_id].zero_()
-            embeddings[token_id, _BIAS_DIM] = -1.0
-
-    return init
 
 
 def write_tiny_g2p(folder: Path, seed: int = 0) -> None:
     """``g2p/``: a tiny Qwen2 whose tokenizer has ``<BOT>``, ``<BOS>`` and ``<Reserved_TTS_0..1023>``."""
-    from flashtts_core.tiny_llm import write_tiny_llm, write_tokenizer
+    from flashtts_core.tiny_llm import suppress_stops, write_tiny_llm, write_tokenizer
     from transformers import AutoTokenizer
 
     assert RESERVED_TOKENS >= MIN_RESERVED_TOKENS
@@ -78,7 +61,7 @@ def write_tiny_g2p(folder: Path, seed: int = 0) -> None:
         tie_word_embeddings=True,
         max_position_embeddings=4096,
         seed=seed,
-        init=_suppress(stops),
+        init=suppress_stops(stops),
     )
 
 

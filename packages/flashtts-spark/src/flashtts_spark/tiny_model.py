@@ -19,33 +19,10 @@ logger = logging.getLogger("flashtts.spark")
 # Qwen2.5's own special tokens that Spark-TTS relies on (EOS is <|im_end|>).
 QWEN_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 
-# Hidden-state dimension the tiny LLM keeps constant (see _suppress_stops).
-_BIAS_DIM = 0
-
-
-def _suppress_stops(stop_ids: list[int]):
-    """An init hook that makes the stop tokens practically unreachable, so that a generation always
-    runs to max_tokens and the audio length is predictable (max_tokens x 320 samples).
-
-    Qwen2's output head has no bias and its embeddings are tied, so the hook makes one hidden
-    dimension a large constant instead: every input embedding gets +1 there, which after the final
-    RMSNorm dominates the hidden state; every output row's weight on it is then +1 (a constant shift
-    of all logits, which sampling ignores) except the stop rows, which get -1.
-    """
-
-    def init(model) -> None:
-        embeddings = model.get_input_embeddings().weight
-        embeddings[:, _BIAS_DIM] = 1.0
-        for token_id in stop_ids:
-            embeddings[token_id].zero_()
-            embeddings[token_id, _BIAS_DIM] = -1.0
-
-    return init
-
 
 def write_tiny_llm_folder(llm_dir: Path, seed: int = 0) -> None:
     """Write ``llm_dir`` (config.json, model.safetensors, tokenizer files) for a tiny Spark LLM."""
-    from flashtts_core.tiny_llm import write_tiny_llm, write_tokenizer
+    from flashtts_core.tiny_llm import suppress_stops, write_tiny_llm, write_tokenizer
     from transformers import AutoTokenizer
 
     llm_dir = Path(llm_dir)
@@ -71,7 +48,7 @@ def write_tiny_llm_folder(llm_dir: Path, seed: int = 0) -> None:
         tie_word_embeddings=True,
         max_position_embeddings=8192,
         seed=seed,
-        init=_suppress_stops(stops),
+        init=suppress_stops(stops),
     )
 
 
