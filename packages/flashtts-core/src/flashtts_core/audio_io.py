@@ -103,6 +103,29 @@ def _decode_av(data: bytes, max_seconds: float) -> tuple[np.ndarray, int]:
     return np.concatenate(chunks), sr
 
 
+def mono_reference(audio: np.ndarray | None, sample_rate: int) -> np.ndarray:
+    """An engine's first checks of a reference clip: present, mono, with a sample rate; as float32."""
+    if audio is None or np.asarray(audio).size == 0:
+        raise AudioDecodeError("reference audio is empty", param="reference_audio")
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim != 1:
+        raise AudioDecodeError(f"reference audio must be mono, got shape {audio.shape}", param="reference_audio")
+    if sample_rate <= 0:
+        raise AudioDecodeError("reference audio has no sample rate", param="reference_audio")
+    return audio
+
+
+def audible_reference(audio: np.ndarray, sample_rate: int, target_sr: int) -> np.ndarray:
+    """A mono float32 reference clip that is finite and not silent, resampled to ``target_sr``."""
+    if not np.all(np.isfinite(audio)):
+        raise AudioDecodeError("reference audio contains NaN or infinite samples", param="reference_audio")
+    if float(np.max(np.abs(audio))) < SILENCE_PEAK:
+        raise AudioDecodeError("reference audio is silent", param="reference_audio")
+    if sample_rate != target_sr:
+        audio = resample(audio, sample_rate, target_sr)
+    return audio
+
+
 def peak_normalize(samples: np.ndarray, peak: float = 0.95) -> np.ndarray:
     """Scale so the absolute peak is ``peak`` (only down, never amplifying noise)."""
     top = float(np.max(np.abs(samples))) if samples.size else 0.0

@@ -33,12 +33,12 @@ from typing import AsyncIterator, Optional, Sequence
 
 import numpy as np
 import torch
-from flashtts_core.audio_io import SILENCE_PEAK, resample
+from flashtts_core.audio_io import audible_reference, mono_reference
 from flashtts_core.backend import BackendConfig
 from flashtts_core.batcher import DynamicBatcher
 from flashtts_core.crossfade import StreamJoiner
 from flashtts_core.engine import BackendFactory
-from flashtts_core.errors import AudioDecodeError, InvalidRequest, ModelLoadError
+from flashtts_core.errors import InvalidRequest, ModelLoadError
 from flashtts_core.options import EngineOptions, resolve_device, resolve_dtype
 from flashtts_core.request import Level, SynthesisRequest, VoiceReference
 from flashtts_core.speaking_rate import max_speech_seconds
@@ -215,21 +215,8 @@ class MegaPipeline(MegaEngine):
         return pad_reference(audio, self.win_size)
 
     def _check_reference_audio(self, reference: VoiceReference) -> np.ndarray:
-        audio = reference.audio
-        if audio is None or np.asarray(audio).size == 0:
-            raise AudioDecodeError("reference audio is empty", param="reference_audio")
-        audio = np.asarray(audio, dtype=np.float32)
-        if audio.ndim != 1:
-            raise AudioDecodeError(f"reference audio must be mono, got shape {audio.shape}", param="reference_audio")
-        if reference.sample_rate <= 0:
-            raise AudioDecodeError("reference audio has no sample rate", param="reference_audio")
-        if not np.all(np.isfinite(audio)):
-            raise AudioDecodeError("reference audio contains NaN or infinite samples", param="reference_audio")
-        if float(np.max(np.abs(audio))) < SILENCE_PEAK:
-            raise AudioDecodeError("reference audio is silent", param="reference_audio")
-        if reference.sample_rate != self.sample_rate:
-            audio = resample(audio, reference.sample_rate, self.sample_rate)
-        return audio
+        audio = mono_reference(reference.audio, reference.sample_rate)
+        return audible_reference(audio, reference.sample_rate, self.sample_rate)
 
     async def _voice(self, reference: VoiceReference) -> Voice:
         from .aligner import ReferenceAlignment

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import AsyncIterator, Optional, Sequence
 
 import numpy as np
-from flashtts_core.audio_io import MAX_SECONDS, MIN_SECONDS, SILENCE_PEAK, resample
+from flashtts_core.audio_io import MAX_SECONDS, MIN_SECONDS, audible_reference, mono_reference
 from flashtts_core.backend import BackendConfig
 from flashtts_core.batcher import DynamicBatcher
 from flashtts_core.crossfade import StreamJoiner
@@ -252,14 +252,7 @@ class SparkEngine(Engine):
         return replace(reference, audio=audio, sample_rate=self.sample_rate, features=features)
 
     def _check_reference_audio(self, reference: VoiceReference) -> np.ndarray:
-        audio = reference.audio
-        if audio is None or np.asarray(audio).size == 0:
-            raise AudioDecodeError("reference audio is empty", param="reference_audio")
-        audio = np.asarray(audio, dtype=np.float32)
-        if audio.ndim != 1:
-            raise AudioDecodeError(f"reference audio must be mono, got shape {audio.shape}", param="reference_audio")
-        if reference.sample_rate <= 0:
-            raise AudioDecodeError("reference audio has no sample rate", param="reference_audio")
+        audio = mono_reference(reference.audio, reference.sample_rate)
         duration = audio.size / reference.sample_rate
         if duration < MIN_SECONDS:
             raise AudioDecodeError(
@@ -271,13 +264,7 @@ class SparkEngine(Engine):
             raise AudioDecodeError(
                 f"reference audio is {duration:.1f} s long; the maximum is {MAX_SECONDS:g} s", param="reference_audio"
             )
-        if not np.all(np.isfinite(audio)):
-            raise AudioDecodeError("reference audio contains NaN or infinite samples", param="reference_audio")
-        if float(np.max(np.abs(audio))) < SILENCE_PEAK:
-            raise AudioDecodeError("reference audio is silent", param="reference_audio")
-        if reference.sample_rate != self.sample_rate:
-            audio = resample(audio, reference.sample_rate, self.sample_rate)
-        return audio
+        return audible_reference(audio, reference.sample_rate, self.sample_rate)
 
     @staticmethod
     def _valid_features(features: dict) -> bool:
