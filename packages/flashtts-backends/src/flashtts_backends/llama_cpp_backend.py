@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -13,6 +14,8 @@ from typing import AsyncIterator
 from flashtts_core.backend import BackendConfig, LLMBackend
 from flashtts_core.errors import InvalidRequest, ModelLoadError
 from flashtts_core.sampling import SamplingParams
+
+from .scheduled_stream import stream_scheduled
 
 logger = logging.getLogger("flashtts.backend.llama_cpp")
 
@@ -129,43 +132,20 @@ class LlamaCppBackend(LLMBackend):
         if any(not 0 <= t < self.vocab_size for t in prompt_ids):
             raise InvalidRequest(f"prompt token ids must be in [0, {self.vocab_size})")
         seed = params.seed if params.seed is not None else self._seeds.randrange(2**63)
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
 
-        def emit(item: object) -> None:
-            try:
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-            except RuntimeError:  # the consumer's loop is gone: nobody is listening
-                seq.cancel.set()
+        def make_sequence(emit):
+            return Sequence(
+                prompt_ids=list(prompt_ids),
+                params=params,
+                max_new=min(params.max_tokens, room),
+                sampler=NumpySampler(params, self.vocab_size, seed),
+                emit=emit,
+            )
 
-        seq = Sequence(
-            prompt_ids=list(prompt_ids),
-            params=params,
-            max_new=min(params.max_tokens, room),
-            sampler=NumpySampler(params, self.vocab_size, seed),
-            emit=emit,
-        )
-        self._scheduler.submit(seq)
-        done = False
-        try:
-            while True:
-                item = await queue.get()
-                if item is DONE:
-                    done = True
-                    break
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            if not done:
-                seq.cancel.set()
-                self._scheduler.wake()
-                # The slot is free only once the scheduler has dropped the row.
-                try:
-                    while await asyncio.shield(queue.get()) is not DONE:
-                        pass
-                except asyncio.CancelledError:
-                    pass
+        # Closed explicitly, so a consumer that leaves frees its slot now, not at garbage collection.
+        async with contextlib.aclosing(stream_scheduled(self._scheduler, make_sequence, DONE)) as stream:
+            async for tokens in stream:
+                yield tokens
 
     async def close(self) -> None:
         import llama_cpp as lc

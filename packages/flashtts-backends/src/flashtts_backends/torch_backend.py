@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -12,6 +13,8 @@ from flashtts_core.backend import BackendConfig, LLMBackend
 from flashtts_core.errors import InvalidRequest
 from flashtts_core.options import resolve_device, resolve_dtype
 from flashtts_core.sampling import SamplingParams
+
+from .scheduled_stream import stream_scheduled
 
 logger = logging.getLogger("flashtts.backend.torch")
 
@@ -107,45 +110,21 @@ class TorchBackend(LLMBackend):
         if not prompt_ids:
             raise InvalidRequest("empty prompt")
         max_new = self._max_new(prompt_ids, params)
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
         seed = params.seed if params.seed is not None else self._seeds.randrange(2**63)
 
-        def emit(item: object) -> None:
-            try:
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-            except RuntimeError:  # the consumer's loop is gone: nobody is listening
-                seq.cancel.set()
+        def make_sequence(emit):
+            return Sequence(
+                prompt_ids=list(prompt_ids),
+                params=params,
+                max_new=max_new,
+                sampler=TorchSampler(params, self.vocab_size, self.device, seed),
+                emit=emit,
+            )
 
-        seq = Sequence(
-            prompt_ids=list(prompt_ids),
-            params=params,
-            max_new=max_new,
-            sampler=TorchSampler(params, self.vocab_size, self.device, seed),
-            emit=emit,
-        )
-        self._scheduler.submit(seq)
-        done = False
-        try:
-            while True:
-                item = await queue.get()
-                if item is DONE:
-                    done = True
-                    break
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            if not done:
-                seq.cancel.set()
-                self._scheduler.wake()
-                # Wait (without blocking the loop) until the scheduler has dropped the row, so the
-                # slot is really free when the consumer moves on.
-                try:
-                    while await asyncio.shield(queue.get()) is not DONE:
-                        pass
-                except asyncio.CancelledError:
-                    pass
+        # Closed explicitly, so a consumer that leaves frees its slot now, not at garbage collection.
+        async with contextlib.aclosing(stream_scheduled(self._scheduler, make_sequence, DONE)) as stream:
+            async for tokens in stream:
+                yield tokens
 
     async def close(self) -> None:
         await asyncio.to_thread(self._scheduler.close)
