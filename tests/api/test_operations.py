@@ -36,6 +36,8 @@ FAMILIES = {
     "flashtts_real_time_factor": "histogram",
     "flashtts_audio_seconds": "counter",
     "flashtts_generated_tokens": "counter",
+    "flashtts_reference_cache_hits": "counter",
+    "flashtts_reference_cache_misses": "counter",
     "flashtts_active_requests": "gauge",
     "flashtts_pending_requests": "gauge",
     "flashtts_rejected_requests": "counter",
@@ -171,6 +173,62 @@ def test_metrics_count_requests_audio_and_tokens(servers, tiny_spark):
     assert value(after, "flashtts_pending_requests", "flashtts_pending_requests") == 0
     info = next(dict(labels) for (name, labels) in after["flashtts_info"]["samples"] if name == "flashtts_info")
     assert info == {"engine": "spark", "backend": "torch", "model": tiny_spark.name, "version": __version__}
+
+
+def test_a_repeated_reference_upload_is_prepared_once_and_sounds_the_same(servers):
+    """The same clip sent again reuses its prepared tokens (a hit); other bytes, another transcript
+    or a refused clip are misses, and a refused one is not kept."""
+    import io
+
+    import numpy as np
+    import soundfile as sf
+
+    ops = servers["ops"]
+
+    def wav(freq: float, seconds: float = 1.5) -> bytes:
+        t = np.arange(int(seconds * 16000)) / 16000
+        buf = io.BytesIO()
+        sf.write(buf, (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), 16000, format="WAV")
+        return buf.getvalue()
+
+    def clone(client, clip: bytes, text: str = "a reference"):
+        return client.post(
+            "/clone_voice",
+            data={"text": "Cached.", "reference_text": text, "response_format": "pcm", "max_tokens": "20", "seed": "7"},
+            files={"reference_audio_file": ("ref.wav", clip, "audio/wav")},
+        )
+
+    def counts():
+        snap = metrics(ops)
+        return [
+            value(snap, f"flashtts_reference_cache_{o}", f"flashtts_reference_cache_{o}_total")
+            for o in ("hits", "misses")
+        ]
+
+    clip = wav(233.0)
+    start = counts()
+    with ops.client(headers=AUTH) as client:
+        first, again = clone(client, clip), clone(client, clip)
+        assert first.status_code == again.status_code == 200, first.text
+        assert first.content == again.content  # same seed, same prepared tokens
+        assert [b - a for a, b in zip(start, counts())] == [1, 1]
+        assert clone(client, wav(311.0)).status_code == 200  # other bytes
+        assert clone(client, clip, text="another transcript").status_code == 200
+        assert [b - a for a, b in zip(start, counts())] == [1, 3]
+        for _ in range(2):  # too short: refused each time, never kept
+            short = clone(client, wav(233.0, seconds=0.05))
+            assert short.status_code == 400, short.text
+        assert [b - a for a, b in zip(start, counts())] == [1, 5]
+        # Saving the cached upload as a role names that role only; the next clone is still a hit.
+        saved = client.post(
+            "/add_speaker",
+            data={"name": "cached-upload", "reference_text": "a reference"},
+            files={"audio_file": ("ref.wav", clip, "audio/wav")},
+        )
+        assert saved.status_code == 200, saved.text
+        assert clone(client, clip).content == first.content
+        assert [b - a for a, b in zip(start, counts())] == [3, 5]
+        assert client.post("/delete_speaker", data={"name": "cached-upload"}).status_code == 200
 
 
 # -- admission control -----------------------------------------------------------------------------

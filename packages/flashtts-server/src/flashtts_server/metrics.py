@@ -64,6 +64,15 @@ class _RuntimeCollector:
         )
         tokens.add_metric([], runtime.generated_tokens if runtime is not None else 0)
         yield tokens
+        cache = runtime.reference_cache if runtime is not None else None
+        for outcome in ("hits", "misses"):
+            family = CounterMetricFamily(
+                f"flashtts_reference_cache_{outcome}",
+                f"Uploaded clone references {'reused from' if outcome == 'hits' else 'prepared, not found in'} "
+                "the reference cache.",
+            )
+            family.add_metric([], getattr(cache, outcome) if cache is not None else 0)
+            yield family
         info = InfoMetricFamily("flashtts", "The loaded engine, LLM backend, model folder and FlashTTS version.")
         engine = runtime.engine if runtime is not None else None
         info.add_metric(

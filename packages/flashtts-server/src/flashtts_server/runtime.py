@@ -22,6 +22,8 @@ from flashtts_core.plugins import PluginManager, get_plugin_manager
 from flashtts_core.request import SynthesisRequest, VoiceReference
 from flashtts_core.role_store import RoleStore, validate_role_name
 
+from .reference_cache import ReferenceCache, reference_key
+
 logger = logging.getLogger("flashtts.runtime")
 
 
@@ -84,6 +86,7 @@ class TTSRuntime:
         plugins: PluginManager,
         roles: RoleStore,
         tokens: Optional[TokenCount] = None,
+        reference_cache_size: int = 32,
     ):
         self.engine = engine
         self.options = options
@@ -95,6 +98,8 @@ class TTSRuntime:
         # Engine iterators running now; a cancelled or disconnected request leaves this at once.
         self.active_generations = 0
         self.tokens = tokens or TokenCount()
+        # Uploaded clone references, prepared once per distinct upload (reference_cache.py).
+        self.reference_cache = ReferenceCache(reference_cache_size)
 
     # -- loading ---------------------------------------------------------------------------------
     @classmethod
@@ -130,7 +135,9 @@ class TTSRuntime:
         role_dir = options.role_dir or Path(engine.default_role_dir)
         # A local folder or an fsspec URL (s3://bucket/prefix); opening it may list a remote store.
         roles = await asyncio.to_thread(RoleStore, role_dir)
-        runtime = cls(engine, options, plugins, roles, tokens)
+        runtime = cls(
+            engine, options, plugins, roles, tokens, reference_cache_size=getattr(options, "reference_cache_size", 32)
+        )
         names = await asyncio.to_thread(roles.names)
         logger.info("roles in %s: %s", role_dir, ", ".join(names) or "none")
         return runtime
@@ -160,12 +167,18 @@ class TTSRuntime:
         max_seconds: float = 60.0,
         latent: Optional[np.ndarray] = None,
     ) -> VoiceReference:
-        """Decode reference audio (off the loop) and let the engine compute its tokens/latents.
+        """Decode reference audio (off the loop) and let the engine compute its tokens/latents; an
+        upload identical to a recent one reuses its result (``--reference_cache_size``).
 
         ``latent`` is what the client sent precomputed (a MegaTTS3 latent)."""
-        audio, sr = await asyncio.to_thread(load_audio, data, self.engine.sample_rate, max_seconds=max_seconds)
-        ref = VoiceReference(audio=audio, sample_rate=sr, text=(text or "").strip() or None, latent=latent)
-        return await self.engine.prepare_reference(ref)
+
+        async def prepare() -> VoiceReference:
+            audio, sr = await asyncio.to_thread(load_audio, data, self.engine.sample_rate, max_seconds=max_seconds)
+            ref = VoiceReference(audio=audio, sample_rate=sr, text=(text or "").strip() or None, latent=latent)
+            return await self.engine.prepare_reference(ref)
+
+        key = await asyncio.to_thread(reference_key, data, text, max_seconds, latent)
+        return await self.reference_cache.get(key, prepare)
 
     async def preload_roles(self) -> list[str]:
         """Prepare every role found in role_dir at startup; a broken one is logged and skipped."""

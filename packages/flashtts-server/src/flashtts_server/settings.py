@@ -24,6 +24,9 @@ class ServerSettings(EngineOptions, BaseSettings):
     max_text_length: int = Field(4096, gt=0, description="Maximum characters of input text per request.")
     max_upload_mb: float = Field(20.0, gt=0, description="Maximum size of an uploaded or fetched audio file (MiB).")
     max_reference_seconds: float = Field(60.0, gt=0, description="Maximum duration of a reference clip (seconds).")
+    reference_cache_size: int = Field(
+        32, ge=0, description="Uploaded clone references kept prepared in memory, keyed by their bytes' hash (0: off)."
+    )
     url_timeout: float = Field(10.0, gt=0, description="Timeout for fetching reference audio by URL (seconds).")
     allow_private_urls: bool = Field(
         False, description="Allow reference-audio URLs on loopback, private or link-local addresses."
@@ -53,6 +56,12 @@ class ServerSettings(EngineOptions, BaseSettings):
         None, description="Join this Ray cluster (auto, or HEAD_IP:6379) instead of starting one."
     )
     ray_num_cpus: float = Field(1.0, ge=0, description="CPUs Ray reserves for each replica.")
-    ray_num_gpus: float = Field(0.0, ge=0, description="GPUs Ray gives each replica (set it to llm_tensor_parallel_size).")
-    min_replicas: Optional[int] = Field(None, ge=0, description="Autoscaling: fewest replicas (Ray Serve autoscaling_config).")
-    max_replicas: Optional[int] = Field(None, ge=1, description="Autoscaling: most replicas (Ray Serve autoscaling_config).")
+    ray_num_gpus: float = Field(
+        0.0, ge=0, description="GPUs Ray gives each replica (set it to llm_tensor_parallel_size)."
+    )
+    min_replicas: Optional[int] = Field(
+        None, ge=0, description="Autoscaling: fewest replicas (Ray Serve autoscaling_config)."
+    )
+    max_replicas: Optional[int] = Field(
+        None, ge=1, description="Autoscaling: most replicas (Ray Serve autoscaling_config)."
+    )
