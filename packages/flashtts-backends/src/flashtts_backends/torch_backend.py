@@ -33,6 +33,7 @@ class TorchBackend(LLMBackend):
     extra = "torch"
     requires = ("torch", "transformers")
     description = "transformers causal LM with continuous batching (cpu, cuda, mps)"
+    quantizations = ("int8",)
 
     def __init__(self, model, config: BackendConfig, device: str, restrict_head: bool = True):
         """``restrict_head``: with ``allowed_token_ids``, compute logits over those rows only
@@ -82,13 +83,22 @@ class TorchBackend(LLMBackend):
             str(config.model_path), dtype=dtype, attn_implementation=config.attn_implementation
         )
         model.to(device).eval()
-        torch.manual_seed(config.seed)
         params = sum(p.numel() for p in model.parameters())
+        if config.quantization == "int8":
+            from .torch_quant import quantize_int8
+
+            if not str(device).startswith("cpu"):
+                raise InvalidRequest(
+                    f"--llm_quantization int8 runs on the CPU only (the LLM is on {device})", param="llm_quantization"
+                )
+            quantize_int8(model)
+        torch.manual_seed(config.seed)
         logger.info(
-            "torch backend: loaded %s (%.1fM parameters, %s, %s attention, batch %d) in %.1f s",
+            "torch backend: loaded %s (%.1fM parameters, %s%s, %s attention, batch %d) in %.1f s",
             type(model).__name__,
             params / 1e6,
             str(dtype).replace("torch.", ""),
+            ", body int8" if config.quantization else "",
             config.attn_implementation,
             config.batch_size,
             time.perf_counter() - start,

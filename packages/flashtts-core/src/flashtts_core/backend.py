@@ -26,6 +26,8 @@ class BackendConfig:
     batch_size: int = 256
     attn_implementation: str = "eager"
     cache_implementation: Optional[str] = None
+    # Weight quantization the backend applies at load (``--llm_quantization``; torch: int8).
+    quantization: Optional[str] = None
     seed: int = 0
     tensorrt_path: Optional[Path] = None
     # Token ids an engine will list in ``allowed_token_ids``; backends may precompute masks.
@@ -47,6 +49,7 @@ class BackendConfig:
             batch_size=options.llm_batch_size,
             attn_implementation=options.llm_attn_implementation,
             cache_implementation=options.cache_implementation,
+            quantization=options.llm_quantization,
             seed=options.seed,
             tensorrt_path=tensorrt,
         )
@@ -76,6 +79,20 @@ class LLMBackend(ABC):
     description: ClassVar[str] = ""
     # True where ``BackendConfig.tensor_parallel_size`` shards the model over that many GPUs.
     tensor_parallel: ClassVar[bool] = False
+    # Values of ``--llm_quantization`` this backend applies when it loads the model.
+    quantizations: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def check_options(cls, options) -> None:
+        """Refuse model options this backend would silently ignore (EngineOptions)."""
+        cls.check_tensor_parallel(options.llm_tensor_parallel_size)
+        quantization = getattr(options, "llm_quantization", None)
+        if quantization is not None and quantization not in cls.quantizations:
+            raise InvalidRequest(
+                f"backend {cls.name!r} does not quantize the LLM itself; --llm_quantization {quantization} is for "
+                "the torch backend (llama-cpp: convert to a q8_0 GGUF, `flashtts convert gguf`)",
+                param="llm_quantization",
+            )
 
     @classmethod
     def check_tensor_parallel(cls, size: int) -> None:

@@ -24,7 +24,9 @@ class EngineOptions(BaseModel):
     llm_tensorrt_path: Optional[Path] = Field(
         None, description="TensorRT-LLM engine directory (tensorrt-llm backend); default {model_path}/tensorrt-engine."
     )
-    lang: Optional[str] = Field(None, description="Orpheus language (english, french, german, korean, hindi, mandarin, spanish, italian).")
+    lang: Optional[str] = Field(
+        None, description="Orpheus language (english, french, german, korean, hindi, mandarin, spanish, italian)."
+    )
     llm_device: str = Field("auto", description="Device for the LLM (cpu, cuda, cuda:1, mps, auto).")
     tokenizer_device: str = Field("auto", description="Device for the audio tokenizer.")
     detokenizer_device: str = Field("auto", description="Device for the audio detokenizer.")
@@ -41,6 +43,11 @@ class EngineOptions(BaseModel):
         1, ge=1, description="GPUs one LLM is split across (tensor parallel; vllm, sglang, tensorrt-llm)."
     )
     torch_dtype: Dtype = Field("auto", description="Model precision.")
+    llm_quantization: Optional[Literal["int8"]] = Field(
+        None,
+        description="torch backend: int8 weight-only linear layers in the LLM body (one scale per output "
+        "channel, bfloat16 activations); half the bytes a CPU decode step reads.",
+    )
     cache_implementation: Optional[str] = Field(
         None, description="KV-cache strategy for the torch backend: static, offloaded_static, sliding_window, …"
     )

@@ -40,7 +40,13 @@ def add_settings_arguments(parser: argparse.ArgumentParser, model_cls, exclude: 
         if kind is bool:
             group.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
-            group.add_argument(f"--{name}", default=None, choices=choices, metavar=name.upper() if not choices else None, help=help_text)
+            group.add_argument(
+                f"--{name}",
+                default=None,
+                choices=choices,
+                metavar=name.upper() if not choices else None,
+                help=help_text,
+            )
 
 
 def _settings_from_args(model_cls, args: argparse.Namespace):
@@ -94,7 +100,7 @@ def _check_model_and_backend(options) -> None:
     pm = get_plugin_manager()
     try:
         pm.detect_engine(options.model_path)
-        pm.get_backend(options.backend).check_tensor_parallel(options.llm_tensor_parallel_size)
+        pm.get_backend(options.backend).check_options(options)
     except FlashTTSError as exc:
         raise CLIError(exc.message) from None
 
@@ -218,8 +224,11 @@ async def _infer(options, args, text: str, output: Path, fmt: str) -> None:
             pitch=args.pitch,
             speed=args.speed,
             sampling=SamplingOverrides(
-                temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                repetition_penalty=args.repetition_penalty, max_tokens=args.max_tokens,
+                temperature=args.temperature,
+                top_k=args.top_k,
+                top_p=args.top_p,
+                repetition_penalty=args.repetition_penalty,
+                max_tokens=args.max_tokens,
             ),
             length_threshold=args.length_threshold,
             window_size=args.window_size,
@@ -258,7 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     infer = sub.add_parser("infer", help="synthesise one text to an audio file, without a server")
     infer.add_argument("-i", "--input", required=True, help="text, or the path of a .txt file")
-    infer.add_argument("-o", "--output", required=True, help="audio file; the format comes from its extension (wav, mp3, opus, aac, flac, pcm)")
+    infer.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="audio file; the format comes from its extension (wav, mp3, opus, aac, flac, pcm)",
+    )
     infer.add_argument("--name", help="a built-in voice or a saved role")
     infer.add_argument("--reference_audio", help="reference audio file to clone")
     infer.add_argument("--reference_text", help="transcript of the reference audio")
@@ -299,8 +313,12 @@ def add_plugin_commands(sub) -> None:
         for depth in range(1, len(words)):
             prefix = words[:depth]
             if prefix not in groups:
-                later = sorted({c.words[depth] for c in get_plugin_manager().commands.values() if c.words[:depth] == prefix})
-                group = groups[prefix[:-1]].add_parser(prefix[-1], help=f"{' '.join(prefix)} commands: {', '.join(later)}")
+                later = sorted(
+                    {c.words[depth] for c in get_plugin_manager().commands.values() if c.words[:depth] == prefix}
+                )
+                group = groups[prefix[:-1]].add_parser(
+                    prefix[-1], help=f"{' '.join(prefix)} commands: {', '.join(later)}"
+                )
                 groups[prefix] = group.add_subparsers(dest=f"command_{depth}", metavar="COMMAND", required=True)
         parser = groups[words[:-1]].add_parser(
             words[-1], help=command.help, description=command.description or command.help

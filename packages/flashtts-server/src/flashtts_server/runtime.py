@@ -113,7 +113,7 @@ class TTSRuntime:
             raise InvalidRequest(f"--backend is required; one of: {', '.join(sorted(plugins.backends))}")
         engine_cls = plugins.detect_engine(options.model_path)
         backend_cls = plugins.get_backend(options.backend)
-        backend_cls.check_tensor_parallel(options.llm_tensor_parallel_size)
+        backend_cls.check_options(options)
         logger.info("model %s: engine %s, backend %s", options.model_path, engine_cls.name, backend_cls.name)
         await asyncio.to_thread(_import_heavy_libraries, backend_cls)
 

@@ -1,0 +1,65 @@
+"""int8 weight-only linear layers for the torch backend (``--llm_quantization int8``).
+
+A CPU decode step is bound by reading the weights: int8 halves what bfloat16 reads. Each output
+channel of a linear layer keeps its own scale (symmetric, max-abs / 127); activations stay in
+bfloat16 and the product runs in aten's ``_weight_int8pack_mm`` kernel (the one gpt-fast uses on
+CPU). Only the decoder body is quantized: the embeddings, and the output head the engine reads
+row subsets of (torch_head.py), stay as loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+logger = logging.getLogger("flashtts.backend.torch")
+
+QUANTIZATIONS = ("int8",)
+
+
+class Int8Linear(torch.nn.Module):
+    """``y = x @ (q * scale).T + bias`` with q int8 [out, in] and one scale per output channel."""
+
+    def __init__(self, linear: torch.nn.Linear, compute_dtype: torch.dtype = torch.bfloat16):
+        super().__init__()
+        weight = linear.weight.detach().float()
+        # The kernel takes the scales in the activations' dtype: round them (up, so no weight falls
+        # outside +-127) before quantizing, and every weight is within half a step of its float value.
+        exact = weight.abs().amax(dim=1).clamp(min=1e-12) / 127.0
+        scale = (exact * (1 + 2**-7)).to(compute_dtype)
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.compute_dtype = compute_dtype
+        q = torch.round(weight / scale.float()[:, None]).clamp(-127, 127).to(torch.int8)
+        self.register_buffer("weight_int8", q)
+        self.register_buffer("scale", scale)
+        self.bias = None if linear.bias is None else torch.nn.Parameter(linear.bias.detach(), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        flat = x.reshape(-1, shape[-1])
+        if flat.dtype != self.compute_dtype:  # the kernel has no fast float32 path: compute in bf16
+            flat = flat.to(self.compute_dtype)
+        out = torch.ops.aten._weight_int8pack_mm(flat.contiguous(), self.weight_int8, self.scale)
+        out = out.to(x.dtype).reshape(*shape[:-1], self.out_features)
+        return out if self.bias is None else out + self.bias
+
+    def dequantized(self) -> torch.Tensor:
+        return self.weight_int8.float() * self.scale.float()[:, None]
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8 per-channel"
+
+
+def quantize_int8(model) -> int:
+    """Replace every ``nn.Linear`` of the decoder body with an :class:`Int8Linear` in place; returns
+    how many were replaced. The float weights are freed as each layer goes."""
+    body = model.get_decoder()
+    replaced = 0
+    for parent in list(body.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, torch.nn.Linear):
+                setattr(parent, name, Int8Linear(child))
+                replaced += 1
+    logger.info("torch backend: %d linear layers of the decoder quantized to int8 (weight-only, per channel)", replaced)
+    return replaced

@@ -1,0 +1,77 @@
+"""``--llm_quantization int8`` on the torch backend: weight-only int8 linear layers, close to the
+float model, and the output-head restriction still changes no token."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import torch
+from flashtts_core.errors import InvalidRequest
+from flashtts_core.options import EngineOptions
+from flashtts_core.plugins import get_plugin_manager
+from flashtts_core.sampling import SamplingParams
+
+
+def test_an_int8_linear_is_within_a_percent_of_the_float_one():
+    from flashtts_backends.torch_quant import Int8Linear
+
+    torch.manual_seed(0)
+    for bias in (False, True):
+        linear = torch.nn.Linear(256, 384, bias=bias)
+        q = Int8Linear(linear)
+        assert q.weight_int8.dtype == torch.int8 and q.scale.shape == (384,)
+        x = torch.randn(3, 5, 256)
+        with torch.inference_mode():
+            exact, approx = linear(x), q(x)
+        assert approx.shape == exact.shape and approx.dtype == exact.dtype
+        assert ((approx - exact).abs().max() / exact.abs().max()).item() < 1e-2
+        # The stored weight is the float one to half a quantization step per channel.
+        step = q.scale.float()[:, None]
+        assert ((q.dequantized() - linear.weight).abs() <= step * 0.5 + 1e-6).all()
+
+
+@pytest.mark.asyncio
+async def test_int8_model_generates_close_to_float_and_the_head_restriction_changes_nothing(tiny_llm_dir, make_config):
+    from flashtts_backends.torch_backend import TorchBackend
+    from flashtts_backends.torch_quant import Int8Linear
+
+    quantized = await TorchBackend.create(make_config(tiny_llm_dir, batch_size=4, quantization="int8"))
+    plain = await TorchBackend.create(make_config(tiny_llm_dir, batch_size=4))
+    full = TorchBackend(quantized.model, quantized.config, "cpu", restrict_head=False)
+    layers = [m for m in quantized.model.modules() if isinstance(m, Int8Linear)]
+    assert len(layers) == 7 * quantized.model.config.num_hidden_layers  # q k v o, gate up down
+    assert isinstance(quantized.model.get_output_embeddings(), torch.nn.Linear)  # the head stays as loaded
+
+    ids = torch.tensor([[72, 101, 108, 108, 111]])
+    with torch.inference_mode():
+        a = quantized.model(ids).logits
+        b = plain.model(ids).logits
+    assert ((a - b).abs().max() / b.abs().max()).item() < 5e-2
+
+    params = [
+        SamplingParams(temperature=0.0, max_tokens=30, allowed_token_ids=allowed, stop_token_ids=(5,))
+        for allowed in (tuple(range(300, 420)), None)
+    ]
+    prompts = [[72, 101, 108], [40, 41, 42]]
+    try:
+        restricted = await asyncio.gather(*(quantized.generate(p, s) for p, s in zip(prompts, params)))
+        reference = await asyncio.gather(*(full.generate(p, s) for p, s in zip(prompts, params)))
+    finally:
+        await full.close()
+        await quantized.close()
+        await plain.close()
+    assert [o.token_ids for o in restricted] == [o.token_ids for o in reference]
+    assert all(len(o.token_ids) > 0 for o in restricted)
+
+
+def test_backends_that_do_not_quantize_refuse_the_flag():
+    backends = get_plugin_manager().backends
+    options = EngineOptions(llm_quantization="int8")
+    backends["torch"].check_options(options)
+    for name in ("llama-cpp", "vllm", "mlx-lm"):
+        with pytest.raises(InvalidRequest) as caught:
+            backends[name].check_options(options)
+        assert caught.value.param == "llm_quantization" and "torch" in caught.value.message
+    with pytest.raises(ValueError):
+        EngineOptions(llm_quantization="int4")
