@@ -54,6 +54,8 @@ class BatchScheduler:
         self._waiting: list[Sequence] = []
         self._active: list[Sequence] = []
         self._kv: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer (B, heads, L, head_dim)
+        # The cache decode steps write into (torch_kv); None after rows joined or left (built anew).
+        self._cache = None
         self._cond = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="flashtts-torch-scheduler", daemon=True)
@@ -106,7 +108,7 @@ class BatchScheduler:
             except BaseException as exc:  # every consumer hears of it; the scheduler keeps serving
                 logger.exception("torch backend: batched step failed")
                 failed = list(dict.fromkeys(joining + self._active))  # admitted ones are in both
-                self._active, self._kv = [], []
+                self._active, self._kv, self._cache = [], [], None
                 for seq in failed:
                     seq.emit(exc)
                     seq.emit(DONE)
@@ -145,6 +147,7 @@ class BatchScheduler:
         return seq.generated < seq.max_new
 
     def _join(self, seq: Sequence, kv: list[tuple[torch.Tensor, torch.Tensor]], length: int) -> None:
+        self._cache = None
         if not self._active:
             self._kv, seq.pad, self._active = kv, 0, [seq]
             return
@@ -165,6 +168,7 @@ class BatchScheduler:
         """Remove finished rows from the batch, then trim padding columns no remaining row needs."""
         if not finished:
             return
+        self._cache = None
         keep = [i for i, s in enumerate(self._active) if s not in finished]
         self._active = [self._active[i] for i in keep]
         if not self._active:
@@ -177,7 +181,7 @@ class BatchScheduler:
             seq.pad -= trim
 
     def _decode_step(self) -> None:
-        from transformers import DynamicCache
+        from .torch_kv import growing_cache
 
         rows = self._active
         width = self._kv[0][0].shape[2]
@@ -187,7 +191,9 @@ class BatchScheduler:
             mask[i, : seq.pad] = 0
         # A row's position is the number of real tokens before the new one.
         positions = torch.tensor([[width - s.pad] for s in rows], dtype=torch.long, device=self.device)
-        cache = DynamicCache(ddp_cache_data=self._kv)
+        if self._cache is None:
+            self._cache = growing_cache(self._kv)
+        cache = self._cache
         logits = self.head.forward(
             [s.sampler for s in rows],
             input_ids=input_ids,

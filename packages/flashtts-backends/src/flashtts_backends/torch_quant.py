@@ -16,6 +16,7 @@ import torch
 logger = logging.getLogger("flashtts.backend.torch")
 
 QUANTIZATIONS = ("int8",)
+ROWS_PER_CHUNK = 64
 
 
 class Int8Linear(torch.nn.Module):
@@ -23,14 +24,19 @@ class Int8Linear(torch.nn.Module):
 
     def __init__(self, linear: torch.nn.Linear, compute_dtype: torch.dtype = torch.bfloat16):
         super().__init__()
-        weight = linear.weight.detach().float()
-        # The kernel takes the scales in the activations' dtype: round them (up, so no weight falls
-        # outside +-127) before quantizing, and every weight is within half a step of its float value.
-        exact = weight.abs().amax(dim=1).clamp(min=1e-12) / 127.0
-        scale = (exact * (1 + 2**-7)).to(compute_dtype)
+        weight = linear.weight.detach()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.compute_dtype = compute_dtype
-        q = torch.round(weight / scale.float()[:, None]).clamp(-127, 127).to(torch.int8)
+        # The kernel takes the scales in the activations' dtype: round them (up, so no weight falls
+        # outside +-127) before quantizing, and every weight is within half a step of its float value.
+        exact = weight.abs().amax(dim=1).float().clamp(min=1e-12) / 127.0
+        scale = (exact * (1 + 2**-7)).to(compute_dtype)
+        q = torch.empty(weight.shape, dtype=torch.int8, device=weight.device)
+        # A few rows at a time: float32 temporaries of a whole layer would be tens of MB each, and
+        # freed ones stay in the process (malloc keeps them), so RSS would grow by the model's size.
+        for start in range(0, weight.shape[0], ROWS_PER_CHUNK):
+            rows = slice(start, start + ROWS_PER_CHUNK)
+            q[rows] = torch.round(weight[rows].float() / scale[rows].float()[:, None]).clamp(-127, 127).to(torch.int8)
         self.register_buffer("weight_int8", q)
         self.register_buffer("scale", scale)
         self.bias = None if linear.bias is None else torch.nn.Parameter(linear.bias.detach(), requires_grad=False)
