@@ -46,8 +46,8 @@ logger = logging.getLogger("flashtts.spark")
 
 SUBFOLDERS = ("LLM", "BiCodec", "wav2vec2-large-xlsr-53")
 
-# Streaming (in semantic tokens, 50 per second of audio): the first chunk is 0.5 s (first audio after
-# 45 tokens: on a CPU that decodes ~20 tokens/s, ~1 s sooner than a 1 s chunk), each next one twice
+# Streaming (in semantic tokens, 50 per second of audio): the first chunk is 0.2 s (first audio after
+# 30 tokens: on a CPU that decodes ~20-30 tokens/s, 1-2 s sooner than a 1 s chunk), each next one twice
 # as long up to 8 s. BiCodec's decoder is convolutional (tens of tokens of receptive field each side),
 # so a chunk decoded alone differs from the whole decode near its edges (at full size, up to the
 # signal's own peak within 0.2 s of a cut). Each chunk is therefore decoded with 1 s of the tokens
@@ -55,7 +55,7 @@ SUBFOLDERS = ("LLM", "BiCodec", "wav2vec2-large-xlsr-53")
 # the segment has ended) — measured on a full-size BiCodec, that matches the whole decode to ~1e-6
 # of peak (0.2 s of lookahead: 2e-2) — and its first 0.1 s overlaps the previous chunk's last 0.1 s;
 # the two are crossfaded, so joins neither click nor drift.
-FIRST_CHUNK_TOKENS = 25
+FIRST_CHUNK_TOKENS = 10
 MAX_CHUNK_TOKENS = 400
 LEFT_CONTEXT_TOKENS = 50
 LOOKAHEAD_TOKENS = 20
