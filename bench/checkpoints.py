@@ -19,6 +19,16 @@ SPARK_LLM = dict(
 )
 
 
+# Orpheus 3B's LLM: Llama-3.2-3B (head_dim 128) with Orpheus' vocabulary of 156,940 ids, tied embeddings.
+ORPHEUS_LLM = dict(
+    vocab_size=156940, hidden_size=3072, num_layers=28, num_heads=24, num_kv_heads=8, intermediate_size=8192
+)
+# The slot-cycling structure of the full-size Orpheus (see _orpheus_frames): slot p of a frame lives on
+# hidden axis 1 + p (axis 0 is suppress_stops' constant), <start_of_speech> on axis 1 + 7.
+ORPHEUS_SLOT_AXIS = 8.0  # an audio embedding's slot axis against random entries of ~0.05 (norm ~2.8)
+ORPHEUS_PUSH = 2000.0  # layer 0 MLP's write onto the next slot's axis; the 27 quieted blocks add ~140 (norm)
+
+
 def _quiet_residual_and_suppress(stop_ids: list[int]):
     """Init hook for a full-size LLM that never stops: the tiny model's trick (one hidden dimension
     held at a large constant, the stop rows' weight on it negative) only survives 24 layers if the
@@ -83,4 +93,79 @@ def write_spark(path: Path, seed: int = 0) -> Path:
     )
     write_spark_llm(path / "LLM", seed=seed)
     logger.info("wrote a full-size random Spark-TTS-0.5B to %s in %.0f s", path, time.perf_counter() - start)
+    return path
+
+
+def _orpheus_frames(stop_ids: list[int]):
+    """Init hook for the full-size Orpheus LLM: it never stops and speaks well-formed 7-id frames, so a
+    request makes exactly ``max_tokens // 7`` frames of audio (random ids would be skipped as malformed).
+
+    The tiny model's trick at full width: each audio id of slot p has a large entry on axis 1 + p, and
+    the first layer's MLP (8 units; the rest zero) writes a much larger one onto the next slot's axis;
+    every other block's residual write is quieted (``_quiet_residual_and_suppress``), so after 28
+    layers the next slot's axis still dominates the final hidden state and, with tied embeddings, only
+    ids of that slot get high logits. Which code comes inside a slot stays random.
+    """
+    import torch
+    from flashtts_orpheus import frames as ids
+
+    quiet_and_suppress = _quiet_residual_and_suppress(stop_ids)
+
+    def init(model) -> None:
+        quiet_and_suppress(model)
+        embed = model.model.embed_tokens.weight
+        hidden = embed.shape[1]
+        for slot in range(ids.SLOTS):
+            start = ids.AUDIO_BASE + slot * ids.CODEBOOK_SIZE
+            embed[start : start + ids.CODEBOOK_SIZE, 1 + slot] += ORPHEUS_SLOT_AXIS
+        embed[ids.START_OF_SPEECH, 1 + ids.SLOTS] += ORPHEUS_SLOT_AXIS
+        # After the first RMSNorm an audio embedding's slot axis is about this large:
+        norm = (ORPHEUS_SLOT_AXIS**2 + 1 + hidden * 0.05**2) ** 0.5
+        axis = ORPHEUS_SLOT_AXIS * hidden**0.5 / norm
+        unit_out = torch.nn.functional.silu(torch.tensor(axis)).item() * axis
+        mlp = model.model.layers[0].mlp
+        for weight in (mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight):
+            weight.zero_()
+        for k in range(ids.SLOTS + 1):  # unit k reads axis 1 + k (slot k, or <start_of_speech> for k = 7)
+            following = (k + 1) % ids.SLOTS if k < ids.SLOTS else 0
+            mlp.gate_proj.weight[k, 1 + k] = 1.0
+            mlp.up_proj.weight[k, 1 + k] = 1.0
+            mlp.down_proj.weight[1 + following, k] = ORPHEUS_PUSH / unit_out
+
+    return init
+
+
+def write_orpheus(path: Path, seed: int = 0) -> Path:
+    """A full-size Orpheus 3B folder: the LLM (Llama-3.2-3B shape, Orpheus' vocabulary and tokenizer ids,
+    3.3B parameters saved in bfloat16, ~6.6 GB) and ``snac/`` (snac_24khz at its released size, 19.8M).
+
+    Llama 3's rope scaling is left out: it changes no shape and no per-token cost.
+    """
+    import json
+
+    from flashtts_core.tiny_llm import write_tiny_llm
+    from flashtts_orpheus import frames as ids
+    from flashtts_orpheus.tiny_model import RELEASED_SNAC_CONFIG, write_snac, write_tokenizer
+
+    start = time.perf_counter()
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    write_snac(path / "snac", seed=seed, config=RELEASED_SNAC_CONFIG)
+    write_tiny_llm(
+        path,
+        architecture="llama",
+        eos_token_id=ids.EOT,
+        bos_token_id=ids.BEGIN_OF_TEXT,
+        tie_word_embeddings=True,
+        max_position_embeddings=131072,
+        seed=seed,
+        init=_orpheus_frames([ids.END_OF_SPEECH, ids.EOT]),
+        torch_dtype="bfloat16",
+        **ORPHEUS_LLM,
+    )
+    config = json.loads((path / "config.json").read_text())
+    config["pad_token_id"] = ids.PAD
+    (path / "config.json").write_text(json.dumps(config, indent=2))
+    write_tokenizer(path)
+    logger.info("wrote a full-size random Orpheus 3B to %s in %.0f s", path, time.perf_counter() - start)
     return path

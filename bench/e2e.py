@@ -15,7 +15,8 @@ much audio), then per backend starts a real ``flashtts serve`` on 127.0.0.1 and 
 - first audio: seconds to the first audio bytes of a streamed ``/clone_voice`` (pcm);
 - peak RSS of the server process and its children (VmHWM, summed);
 - the split: codec seconds per audio second (BiCodec decode alone, in this process, float32 and
-  bfloat16), and LLM tokens/s derived from the c=1 request time less codec and reference time;
+  bfloat16), and LLM tokens/s derived from the c=1 request time less the codec time (every request
+  sends the same clip, so after the warm-up the server's reference cache skips its encode);
 - the machine's memory read bandwidth, and each backend's tokens/s as a fraction of the
   bandwidth bound (bytes of weights read per decode step for that model and dtype).
 
@@ -49,12 +50,15 @@ TEXT = "FlashTTS measures its own speed."
 # name -> (flashtts --backend, GGUF type or None, LLM dtype on the wire for the bandwidth bound)
 BACKENDS = {
     "torch": ("torch", None, "bfloat16"),
+    "torch-int8": ("torch", None, "int8"),
     "llama-cpp-f16": ("llama-cpp", "f16", "f16"),
     "llama-cpp-q8_0": ("llama-cpp", "q8_0", "q8_0"),
     "vllm": ("vllm", None, "float32"),
     "mlx-lm": ("mlx-lm", None, "float32"),
 }
-BYTES_PER_WEIGHT = {"float32": 4.0, "bfloat16": 2.0, "f16": 2.0, "q8_0": 34 / 32}
+BYTES_PER_WEIGHT = {"float32": 4.0, "bfloat16": 2.0, "f16": 2.0, "q8_0": 34 / 32, "int8": 1.0}
+# Server flags of a variant beyond its backend (added to --server-args, which every server gets).
+VARIANT_FLAGS = {"torch-int8": ["--llm_quantization", "int8"]}
 
 
 @dataclass
@@ -66,6 +70,7 @@ class Result:
     aggregate: dict = field(default_factory=dict)  # concurrency -> audio s per wall s
     first_audio_s: float | None = None
     peak_rss_gb: float | None = None
+    rss_gb: float | None = None  # resident after the runs (steady state), server and children
     llm_tokens_per_s: float | None = None
     bandwidth_fraction: float | None = None
     bound_tokens_per_s: float | None = None
@@ -74,15 +79,20 @@ class Result:
 # -- checkpoints -------------------------------------------------------------------------------
 
 
-def prepare_spark(cache: Path, ggufs: set[str]) -> Path:
+def prepare_spark(cache: Path, ggufs: set[str], size: str = "full") -> Path:
     from checkpoints import write_spark
 
-    model = cache / "spark-0.5b"
+    model = cache / ("spark-0.5b" if size == "full" else "spark-tiny")
     if not (model / "LLM" / "model.safetensors").is_file():
-        print(f"writing a full-size random Spark-TTS-0.5B to {model} (about a minute)", flush=True)
-        write_spark(model)
+        if size == "full":
+            print(f"writing a full-size random Spark-TTS-0.5B to {model} (about a minute)", flush=True)
+            write_spark(model)
+        else:
+            from flashtts_core.plugins import get_plugin_manager
+
+            get_plugin_manager().engines["spark"].write_tiny_model(model)
     for kind in sorted(ggufs):
-        variant = cache / f"spark-0.5b-{kind}"
+        variant = cache / f"{model.name}-{kind}"
         gguf = variant / "LLM" / f"model-{kind}.gguf"
         if gguf.is_file():
             continue
@@ -133,16 +143,18 @@ def memory_bandwidth_gbs() -> float:
 
 def bytes_per_step(model: Path, dtype: str, restricted_rows: int | None) -> float:
     """Weights read per decode step: every layer, the final norm and the output head (all of its
-    rows, or only the allowed ones); the embedding table costs one row."""
-    config = json.loads((model / "LLM" / "config.json").read_text())
+    rows, or only the allowed ones); the embedding table costs one row. Tied or untied, the head is
+    read once per step; attention widths come from head_dim where the config has one (Llama)."""
+    config = llm_config(model)
     h, inter, layers, vocab = (
         config["hidden_size"],
         config["intermediate_size"],
         config["num_hidden_layers"],
         config["vocab_size"],
     )
-    kv = h // config["num_attention_heads"] * config["num_key_value_heads"]
-    per_layer = h * h * 2 + h * kv * 2 + 3 * h * inter
+    head_dim = config.get("head_dim") or h // config["num_attention_heads"]
+    q, kv = head_dim * config["num_attention_heads"], head_dim * config["num_key_value_heads"]
+    per_layer = h * q * 2 + h * kv * 2 + 3 * h * inter
     head = (restricted_rows or vocab) * h
     return (layers * per_layer + head) * BYTES_PER_WEIGHT[dtype]
 
@@ -194,19 +206,19 @@ def process_tree(pid: int) -> list[int]:
     return [pid] + [p for c in children for p in process_tree(c)]
 
 
-def peak_rss_gb(pid: int) -> float:
+def peak_rss_gb(pid: int, field: str = "VmHWM") -> float:
     total = 0
     for p in process_tree(pid):
         try:
             with open(f"/proc/{p}/status") as fh:
-                total += next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmHWM:"))
+                total += next(int(line.split()[1]) * 1024 for line in fh if line.startswith(field + ":"))
         except (OSError, StopIteration):
             pass
     return total / 1e9
 
 
 class Server:
-    def __init__(self, model: Path, backend: str, dtype: str, concurrency: int, log: Path):
+    def __init__(self, model: Path, backend: str, dtype: str, concurrency: int, log: Path, extra: list[str] = ()):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
@@ -217,6 +229,7 @@ class Server:
             "--llm_device", "cpu", "--tokenizer_device", "cpu", "--detokenizer_device", "cpu",
             "--torch_dtype", dtype, "--max_length", "8192",
             "--llm_batch_size", str(max(concurrency, 1)), "--batch_size", str(max(concurrency, 1)),
+            *extra,
         ]  # fmt: skip
         env = {
             **os.environ,
@@ -316,14 +329,16 @@ def run_backend(name: str, model: Path, args, ref: bytes, work: Path, split: dic
         return result
     path = model.parent / f"{model.name}-{gguf}" if gguf else model
     dtype = {"torch": args.torch_dtype, "vllm": "float32", "mlx-lm": "float32"}.get(backend, "auto")
-    if backend == "torch":
+    if backend == "torch" and weight_dtype != "int8":
         weight_dtype = args.torch_dtype
-    server = Server(path, backend, dtype, max(args.concurrency + [1]), work / f"server-{name}.log")
+    extra = VARIANT_FLAGS.get(name, []) + args.server_args
+    server = Server(path, backend, dtype, max(args.concurrency + [1]), work / f"server-{name}.log", extra)
     try:
         result.load_s = server.wait_healthy(args.load_timeout)
         print(f"  {name}: loaded in {result.load_s:.1f} s", flush=True)
         asyncio.run(measure(server, args, ref, result))
         result.peak_rss_gb = peak_rss_gb(server.proc.pid)
+        result.rss_gb = peak_rss_gb(server.proc.pid, "VmRSS")
     except Exception as exc:  # the table says so; the next backend still runs
         result.status = f"failed: {str(exc)[:300]}"
     finally:
@@ -331,7 +346,8 @@ def run_backend(name: str, model: Path, args, ref: bytes, work: Path, split: dic
     if result.rtf:
         seconds = max(result.rtf)
         wall = result.rtf[seconds] * seconds
-        llm = wall - split["codec_s_per_audio_s_float32"] * seconds - split["reference_encode_s"]
+        # The warm-up request uploaded the same clip: the server's reference cache skips its encode.
+        llm = wall - split["codec_s_per_audio_s_float32"] * seconds
         if llm > 0:
             result.llm_tokens_per_s = seconds * TOKENS_PER_SECOND / llm
         rows = 8193 if backend == "torch" else None  # torch computes the allowed rows of the head only
@@ -348,7 +364,8 @@ def fmt(value, spec: str) -> str:
 def print_table(results: list[Result], args, machine: dict, split: dict) -> None:
     print()
     print(
-        f"Spark-TTS-0.5B (full size, random weights), cloning, CPU: {machine['cores']} cores "
+        f"Spark-TTS-0.5B ({'full size' if args.size == 'full' else 'TINY test model: plumbing only'}, random "
+        f"weights), cloning, CPU: {machine['cores']} cores "
         f"(load average {machine['load_average']}), memory read bandwidth {machine['bandwidth_gbs']:.1f} GB/s"
     )
     print(
@@ -357,7 +374,7 @@ def print_table(results: list[Result], args, machine: dict, split: dict) -> None
     )
     rtf_cols = [f"RTF {d}s" for d in args.durations]
     agg_cols = [f"x RT c={c}" for c in args.concurrency]
-    header = ["backend", *rtf_cols, *agg_cols, "1st audio s", "load s", "peak RSS GB", "LLM tok/s*", "of bound*"]
+    header = ["backend", *rtf_cols, *agg_cols, "1st audio s", "load s", "peak RSS GB", "RSS GB", "LLM tok/s*", "of bound*"]
     widths = [16] + [12] * (len(header) - 1)
     print("".join(h.rjust(w) if i else h.ljust(w) for i, (h, w) in enumerate(zip(header, widths))))
     for r in results:
@@ -370,14 +387,411 @@ def print_table(results: list[Result], args, machine: dict, split: dict) -> None
             fmt(r.first_audio_s, ".2f"),
             fmt(r.load_s, ".1f"),
             fmt(r.peak_rss_gb, ".2f"),
+            fmt(r.rss_gb, ".2f"),
             fmt(r.llm_tokens_per_s, ".1f"),
             "-" if r.bandwidth_fraction is None else f"{r.bandwidth_fraction:.0%}",
         ]
         print(f"{r.backend:<16}" + "".join(c.rjust(12) for c in cells) + ("" if r.status == "ok" else f"  {r.status}"))
-    print("* derived: c=1 request time less the codec and reference encode times measured alone ('-' when the")
-    print("  machine's load makes that negative); the bound is memory bandwidth / weight bytes read per token")
-    for line in args.todo:
-        print(line)
+    print("* derived: c=1 request time less the codec time measured alone (the server caches the reference clip after")
+    print("  the warm-up request; '-' when load makes it negative); bound = memory bandwidth / weight bytes per token")
+
+
+# -- Orpheus and MegaTTS3 ------------------------------------------------------------------------
+
+MODELS = ("spark", "orpheus", "mega")
+ORPHEUS_VOICE = "tara"
+ORPHEUS_TEXT = "FlashTTS measures its own speed, one frame at a time."
+# Orpheus on two CPU cores runs at a few tokens/s (3B parameters): by default only this much of it.
+ORPHEUS_FULL_DURATIONS = [5]
+ORPHEUS_FULL_CONCURRENCY = [1]
+MEGA_TEXT = "The quick brown fox jumps over the lazy dog, and then it runs back home again."
+MEGA_FULL_CONCURRENCY = [1]  # one full-size DiT request is minutes of CPU work at 32 steps
+MEGA_RATE = 24000
+
+
+@dataclass
+class MegaResult:
+    backend: str = "torch"
+    status: str = "ok"
+    load_s: float | None = None
+    add_speaker_s: float | None = None  # the reference aligned once and saved as a role
+    audio_s: float | None = None  # audio per request (the random duration model decides it)
+    rtf: dict = field(default_factory=dict)  # route (speak: saved role; clone: aligned per request) -> RTF at c=1
+    aggregate: dict = field(default_factory=dict)  # concurrency -> audio s per wall s (/speak)
+    first_audio_s: float | None = None
+    peak_rss_gb: float | None = None
+    rss_gb: float | None = None
+
+
+def llm_config(model: Path) -> dict:
+    """The LLM's config.json: in LLM/ for Spark, the model folder itself for Orpheus."""
+    path = model / "LLM" / "config.json"
+    return json.loads((path if path.is_file() else model / "config.json").read_text())
+
+
+def llm_parameters(model: Path) -> int:
+    """Parameters of the LLM from its config (layers, embedding, and the head when it is untied)."""
+    config = llm_config(model)
+    h, vocab = config["hidden_size"], config["vocab_size"]
+    head_dim = config.get("head_dim") or h // config["num_attention_heads"]
+    attn = h * head_dim * (config["num_attention_heads"] * 2 + config["num_key_value_heads"] * 2)
+    per_layer = attn + 3 * h * config["intermediate_size"]
+    tables = vocab * h * (1 if config.get("tie_word_embeddings", True) else 2)
+    return config["num_hidden_layers"] * per_layer + tables
+
+
+def memory_shortfall(model: Path, weight_dtype: str) -> str | None:
+    """Why a backend's copy of the LLM would not fit in this machine's available memory, or None."""
+    need = llm_parameters(model) * BYTES_PER_WEIGHT[weight_dtype] * 1.15 + 1.5e9  # + KV cache, codec, runtime
+    with open("/proc/meminfo") as fh:
+        available = next(int(line.split()[1]) * 1024 for line in fh if line.startswith("MemAvailable:"))
+    if need <= available:
+        return None
+    return f"skipped: needs ~{need / 1e9:.1f} GB in {weight_dtype}, {available / 1e9:.1f} GB available"
+
+
+def gguf_variant(model: Path, kind: str) -> Path:
+    """``model`` (linked) beside a ``kind`` GGUF of its LLM, for an LLM that is the model folder itself."""
+    from flashtts_backends.gguf_convert import convert_to_gguf
+
+    variant = model.parent / f"{model.name}-{kind}"
+    gguf = variant / f"model-{kind}.gguf"
+    if not gguf.is_file():
+        print(f"converting {model.name}'s LLM to a {kind} GGUF", flush=True)
+        variant.mkdir(parents=True, exist_ok=True)
+        for item in model.iterdir():
+            if item.suffix != ".gguf" and not (variant / item.name).exists():
+                (variant / item.name).symlink_to(item.resolve())
+        convert_to_gguf(model, outtype=kind, outfile=gguf)
+    return variant
+
+
+def prepare_orpheus(cache: Path, ggufs: set[str], size: str) -> Path:
+    from checkpoints import write_orpheus
+
+    model = cache / ("orpheus-3b" if size == "full" else "orpheus-tiny")
+    if not (model / ".complete").is_file():
+        if size == "full":
+            print(f"writing a full-size random Orpheus 3B to {model} (~6.6 GB, a few minutes)", flush=True)
+            write_orpheus(model)
+        else:
+            from flashtts_core.plugins import get_plugin_manager
+
+            get_plugin_manager().engines["orpheus"].write_tiny_model(model)
+        (model / ".complete").write_text("ok")
+    for kind in sorted(ggufs):
+        gguf_variant(model, kind)
+    return model
+
+
+def prepare_mega(cache: Path, size: str) -> Path:
+    model = cache / ("mega-full" if size == "full" else "mega-tiny")
+    if size == "full":
+        from mega import write_full_size
+
+        return write_full_size(model)  # its own .complete marker
+    if not (model / ".complete").is_file():
+        from flashtts_mega.tiny_model import write_tiny_mega
+
+        write_tiny_mega(model)
+        (model / ".complete").write_text("ok")
+    return model
+
+
+def orpheus_max_tokens(seconds: float) -> int:
+    """Tokens for ``seconds`` of audio: 7 per frame of 2048 samples, plus the 3 frames the first
+    decode window (4 frames) takes before its first chunk."""
+    import math
+
+    from flashtts_orpheus import frames as ids
+
+    return ids.SLOTS * (math.ceil(seconds * 24000 / ids.SAMPLES_PER_FRAME) + ids.WINDOW_FRAMES - 1)
+
+
+def snac_split(model: Path) -> dict:
+    """SNAC decode alone, as the engine runs it at c=1: one 4-frame window per frame of audio. Timed in
+    a fresh process: after BiCodec's float32 and bfloat16 runs in this one, SNAC measured 4x slower."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_snac_split_here, model).result()
+
+
+def _snac_split_here(model: Path) -> dict:
+    import numpy as np
+    from flashtts_orpheus import frames as ids
+    from flashtts_orpheus.snac_codec import SnacCodec
+
+    codec = SnacCodec.load(model / "snac", device="cpu")
+    rng = np.random.default_rng(0)
+    window = ids.frames_to_codes(rng.integers(0, ids.CODEBOOK_SIZE, (ids.WINDOW_FRAMES, ids.SLOTS)))
+    codec.decode([window])  # warm-up
+    runs = 10
+    start = time.perf_counter()
+    for _ in range(runs):
+        codec.decode([window])
+    per_window = (time.perf_counter() - start) / runs
+    return {"codec_s_per_audio_s_float32": per_window * 24000 / ids.SAMPLES_PER_FRAME, "window_s": per_window}
+
+
+async def stream_audio(client, url: str, rate: int, **request) -> tuple[float, float, float]:
+    """One streamed pcm request: (wall s, audio s, first-audio s)."""
+    start = time.perf_counter()
+    first = None
+    size = 0
+    async with client.stream("POST", url, **request) as response:
+        if response.status_code != 200:
+            body = (await response.aread()).decode(errors="replace")[:300]
+            raise RuntimeError(f"{url} answered {response.status_code}: {body}")
+        async for chunk in response.aiter_bytes():
+            if chunk and first is None:
+                first = time.perf_counter() - start
+            size += len(chunk)
+    if not size:
+        raise RuntimeError(f"{url} sent no audio")
+    return time.perf_counter() - start, size / 2 / rate, first or 0.0
+
+
+def speech(client, seconds: float, seed: int):
+    """/v1/audio/speech with a built-in voice, run to max_tokens (the random LLM never stops)."""
+    body = {
+        "model": "orpheus", "input": ORPHEUS_TEXT, "voice": ORPHEUS_VOICE, "response_format": "pcm",
+        "stream": True, "max_tokens": orpheus_max_tokens(seconds), "seed": seed,
+    }  # fmt: skip
+    return stream_audio(client, "/v1/audio/speech", 24000, json=body)
+
+
+async def measure_orpheus(server: Server, args, result: Result) -> None:
+    import httpx
+
+    async with httpx.AsyncClient(base_url=server.url, timeout=3600) as client:
+        await speech(client, 0.5, seed=0)  # warm-up: first-call allocations, head sub-matrix
+        # Every request streams: its wall time gives the RTF, its first chunk the first audio.
+        for seconds in args.orpheus_durations:
+            wall, audio, first = await speech(client, seconds, seed=1)
+            result.rtf[seconds] = wall / audio
+            if result.first_audio_s is None or seconds == AGGREGATE_SECONDS:
+                result.first_audio_s = first
+            print(f"  {result.backend}: {audio:.1f} s of audio at c=1: {wall:.1f} s (RTF {wall / audio:.2f}), "
+                  f"first audio {first:.2f} s", flush=True)  # fmt: skip
+        for c in args.orpheus_concurrency:
+            if c == 1 and AGGREGATE_SECONDS in result.rtf:  # the same request was just measured
+                result.aggregate[c] = 1 / result.rtf[AGGREGATE_SECONDS]
+                continue
+            start = time.perf_counter()
+            outs = await asyncio.gather(*(speech(client, AGGREGATE_SECONDS, seed=10 + i) for i in range(c)))
+            result.aggregate[c] = sum(audio for _, audio, _ in outs) / (time.perf_counter() - start)
+            print(f"  {result.backend}: c={c}: {result.aggregate[c]:.2f} audio s per wall s", flush=True)
+
+
+def run_orpheus_backend(name: str, model: Path, args, work: Path, split: dict, bandwidth: float) -> Result:
+    from flashtts_core.errors import BackendUnavailable
+    from flashtts_core.plugins import get_plugin_manager
+    from flashtts_orpheus import frames as ids
+
+    backend, gguf, weight_dtype = BACKENDS[name]
+    result = Result(name)
+    try:
+        get_plugin_manager().backends[backend].check_available()
+    except (BackendUnavailable, KeyError) as exc:
+        result.status = f"skipped: {exc}"
+        return result
+    path = gguf_variant(model, gguf) if gguf else model
+    dtype = {"torch": args.torch_dtype, "vllm": "float32", "mlx-lm": "float32"}.get(backend, "auto")
+    if backend == "torch" and weight_dtype != "int8":
+        weight_dtype = args.torch_dtype
+    if args.size == "full":
+        # torch reads the checkpoint's bfloat16 even when it quantizes it afterwards.
+        shortfall = memory_shortfall(model, args.torch_dtype if backend == "torch" else weight_dtype)
+        if shortfall:
+            result.status = shortfall
+            return result
+    extra = VARIANT_FLAGS.get(name, []) + args.server_args
+    concurrency = max(args.orpheus_concurrency + [1])
+    server = Server(path, backend, dtype, concurrency, work / f"server-orpheus-{name}.log", extra)
+    try:
+        result.load_s = server.wait_healthy(args.load_timeout)
+        print(f"  {name}: loaded in {result.load_s:.1f} s", flush=True)
+        asyncio.run(measure_orpheus(server, args, result))
+        result.peak_rss_gb = peak_rss_gb(server.proc.pid)
+        result.rss_gb = peak_rss_gb(server.proc.pid, "VmRSS")
+    except Exception as exc:  # the table says so; the next backend still runs
+        result.status = f"failed: {str(exc)[:300]}"
+    finally:
+        server.stop()
+    if result.rtf:
+        seconds = max(result.rtf)
+        tokens = orpheus_max_tokens(seconds)
+        audio = (tokens // ids.SLOTS - ids.WINDOW_FRAMES + 1) * ids.SAMPLES_PER_FRAME / 24000  # what it sent
+        wall = result.rtf[seconds] * audio
+        llm = wall - split["codec_s_per_audio_s_float32"] * audio
+        if llm > 0:
+            result.llm_tokens_per_s = tokens / llm
+        rows = ids.SLOTS * ids.CODEBOOK_SIZE + 1 if backend == "torch" else None  # audio ids + the stop id
+        result.bound_tokens_per_s = bandwidth * 1e9 / bytes_per_step(model, weight_dtype, rows)
+        if result.llm_tokens_per_s:
+            result.bandwidth_fraction = result.llm_tokens_per_s / result.bound_tokens_per_s
+    return result
+
+
+def print_orpheus_table(results: list[Result], args, split: dict) -> None:
+    print()
+    if args.size == "full":
+        what = "Orpheus 3B (full size: Llama-3.2-3B shape, vocab 156,940, bf16 weights; SNAC 24 kHz at release size"
+    else:
+        what = "Orpheus (TINY test model: plumbing only, the speeds mean nothing"
+    print(f"{what}; random weights), voice {ORPHEUS_VOICE!r} via /v1/audio/speech, streamed pcm")
+    print(
+        f"plan: {', '.join(f'{d} s' for d in args.orpheus_durations)} at c=1, concurrency "
+        f"{', '.join(map(str, args.orpheus_concurrency))}"
+        + (" (the smaller default plan for a 3B on CPU: --orpheus-durations / --orpheus-concurrency)"
+           if args.size == "full" else "")
+    )  # fmt: skip
+    print(f"codec (SNAC decode alone, 4-frame windows) {split['codec_s_per_audio_s_float32']:.2f} s per audio s")
+    rtf_cols = [f"RTF {d}s" for d in args.orpheus_durations]
+    agg_cols = [f"x RT c={c}" for c in args.orpheus_concurrency]
+    header = ["backend", *rtf_cols, *agg_cols, "1st audio s", "load s", "peak RSS GB", "RSS GB", "LLM tok/s*",
+              "of bound*"]  # fmt: skip
+    print("".join(h.rjust(12) if i else h.ljust(16) for i, h in enumerate(header)))
+    for r in results:
+        if r.status != "ok" and not r.rtf:
+            print(f"{r.backend:<16}{r.status}")
+            continue
+        cells = [fmt(r.rtf.get(d), ".2f") for d in args.orpheus_durations]
+        cells += [fmt(r.aggregate.get(c), ".2f") for c in args.orpheus_concurrency]
+        cells += [
+            fmt(r.first_audio_s, ".2f"),
+            fmt(r.load_s, ".1f"),
+            fmt(r.peak_rss_gb, ".2f"),
+            fmt(r.rss_gb, ".2f"),
+            fmt(r.llm_tokens_per_s, ".1f"),
+            "-" if r.bandwidth_fraction is None else f"{r.bandwidth_fraction:.0%}",
+        ]
+        print(f"{r.backend:<16}" + "".join(c.rjust(12) for c in cells) + ("" if r.status == "ok" else f"  {r.status}"))
+    print("* derived: c=1 request time less SNAC's time alone, 7 tokens per 2048-sample frame; c=1 aggregate is")
+    print(f"  the {AGGREGATE_SECONDS} s RTF request's own figure; bound = memory bandwidth / weight bytes per token")
+
+
+def bench_orpheus(cache: Path, args, logs: Path, bandwidth: float) -> dict:
+    ggufs = {BACKENDS[b][1] for b in args.backends if BACKENDS[b][1]}
+    model = prepare_orpheus(cache, ggufs, args.size)
+    split = snac_split(model)
+    results = []
+    for name in args.backends:
+        print(f"orpheus {name}: starting the server (log: {logs / f'server-orpheus-{name}.log'})", flush=True)
+        results.append(run_orpheus_backend(name, model, args, logs, split, bandwidth))
+    print_orpheus_table(results, args, split)
+    return {
+        "model": f"Orpheus 3B, {args.size}-size random weights" + (", bf16" if args.size == "full" else ""),
+        "voice": ORPHEUS_VOICE,
+        "codec": split,
+        "durations": args.orpheus_durations,
+        "concurrency": args.orpheus_concurrency,
+        "results": [asdict(r) for r in results],
+    }
+
+
+def mega_speak(client, seed: int, time_step: int, text: str = MEGA_TEXT):
+    body = {"name": "bench", "text": text, "time_step": time_step, "seed": seed, "response_format": "pcm",
+            "stream": True}  # fmt: skip
+    return stream_audio(client, "/speak", MEGA_RATE, json=body)
+
+
+def mega_clone(client, files: dict, seed: int, time_step: int):
+    form = {"text": MEGA_TEXT, "time_step": str(time_step), "seed": str(seed), "response_format": "pcm",
+            "stream": "true"}  # fmt: skip
+    return stream_audio(client, "/clone_voice", MEGA_RATE, data=form, files=files)
+
+
+async def measure_mega(server: Server, model: Path, args, result: MegaResult) -> None:
+    import httpx
+
+    wav = ("example.wav", (model / "example.wav").read_bytes(), "audio/wav")
+    latent = ("example.npy", (model / "example.npy").read_bytes(), "application/octet-stream")
+    steps = args.mega_time_step
+    async with httpx.AsyncClient(base_url=server.url, timeout=3600) as client:
+        start = time.perf_counter()
+        form, files = {"name": "bench", "overwrite": "true"}, {"audio_file": wav, "latent_file": latent}
+        added = await client.post("/add_speaker", data=form, files=files)
+        if added.status_code != 200:
+            raise RuntimeError(f"/add_speaker answered {added.status_code}: {added.text[:300]}")
+        result.add_speaker_s = time.perf_counter() - start
+        await mega_speak(client, seed=0, time_step=2, text="Hi.")  # warm-up
+        wall, audio, first = await mega_speak(client, seed=1, time_step=steps)
+        result.audio_s, result.first_audio_s, result.rtf["speak"] = audio, first, wall / audio
+        print(f"  mega: /speak (saved role), {audio:.1f} s of audio: {wall:.1f} s (RTF {wall / audio:.2f}), "
+              f"first audio {first:.2f} s", flush=True)  # fmt: skip
+        wall, audio, _ = await mega_clone(client, {"reference_audio_file": wav, "latent_file": latent}, 1, steps)
+        result.rtf["clone"] = wall / audio
+        print(f"  mega: /clone_voice, {audio:.1f} s of audio: {wall:.1f} s (RTF {wall / audio:.2f})", flush=True)
+        for c in args.mega_concurrency:
+            if c == 1:  # the /speak request above
+                result.aggregate[c] = 1 / result.rtf["speak"]
+                continue
+            start = time.perf_counter()
+            outs = await asyncio.gather(*(mega_speak(client, seed=10 + i, time_step=steps) for i in range(c)))
+            result.aggregate[c] = sum(audio for _, audio, _ in outs) / (time.perf_counter() - start)
+            print(f"  mega: c={c}: {result.aggregate[c]:.2f} audio s per wall s", flush=True)
+
+
+def bench_mega(cache: Path, args, logs: Path) -> dict:
+    from flashtts_core.errors import BackendUnavailable
+    from flashtts_core.plugins import get_plugin_manager
+
+    if "mega" not in get_plugin_manager().engines:
+        return {"results": [asdict(MegaResult(status="skipped: flashtts-mega is not installed"))]}
+    model = prepare_mega(cache, args.size)
+    result = MegaResult()
+    try:
+        get_plugin_manager().backends["torch"].check_available()
+    except (BackendUnavailable, KeyError) as exc:
+        result.status = f"skipped: {exc}"
+    else:
+        # The backend runs only the G2P LLM, tiny here and a small share of the time: torch only.
+        extra = ["--role_dir", str(logs / "mega-roles"), "--wait_timeout", "0.05", *args.server_args]
+        concurrency = max(args.mega_concurrency + [1])
+        print(f"mega torch: starting the server (log: {logs / 'server-mega-torch.log'})", flush=True)
+        server = Server(model, "torch", args.mega_dtype, concurrency, logs / "server-mega-torch.log", extra)
+        try:
+            result.load_s = server.wait_healthy(args.load_timeout)
+            print(f"  mega: loaded in {result.load_s:.1f} s", flush=True)
+            asyncio.run(measure_mega(server, model, args, result))
+            result.peak_rss_gb = peak_rss_gb(server.proc.pid)
+            result.rss_gb = peak_rss_gb(server.proc.pid, "VmRSS")
+        except Exception as exc:
+            result.status = f"failed: {str(exc)[:300]}"
+        finally:
+            server.stop()
+    print()
+    if args.size == "full":
+        what = "MegaTTS3 (full size: DiT 459M, WaveVAE decoder 226M, aligner 55M, duration LM at upstream's sizes"
+        what += "; the G2P LLM is TINY"
+    else:
+        what = "MegaTTS3 (TINY test model: plumbing only, the speeds mean nothing"
+    print(f"{what}; random weights), torch backend, --torch_dtype {args.mega_dtype}, time_step {args.mega_time_step}")
+    agg_cols = [f"x RT c={c}" for c in args.mega_concurrency]
+    header = ["backend", "audio s", "RTF speak", "RTF clone", *agg_cols, "1st audio s", "add role s", "load s",
+              "peak RSS GB", "RSS GB"]  # fmt: skip
+    print("".join(h.rjust(12) if i else h.ljust(16) for i, h in enumerate(header)))
+    if result.status != "ok" and not result.rtf:
+        print(f"{result.backend:<16}{result.status}")
+    else:
+        cells = [fmt(result.audio_s, ".1f"), fmt(result.rtf.get("speak"), ".2f"), fmt(result.rtf.get("clone"), ".2f")]
+        cells += [fmt(result.aggregate.get(c), ".2f") for c in args.mega_concurrency]
+        cells += [fmt(result.first_audio_s, ".2f"), fmt(result.add_speaker_s, ".1f"), fmt(result.load_s, ".1f"),
+                  fmt(result.peak_rss_gb, ".2f"), fmt(result.rss_gb, ".2f")]  # fmt: skip
+        status = "" if result.status == "ok" else f"  {result.status}"
+        print(f"{result.backend:<16}" + "".join(c.rjust(12) for c in cells) + status)
+    print("speak: a saved role (aligned once, 'add role s'); clone: /clone_voice aligns the reference in the request;")
+    print("audio length is what the random duration model decides; the c=1 aggregate is the speak request's figure")
+    return {
+        "model": f"MegaTTS3, {args.size}-size random weights" + (", tiny G2P LLM" if args.size == "full" else ""),
+        "time_step": args.mega_time_step,
+        "dtype": args.mega_dtype,
+        "concurrency": args.mega_concurrency,
+        "results": [asdict(result)],
+    }
 
 
 def main() -> None:
@@ -385,10 +799,13 @@ def main() -> None:
     unknown = [b for b in args.backends if b not in BACKENDS]
     if unknown:
         sys.exit(f"unknown backends {unknown}; choose from {', '.join(BACKENDS)}")
+    unknown = [m for m in args.models if m not in MODELS]
+    if unknown:
+        sys.exit(f"unknown models {unknown}; choose from {', '.join(MODELS)}")
     cache = Path(args.cache).expanduser()
     cache.mkdir(parents=True, exist_ok=True)
     ggufs = {BACKENDS[b][1] for b in args.backends if BACKENDS[b][1]}
-    model = prepare_spark(cache, ggufs)
+    model = prepare_spark(cache, ggufs, args.size) if "spark" in args.models else None
     bandwidth = memory_bandwidth_gbs()
     machine = {
         "cores": os.cpu_count(),
@@ -397,30 +814,39 @@ def main() -> None:
         "platform": platform.platform(),
         "processor": platform.processor(),
     }
-    print(f"memory read bandwidth {bandwidth:.1f} GB/s; measuring the codec alone", flush=True)
-    split = codec_split(model, AGGREGATE_SECONDS)
-    ref = reference_wav()
-    results = []
     # Server logs are kept beside the JSON: a failed backend's reason is in its log.
     logs = Path(args.json).resolve().parent / "bench-e2e-logs"
     logs.mkdir(parents=True, exist_ok=True)
-    for name in args.backends:
-        print(f"{name}: starting the server (log: {logs / f'server-{name}.log'})", flush=True)
-        results.append(run_backend(name, model, args, ref, logs, split, bandwidth))
-    args.todo = [
-        "TODO: Orpheus (full-size 3B: ~7 GB in bf16, ~85 LLM tokens per audio second) is not in this "
-        "benchmark yet; MegaTTS3 has its own, bench/mega.py"
-    ]
-    print_table(results, args, machine, split)
     report = {
-        "model": "Spark-TTS-0.5B, full-size random weights",
+        "model": f"Spark-TTS-0.5B, {args.size}-size random weights",
         "machine": machine,
-        "codec": split,
-        "args": {k: v for k, v in vars(args).items() if k != "todo"},
-        "results": [asdict(r) for r in results],
+        "codec": {},
+        "args": vars(args),
+        "results": [],
     }
-    Path(args.json).write_text(json.dumps(report, indent=2))
-    print(f"wrote {args.json}")
+    if model is not None:
+        print(f"memory read bandwidth {bandwidth:.1f} GB/s; measuring the codec alone", flush=True)
+        split = codec_split(model, AGGREGATE_SECONDS)
+        ref = reference_wav()
+        results = []
+        for name in args.backends:
+            print(f"{name}: starting the server (log: {logs / f'server-{name}.log'})", flush=True)
+            results.append(run_backend(name, model, args, ref, logs, split, bandwidth))
+        print_table(results, args, machine, split)
+        report.update(codec=split, results=[asdict(r) for r in results])
+        write_report(report, args.json)
+    # Each model's section is written as soon as it is measured: a long run keeps what it has.
+    if "orpheus" in args.models:
+        report["orpheus"] = bench_orpheus(cache, args, logs, bandwidth)
+        write_report(report, args.json)
+    if "mega" in args.models:
+        report["mega"] = bench_mega(cache, args, logs)
+        write_report(report, args.json)
+
+
+def write_report(report: dict, path: str) -> None:
+    Path(path).write_text(json.dumps(report, indent=2))
+    print(f"wrote {path}", flush=True)
 
 
 def csv(kind):
@@ -441,7 +867,37 @@ def parse_args():
     )
     parser.add_argument("--json", default="bench-e2e.json", help="where the results go")
     parser.add_argument("--load-timeout", type=float, default=600)
-    return parser.parse_args()
+    parser.add_argument(
+        "--server-args",
+        type=str.split,
+        default=[],
+        help='flags every server gets, one string: --server-args "--detokenizer_dtype bfloat16"',
+    )
+    parser.add_argument("--models", type=csv(str), default=list(MODELS), help=f"comma-separated: {', '.join(MODELS)}")
+    parser.add_argument(
+        "--size", choices=["full", "tiny"], default="full", help="tiny: the engines' test models (a quick smoke run)"
+    )
+    parser.add_argument(
+        "--orpheus-durations", type=csv(int), help=f"Orpheus c=1 seconds (full size default {ORPHEUS_FULL_DURATIONS})"
+    )
+    parser.add_argument(
+        "--orpheus-concurrency", type=csv(int), help=f"Orpheus concurrency (full size {ORPHEUS_FULL_CONCURRENCY})"
+    )
+    parser.add_argument(
+        "--mega-concurrency", type=csv(int), help=f"MegaTTS3 concurrency (full size default {MEGA_FULL_CONCURRENCY})"
+    )
+    parser.add_argument("--mega-time-step", type=int, default=32, help="MegaTTS3 DiT steps (upstream 32)")
+    parser.add_argument("--mega-dtype", default="auto", help="MegaTTS3 --torch_dtype (auto: float32 on CPU)")
+    args = parser.parse_args()
+    # Full size, Orpheus (3B) and MegaTTS3 (a DiT) run a smaller plan than Spark; tiny runs Spark's.
+    full = args.size == "full"
+    if args.orpheus_durations is None:
+        args.orpheus_durations = ORPHEUS_FULL_DURATIONS if full else args.durations
+    if args.orpheus_concurrency is None:
+        args.orpheus_concurrency = ORPHEUS_FULL_CONCURRENCY if full else args.concurrency
+    if args.mega_concurrency is None:
+        args.mega_concurrency = MEGA_FULL_CONCURRENCY if full else args.concurrency
+    return args
 
 
 if __name__ == "__main__":

@@ -89,12 +89,15 @@ def write_tiny_llm(
     max_position_embeddings: int = 4096,
     seed: int = 0,
     init=None,
+    torch_dtype: str = "float32",
 ) -> None:
     """Write a tiny Qwen2 or Llama ``*ForCausalLM`` (config.json + model.safetensors) into ``path``.
 
     ``init(model)`` may reshape weights after random initialisation (e.g. bias the output head so the
     tiny model emits a well-formed sequence). head_dim = hidden_size / num_heads must be one vLLM's
     CPU attention supports (32, 64, 80, 96, 112, 128 …): keep hidden 128 with 4 heads.
+    ``torch_dtype`` ("float32" or "bfloat16") is the dtype the weights are built and saved in: a
+    full-size 3B model built in bfloat16 never needs its float32 copy in memory.
     """
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
@@ -111,16 +114,21 @@ def write_tiny_llm(
         eos_token_id=eos_token_id,
         bos_token_id=bos_token_id,
         tie_word_embeddings=tie_word_embeddings,
-        torch_dtype="float32",
+        torch_dtype=torch_dtype,
     )
     if architecture == "qwen2":
-        config = Qwen2Config(rope_theta=1000000.0, **common)
-        model = Qwen2ForCausalLM(config)
+        config, model_class = Qwen2Config(rope_theta=1000000.0, **common), Qwen2ForCausalLM
     elif architecture == "llama":
         config = LlamaConfig(rope_theta=500000.0, head_dim=hidden_size // num_heads, **common)
-        model = LlamaForCausalLM(config)
+        model_class = LlamaForCausalLM
     else:
         raise ValueError(f"unknown architecture {architecture!r}")
+    default_dtype = torch.get_default_dtype()
+    torch.set_default_dtype(getattr(torch, torch_dtype))
+    try:
+        model = model_class(config)
+    finally:
+        torch.set_default_dtype(default_dtype)
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() > 1:
@@ -131,5 +139,5 @@ def write_tiny_llm(
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(path), safe_serialization=True)
     cfg = json.loads((path / "config.json").read_text())
-    cfg["torch_dtype"] = "float32"
+    cfg["torch_dtype"] = torch_dtype
     (path / "config.json").write_text(json.dumps(cfg, indent=2))

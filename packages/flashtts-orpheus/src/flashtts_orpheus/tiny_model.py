@@ -50,6 +50,22 @@ SNAC_TINY_CONFIG = {
     "depthwise": True,
 }
 
+# hubertsiuzdak/snac_24khz's config.json, the codec Orpheus speaks (19.8M parameters): the benchmarks
+# write it at this size with random weights.
+RELEASED_SNAC_CONFIG = {
+    "sampling_rate": 24000,
+    "encoder_dim": 48,
+    "encoder_rates": [2, 4, 8, 8],
+    "decoder_dim": 1024,
+    "decoder_rates": [8, 8, 4, 2],
+    "attn_window_size": None,
+    "codebook_size": ids.CODEBOOK_SIZE,
+    "codebook_dim": 8,
+    "vq_strides": [4, 2, 1],
+    "noise": True,
+    "depthwise": True,
+}
+
 
 def llama3_special_tokens() -> list[str]:
     """Llama 3's 256 reserved ids 128000..128255, in order."""
@@ -148,15 +164,16 @@ def write_llm(path: Path) -> None:
     config_path.write_text(json.dumps(config, indent=2))
 
 
-def write_snac(path: Path, seed: int = 0) -> None:
-    """A tiny ``snac.SNAC`` with the 24 kHz model's rates, codebooks and strides, in its release layout."""
+def write_snac(path: Path, seed: int = 0, config: dict = SNAC_TINY_CONFIG) -> None:
+    """A random ``snac.SNAC`` in its release layout: tiny by default (the 24 kHz model's rates, codebooks
+    and strides), or ``RELEASED_SNAC_CONFIG`` for the released size."""
     import torch
     from snac import SNAC
 
     torch.manual_seed(seed)
-    model = SNAC(**SNAC_TINY_CONFIG)
+    model = SNAC(**config)
     path.mkdir(parents=True, exist_ok=True)
-    (path / "config.json").write_text(json.dumps(SNAC_TINY_CONFIG, indent=2))
+    (path / "config.json").write_text(json.dumps(config, indent=2))
     torch.save(model.state_dict(), path / "pytorch_model.bin")
 
 

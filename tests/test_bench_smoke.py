@@ -1,0 +1,35 @@
+"""bench/e2e.py end to end on the tiny models: every model section runs through a real server and
+lands in the JSON (the full-size run is `nox -s bench`; this only checks the script's plumbing)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_e2e_bench_tiny_measures_every_model(tmp_path):
+    out = tmp_path / "bench.json"
+    cmd = [
+        sys.executable, str(ROOT / "bench" / "e2e.py"), "--size", "tiny", "--backends", "torch", "--durations", "1",
+        "--concurrency", "2", "--models", "spark,orpheus,mega", "--cache", str(tmp_path / "cache"), "--json", str(out),
+    ]  # fmt: skip
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    report = json.loads(out.read_text())
+    spark, orpheus, mega = report["results"], report["orpheus"]["results"], report["mega"]["results"]
+    for rows in (spark, orpheus, mega):
+        assert [r["backend"] for r in rows] == ["torch"]
+        assert rows[0]["status"] == "ok", rows[0]["status"]
+        assert rows[0]["load_s"] > 0 and rows[0]["peak_rss_gb"] > 0
+    # JSON keys are strings: seconds of audio -> RTF, concurrency -> audio s per wall s.
+    assert spark[0]["rtf"]["1"] > 0 and spark[0]["aggregate"]["2"] > 0
+    assert orpheus[0]["rtf"]["1"] > 0 and orpheus[0]["aggregate"]["2"] > 0 and orpheus[0]["first_audio_s"] > 0
+    assert mega[0]["rtf"]["speak"] > 0 and mega[0]["rtf"]["clone"] > 0 and mega[0]["aggregate"]["2"] > 0
+    assert "TODO" not in run.stdout and "TINY test model" in run.stdout
