@@ -3,6 +3,8 @@
     python bench/e2e.py                                   # everything (tens of minutes on 2 cores)
     python bench/e2e.py --backends torch,llama-cpp-q8_0 --durations 5 --concurrency 1,4
     nox -s bench -- --backends llama-cpp-q8_0 --durations 5 --concurrency 1
+    python bench/e2e.py --models orpheus --backends torch,llama-cpp-q8_0   # one model
+    python bench/e2e.py --size tiny --backends torch --durations 1 --concurrency 2   # smoke, ~1 min
 
 It writes a full-size random Spark-TTS-0.5B once (kept in --cache, ~4 GB with GGUFs), its LLM
 biased so that every generation runs to max_tokens (``duration x 50`` semantic tokens: exactly that
@@ -19,6 +21,11 @@ much audio), then per backend starts a real ``flashtts serve`` on 127.0.0.1 and 
   sends the same clip, so after the warm-up the server's reference cache skips its encode);
 - the machine's memory read bandwidth, and each backend's tokens/s as a fraction of the
   bandwidth bound (bytes of weights read per decode step for that model and dtype).
+
+``--models`` also runs Orpheus 3B (full size, bf16, 6.6 GB; weights shaped to speak well-formed
+7-id frames and never stop, so ``max_tokens`` fixes the audio; /v1/audio/speech with voice tara;
+by default 5 s at c=1 only, it is slow on CPU) and MegaTTS3 (upstream's sizes, tiny G2P LLM; /speak
+with a saved role and /clone_voice, time_step 32, c=1), each with its own table and JSON section.
 
 Random weights make noise, not speech: only the speed means anything. The machine's other load
 distorts wall times; the table says how many CPU cores the run had.
