@@ -11,6 +11,7 @@ from typing import AsyncIterator
 
 from flashtts_core.backend import BackendConfig, LLMBackend
 from flashtts_core.errors import InvalidRequest
+from flashtts_core.loading import building_modules
 from flashtts_core.options import resolve_device, resolve_dtype
 from flashtts_core.sampling import SamplingParams
 
@@ -79,9 +80,10 @@ class TorchBackend(LLMBackend):
         logger.info(
             "torch backend: loading %s on %s as %s", config.model_path, device, str(dtype).replace("torch.", "")
         )
-        model = AutoModelForCausalLM.from_pretrained(
-            str(config.model_path), dtype=dtype, attn_implementation=config.attn_implementation
-        )
+        with building_modules():  # from_pretrained sets the process-wide default dtype meanwhile
+            model = AutoModelForCausalLM.from_pretrained(
+                str(config.model_path), dtype=dtype, attn_implementation=config.attn_implementation
+            )
         model.to(device).eval()
         params = sum(p.numel() for p in model.parameters())
         if config.quantization == "int8":

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 import yaml
 from flashtts_core.errors import ModelLoadError
+from flashtts_core.loading import building_modules
 from torch import nn
 
 logger = logging.getLogger("flashtts.mega")
@@ -115,10 +116,12 @@ def _shown(keys: list[str]) -> str:
 
 def build_for_loading(factory: Callable[[], nn.Module], state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
     """``factory()`` on the meta device when the checkpoint is large (then load with assign=True)."""
-    if sum(v.numel() for v in state_dict.values()) < META_BUILD_PARAMETERS:
-        return factory()
-    with torch.device("meta"):
-        return factory()
+    # Under the build lock: not while an LLM's from_pretrained has changed the default dtype.
+    with building_modules():
+        if sum(v.numel() for v in state_dict.values()) < META_BUILD_PARAMETERS:
+            return factory()
+        with torch.device("meta"):
+            return factory()
 
 
 def load_strict(

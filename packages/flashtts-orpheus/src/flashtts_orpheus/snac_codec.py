@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 from flashtts_core.codec import AudioCodec
 from flashtts_core.errors import ModelLoadError
+from flashtts_core.loading import building_modules
 
 logger = logging.getLogger("flashtts.orpheus")
 
@@ -59,7 +60,8 @@ class SnacCodec(AudioCodec):
             )
         start = time.perf_counter()
         config = json.loads((path / CONFIG_FILE).read_text())
-        model = SNAC(**config)
+        with building_modules():  # not while an LLM's from_pretrained has changed the default dtype
+            model = SNAC(**config)
         # weights_only: a pickle from disk must not run code.
         state = torch.load(path / WEIGHTS_FILE, map_location="cpu", weights_only=True)
         result = model.load_state_dict(state, strict=False)
@@ -72,7 +74,12 @@ class SnacCodec(AudioCodec):
         params = sum(p.numel() for p in model.parameters())
         logger.info(
             "SNAC codec: loaded %s (%.1fM parameters, %d Hz, hop %d) on %s as float32 in %.2f s",
-            path, params / 1e6, model.sampling_rate, model.hop_length, device, time.perf_counter() - start,
+            path,
+            params / 1e6,
+            model.sampling_rate,
+            model.hop_length,
+            device,
+            time.perf_counter() - start,
         )
         return cls(model, device, path)
 
@@ -87,7 +94,9 @@ class SnacCodec(AudioCodec):
         with torch.inference_mode():
             for indices in groups.values():
                 codebooks = [
-                    torch.as_tensor(np.stack([np.asarray(tokens[i][level]) for i in indices]), dtype=torch.long, device=self.device)
+                    torch.as_tensor(
+                        np.stack([np.asarray(tokens[i][level]) for i in indices]), dtype=torch.long, device=self.device
+                    )
                     for level in range(len(tokens[indices[0]]))
                 ]
                 audio = self.model.decode(codebooks)  # (batch, 1, samples)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from flashtts_core.loading import building_modules
 from safetensors.torch import load_file
 
 from .feature import SemanticFeatures, reference_clip, volume_normalize
@@ -25,7 +26,8 @@ def load_bicodec(bicodec_dir: Path, device: torch.device | str = "cpu") -> BiCod
     bicodec_dir = Path(bicodec_dir)
     with open(bicodec_dir / "config.yaml") as f:
         config = yaml.safe_load(f)["audio_tokenizer"]
-    model = BiCodec.from_config(config)
+    with building_modules():  # not while an LLM's from_pretrained has changed the default dtype
+        model = BiCodec.from_config(config)
     state_dict = load_file(bicodec_dir / "model.safetensors")
     result = model.load_state_dict(state_dict, strict=False)
     if result.missing_keys or result.unexpected_keys:
@@ -82,21 +84,14 @@ class BiCodecTokenizer:
         bicodec = load_bicodec(model_dir / "BiCodec", device)
 
         w2v_dir = model_dir / WAV2VEC2_DIR
-        kwargs = (
-            {"attn_implementation": wav2vec_attn_implementation}
-            if wav2vec_attn_implementation
-            else {}
-        )
-        wav2vec2 = Wav2Vec2Model.from_pretrained(w2v_dir, **kwargs)
+        kwargs = {"attn_implementation": wav2vec_attn_implementation} if wav2vec_attn_implementation else {}
+        with building_modules():
+            wav2vec2 = Wav2Vec2Model.from_pretrained(w2v_dir, **kwargs)
         do_normalize = True
         preprocessor = w2v_dir / "preprocessor_config.json"
         if preprocessor.exists():
-            do_normalize = bool(
-                json.loads(preprocessor.read_text()).get("do_normalize", True)
-            )
-        features = (
-            SemanticFeatures(wav2vec2, do_normalize=do_normalize).eval().to(device)
-        )
+            do_normalize = bool(json.loads(preprocessor.read_text()).get("do_normalize", True))
+        features = SemanticFeatures(wav2vec2, do_normalize=do_normalize).eval().to(device)
         logger.info(
             "wav2vec2 loaded from %s: %d of %d layers kept, attention %s, on %s, %s",
             w2v_dir,
@@ -117,9 +112,7 @@ class BiCodecTokenizer:
     def _prepare(self, wav: np.ndarray) -> np.ndarray:
         wav = np.asarray(wav)
         if wav.ndim != 1 or wav.size == 0:
-            raise ValueError(
-                f"expected a non-empty mono waveform, got shape {wav.shape}"
-            )
+            raise ValueError(f"expected a non-empty mono waveform, got shape {wav.shape}")
         if self.config.get("volume_normalize", False):
             wav = volume_normalize(wav)
         return wav.astype(np.float32)
@@ -142,39 +135,26 @@ class BiCodecTokenizer:
         ]
         too_short = [i for i, w in enumerate(wavs) if len(w) < 400]
         if too_short:
-            raise ValueError(
-                f"clips {too_short} are shorter than 400 samples, wav2vec2's first frame"
-            )
+            raise ValueError(f"clips {too_short} are shorter than 400 samples, wav2vec2's first frame")
         features, frames = self.features(wavs, self.device)
         mask = length_mask(frames, features.shape[1])
         semantic = self.model.tokenize_semantic(features, mask).cpu().numpy()
         ref_batch = torch.from_numpy(np.stack(refs)).to(self.device)
-        global_tokens = (
-            self.model.tokenize_global(ref_batch).reshape(len(wavs), -1).cpu().numpy()
-        )
+        global_tokens = self.model.tokenize_global(ref_batch).reshape(len(wavs), -1).cpu().numpy()
         return [(global_tokens[i], semantic[i, : int(n)]) for i, n in enumerate(frames)]
 
     @torch.inference_mode()
-    def detokenize(
-        self, items: list[tuple[np.ndarray, np.ndarray]]
-    ) -> list[np.ndarray]:
+    def detokenize(self, items: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
         """[(global tokens (32,), semantic tokens (T,))] → float32 waveforms of T · 320 samples."""
         lengths = [len(semantic) for _, semantic in items]
         if min(lengths) == 0:
             raise ValueError("cannot detokenize an empty semantic token sequence")
         semantic = torch.zeros(len(items), max(lengths), dtype=torch.long)
         for i, (_, tokens) in enumerate(items):
-            semantic[i, : lengths[i]] = torch.as_tensor(
-                np.asarray(tokens), dtype=torch.long
-            )
+            semantic[i, : lengths[i]] = torch.as_tensor(np.asarray(tokens), dtype=torch.long)
         num_quantizers = self.model.speaker_encoder.quantizer.num_quantizers
         global_tokens = torch.stack(
-            [
-                torch.as_tensor(np.asarray(g), dtype=torch.long).reshape(
-                    -1, num_quantizers
-                )
-                for g, _ in items
-            ]
+            [torch.as_tensor(np.asarray(g), dtype=torch.long).reshape(-1, num_quantizers) for g, _ in items]
         )
         semantic = semantic.to(self.device)
         mask = length_mask(torch.tensor(lengths, device=self.device), semantic.shape[1])
