@@ -78,6 +78,7 @@ class Result:
     first_audio_s: float | None = None
     peak_rss_gb: float | None = None
     rss_gb: float | None = None  # resident after the runs (steady state), server and children
+    rss_anon_gb: float | None = None  # of which anonymous (not memory-mapped weight files)
     llm_tokens_per_s: float | None = None
     bandwidth_fraction: float | None = None
     bound_tokens_per_s: float | None = None
@@ -346,6 +347,7 @@ def run_backend(name: str, model: Path, args, ref: bytes, work: Path, split: dic
         asyncio.run(measure(server, args, ref, result))
         result.peak_rss_gb = peak_rss_gb(server.proc.pid)
         result.rss_gb = peak_rss_gb(server.proc.pid, "VmRSS")
+        result.rss_anon_gb = peak_rss_gb(server.proc.pid, "RssAnon")
     except Exception as exc:  # the table says so; the next backend still runs
         result.status = f"failed: {str(exc)[:300]}"
     finally:
@@ -381,7 +383,8 @@ def print_table(results: list[Result], args, machine: dict, split: dict) -> None
     )
     rtf_cols = [f"RTF {d}s" for d in args.durations]
     agg_cols = [f"x RT c={c}" for c in args.concurrency]
-    header = ["backend", *rtf_cols, *agg_cols, "1st audio s", "load s", "peak RSS GB", "RSS GB", "LLM tok/s*", "of bound*"]
+    header = ["backend", *rtf_cols, *agg_cols, "1st audio s", "load s", "peak RSS GB", "RSS GB", "anon GB",
+              "LLM tok/s*", "of bound*"]  # fmt: skip
     widths = [16] + [12] * (len(header) - 1)
     print("".join(h.rjust(w) if i else h.ljust(w) for i, (h, w) in enumerate(zip(header, widths))))
     for r in results:
@@ -395,6 +398,7 @@ def print_table(results: list[Result], args, machine: dict, split: dict) -> None
             fmt(r.load_s, ".1f"),
             fmt(r.peak_rss_gb, ".2f"),
             fmt(r.rss_gb, ".2f"),
+            fmt(r.rss_anon_gb, ".2f"),
             fmt(r.llm_tokens_per_s, ".1f"),
             "-" if r.bandwidth_fraction is None else f"{r.bandwidth_fraction:.0%}",
         ]
@@ -657,7 +661,9 @@ def print_orpheus_table(results: list[Result], args, split: dict) -> None:
         + (" (the smaller default plan for a 3B on CPU: --orpheus-durations / --orpheus-concurrency)"
            if args.size == "full" else "")
     )  # fmt: skip
-    print(f"codec (SNAC decode alone, best of 10 4-frame windows) {split['codec_s_per_audio_s_float32']:.2f} s per audio s")
+    print(
+        f"codec (SNAC decode alone, best of 10 4-frame windows) {split['codec_s_per_audio_s_float32']:.2f} s per audio s"
+    )
     rtf_cols = [f"RTF {d}s" for d in args.orpheus_durations]
     agg_cols = [f"x RT c={c}" for c in args.orpheus_concurrency]
     header = ["backend", *rtf_cols, *agg_cols, "1st audio s", "load s", "peak RSS GB", "RSS GB", "LLM tok/s*",
