@@ -67,5 +67,21 @@ def quantize_int8(model) -> int:
             if isinstance(child, torch.nn.Linear):
                 setattr(parent, name, Int8Linear(child))
                 replaced += 1
+    release_checkpoint_mapping(model)
     logger.info("torch backend: %d linear layers of the decoder quantized to int8 (weight-only, per channel)", replaced)
     return replaced
+
+
+def release_checkpoint_mapping(model) -> None:
+    """Give the remaining float tensors their own memory. A checkpoint already in the model's dtype
+    (a bf16 safetensors file for a bf16 model) is loaded as views of its memory map, which stays
+    mapped, and its pages resident, while any tensor still points into it: the embeddings alone
+    keep the whole 6.6 GB file of Orpheus 3B mapped after its body is quantized (RSS 8.8 -> 4.2 GB)."""
+    seen: set[int] = set()  # tied weights (embeddings = head) are one Parameter: copied once
+    with torch.no_grad():
+        for module in model.modules():
+            for tensors in (module._parameters, module._buffers):
+                for tensor in tensors.values():
+                    if tensor is not None and tensor.is_floating_point() and id(tensor) not in seen:
+                        seen.add(id(tensor))
+                        tensor.data = tensor.data.clone()
