@@ -372,6 +372,35 @@ def fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def print_rows(results: list, durations: list, concurrency: list, anon: bool) -> None:
+    """One line per backend: RTF per duration, aggregate per concurrency, then first audio, load,
+    memory and the LLM's rate against its bound (a failed backend prints its reason)."""
+    header = ["backend", *(f"RTF {d}s" for d in durations), *(f"x RT c={c}" for c in concurrency)]
+    header += [
+        "1st audio s",
+        "load s",
+        "peak RSS GB",
+        "RSS GB",
+        *(["anon GB"] if anon else []),
+        "LLM tok/s*",
+        "of bound*",
+    ]
+    print("".join(h.rjust(12) if i else h.ljust(16) for i, h in enumerate(header)))
+    for r in results:
+        if r.status != "ok" and not r.rtf:
+            print(f"{r.backend:<16}{r.status}")
+            continue
+        cells = [fmt(r.rtf.get(d), ".2f") for d in durations]
+        cells += [fmt(r.aggregate.get(c), ".2f") for c in concurrency]
+        cells += [fmt(r.first_audio_s, ".2f"), fmt(r.load_s, ".1f"), fmt(r.peak_rss_gb, ".2f"), fmt(r.rss_gb, ".2f")]
+        cells += [fmt(r.rss_anon_gb, ".2f")] if anon else []
+        cells += [
+            fmt(r.llm_tokens_per_s, ".1f"),
+            "-" if r.bandwidth_fraction is None else f"{r.bandwidth_fraction:.0%}",
+        ]
+        print(f"{r.backend:<16}" + "".join(c.rjust(12) for c in cells) + ("" if r.status == "ok" else f"  {r.status}"))
+
+
 def print_table(results: list[Result], args, machine: dict, split: dict) -> None:
     print()
     print(
@@ -383,28 +412,7 @@ def print_table(results: list[Result], args, machine: dict, split: dict) -> None
         f"codec (BiCodec decode) {split['codec_s_per_audio_s_float32']:.2f} s per audio s in float32, "
         f"{split['codec_s_per_audio_s_bfloat16']:.2f} in bfloat16; reference encode {split['reference_encode_s']:.2f} s"
     )
-    rtf_cols = [f"RTF {d}s" for d in args.durations]
-    agg_cols = [f"x RT c={c}" for c in args.concurrency]
-    header = ["backend", *rtf_cols, *agg_cols, "1st audio s", "load s", "peak RSS GB", "RSS GB", "anon GB",
-              "LLM tok/s*", "of bound*"]  # fmt: skip
-    widths = [16] + [12] * (len(header) - 1)
-    print("".join(h.rjust(w) if i else h.ljust(w) for i, (h, w) in enumerate(zip(header, widths))))
-    for r in results:
-        if r.status != "ok" and not r.rtf:
-            print(f"{r.backend:<16}{r.status}")
-            continue
-        cells = [fmt(r.rtf.get(d), ".2f") for d in args.durations]
-        cells += [fmt(r.aggregate.get(c), ".2f") for c in args.concurrency]
-        cells += [
-            fmt(r.first_audio_s, ".2f"),
-            fmt(r.load_s, ".1f"),
-            fmt(r.peak_rss_gb, ".2f"),
-            fmt(r.rss_gb, ".2f"),
-            fmt(r.rss_anon_gb, ".2f"),
-            fmt(r.llm_tokens_per_s, ".1f"),
-            "-" if r.bandwidth_fraction is None else f"{r.bandwidth_fraction:.0%}",
-        ]
-        print(f"{r.backend:<16}" + "".join(c.rjust(12) for c in cells) + ("" if r.status == "ok" else f"  {r.status}"))
+    print_rows(results, args.durations, args.concurrency, anon=True)
     print("* derived: c=1 request time less the codec time measured alone (the server caches the reference clip after")
     print("  the warm-up request; '-' when load makes it negative); bound = memory bandwidth / weight bytes per token")
 
@@ -668,26 +676,7 @@ def print_orpheus_table(results: list[Result], args, split: dict) -> None:
     print(
         f"codec (SNAC decode alone, best of 10 4-frame windows) {split['codec_s_per_audio_s_float32']:.2f} s per audio s"
     )
-    rtf_cols = [f"RTF {d}s" for d in args.orpheus_durations]
-    agg_cols = [f"x RT c={c}" for c in args.orpheus_concurrency]
-    header = ["backend", *rtf_cols, *agg_cols, "1st audio s", "load s", "peak RSS GB", "RSS GB", "LLM tok/s*",
-              "of bound*"]  # fmt: skip
-    print("".join(h.rjust(12) if i else h.ljust(16) for i, h in enumerate(header)))
-    for r in results:
-        if r.status != "ok" and not r.rtf:
-            print(f"{r.backend:<16}{r.status}")
-            continue
-        cells = [fmt(r.rtf.get(d), ".2f") for d in args.orpheus_durations]
-        cells += [fmt(r.aggregate.get(c), ".2f") for c in args.orpheus_concurrency]
-        cells += [
-            fmt(r.first_audio_s, ".2f"),
-            fmt(r.load_s, ".1f"),
-            fmt(r.peak_rss_gb, ".2f"),
-            fmt(r.rss_gb, ".2f"),
-            fmt(r.llm_tokens_per_s, ".1f"),
-            "-" if r.bandwidth_fraction is None else f"{r.bandwidth_fraction:.0%}",
-        ]
-        print(f"{r.backend:<16}" + "".join(c.rjust(12) for c in cells) + ("" if r.status == "ok" else f"  {r.status}"))
+    print_rows(results, args.orpheus_durations, args.orpheus_concurrency, anon=False)
     print("* derived: c=1 request time less SNAC's time alone, 7 tokens per 2048-sample frame; c=1 aggregate is")
     print(f"  the {AGGREGATE_SECONDS} s RTF request's own figure; bound = memory bandwidth / weight bytes per token")
 
