@@ -324,7 +324,36 @@ async def measure(server: Server, args, ref: bytes, result: Result) -> None:
             print(f"  {result.backend}: c={c}: {result.aggregate[c]:.2f} audio s per wall s", flush=True)
 
 
-def run_backend(name: str, model: Path, args, ref: bytes, work: Path, split: dict, bandwidth: float) -> Result:
+def serve_and_measure(server: Server, name: str, args, result: Result, measurement) -> None:
+    """Wait for the server, run ``measurement()`` (a coroutine), read its memory, stop it; a failure
+    goes into ``result.status`` so the next backend still runs."""
+    try:
+        result.load_s = server.wait_healthy(args.load_timeout)
+        print(f"  {name}: loaded in {result.load_s:.1f} s", flush=True)
+        asyncio.run(measurement())
+        result.peak_rss_gb = peak_rss_gb(server.proc.pid)
+        result.rss_gb = peak_rss_gb(server.proc.pid, "VmRSS")
+        result.rss_anon_gb = peak_rss_gb(server.proc.pid, "RssAnon")
+    except Exception as exc:  # the table says so; the next backend still runs
+        result.status = f"failed: {str(exc)[:300]}"
+    finally:
+        server.stop()
+
+
+def rate_against_bound(result: Result, tokens: int, llm_seconds: float, bound_tokens_per_s: float) -> None:
+    """The LLM's derived tokens/s and its fraction of the bandwidth bound ('-' when impossible)."""
+    result.bound_tokens_per_s = bound_tokens_per_s
+    if llm_seconds <= 0:
+        return
+    result.llm_tokens_per_s = tokens / llm_seconds
+    result.bandwidth_fraction = result.llm_tokens_per_s / bound_tokens_per_s
+    if result.bandwidth_fraction > 1:  # impossible: the codec timing alone was disturbed by load
+        result.llm_tokens_per_s = result.bandwidth_fraction = None
+
+
+def backend_plan(name: str, args) -> tuple[Result, str, str | None, str, str]:
+    """(result, flashtts backend, GGUF type, weight dtype for the bound, --torch_dtype) of a
+    --backends entry; the result says "skipped: ..." when that backend is not installed."""
     from flashtts_core.errors import BackendUnavailable
     from flashtts_core.plugins import get_plugin_manager
 
@@ -334,37 +363,29 @@ def run_backend(name: str, model: Path, args, ref: bytes, work: Path, split: dic
         get_plugin_manager().backends[backend].check_available()
     except (BackendUnavailable, KeyError) as exc:
         result.status = f"skipped: {exc}"
-        return result
-    path = model.parent / f"{model.name}-{gguf}" if gguf else model
     dtype = {"torch": args.torch_dtype, "vllm": "float32", "mlx-lm": "float32"}.get(backend, "auto")
     if backend == "torch" and weight_dtype != "int8":
         weight_dtype = args.torch_dtype
+    return result, backend, gguf, weight_dtype, dtype
+
+
+def run_backend(name: str, model: Path, args, ref: bytes, work: Path, split: dict, bandwidth: float) -> Result:
+    result, backend, gguf, weight_dtype, dtype = backend_plan(name, args)
+    if result.status != "ok":
+        return result
+    path = model.parent / f"{model.name}-{gguf}" if gguf else model
     extra = VARIANT_FLAGS.get(name, []) + args.server_args
     server = Server(path, backend, dtype, max(args.concurrency + [1]), work / f"server-{name}.log", extra)
-    try:
-        result.load_s = server.wait_healthy(args.load_timeout)
-        print(f"  {name}: loaded in {result.load_s:.1f} s", flush=True)
-        asyncio.run(measure(server, args, ref, result))
-        result.peak_rss_gb = peak_rss_gb(server.proc.pid)
-        result.rss_gb = peak_rss_gb(server.proc.pid, "VmRSS")
-        result.rss_anon_gb = peak_rss_gb(server.proc.pid, "RssAnon")
-    except Exception as exc:  # the table says so; the next backend still runs
-        result.status = f"failed: {str(exc)[:300]}"
-    finally:
-        server.stop()
+    serve_and_measure(server, name, args, result, lambda: measure(server, args, ref, result))
     if result.rtf:
         seconds = max(result.rtf)
         wall = result.rtf[seconds] * seconds
         # The warm-up request uploaded the same clip: the server's reference cache skips its encode.
         llm = wall - split["codec_s_per_audio_s_float32"] * seconds
-        if llm > 0:
-            result.llm_tokens_per_s = seconds * TOKENS_PER_SECOND / llm
         rows = 8193 if backend == "torch" else None  # torch computes the allowed rows of the head only
-        result.bound_tokens_per_s = bandwidth * 1e9 / bytes_per_step(model, weight_dtype, rows)
-        if result.llm_tokens_per_s:
-            result.bandwidth_fraction = result.llm_tokens_per_s / result.bound_tokens_per_s
-            if result.bandwidth_fraction > 1:  # impossible: the codec timing alone was disturbed by load
-                result.llm_tokens_per_s = result.bandwidth_fraction = None
+        rate_against_bound(
+            result, seconds * TOKENS_PER_SECOND, llm, bandwidth * 1e9 / bytes_per_step(model, weight_dtype, rows)
+        )
     return result
 
 
@@ -609,21 +630,12 @@ async def measure_orpheus(server: Server, args, result: Result) -> None:
 
 
 def run_orpheus_backend(name: str, model: Path, args, work: Path, split: dict, bandwidth: float) -> Result:
-    from flashtts_core.errors import BackendUnavailable
-    from flashtts_core.plugins import get_plugin_manager
     from flashtts_orpheus import frames as ids
 
-    backend, gguf, weight_dtype = BACKENDS[name]
-    result = Result(name)
-    try:
-        get_plugin_manager().backends[backend].check_available()
-    except (BackendUnavailable, KeyError) as exc:
-        result.status = f"skipped: {exc}"
+    result, backend, gguf, weight_dtype, dtype = backend_plan(name, args)
+    if result.status != "ok":
         return result
     path = gguf_variant(model, gguf) if gguf else model
-    dtype = {"torch": args.torch_dtype, "vllm": "float32", "mlx-lm": "float32"}.get(backend, "auto")
-    if backend == "torch" and weight_dtype != "int8":
-        weight_dtype = args.torch_dtype
     if args.size == "full":
         # torch reads the checkpoint's bfloat16 even when it quantizes it afterwards.
         shortfall = memory_shortfall(model, args.torch_dtype if backend == "torch" else weight_dtype)
@@ -633,30 +645,15 @@ def run_orpheus_backend(name: str, model: Path, args, work: Path, split: dict, b
     extra = VARIANT_FLAGS.get(name, []) + args.server_args
     concurrency = max(args.orpheus_concurrency + [1])
     server = Server(path, backend, dtype, concurrency, work / f"server-orpheus-{name}.log", extra)
-    try:
-        result.load_s = server.wait_healthy(args.load_timeout)
-        print(f"  {name}: loaded in {result.load_s:.1f} s", flush=True)
-        asyncio.run(measure_orpheus(server, args, result))
-        result.peak_rss_gb = peak_rss_gb(server.proc.pid)
-        result.rss_gb = peak_rss_gb(server.proc.pid, "VmRSS")
-    except Exception as exc:  # the table says so; the next backend still runs
-        result.status = f"failed: {str(exc)[:300]}"
-    finally:
-        server.stop()
+    serve_and_measure(server, name, args, result, lambda: measure_orpheus(server, args, result))
     if result.rtf:
         seconds = max(result.rtf)
         tokens = orpheus_max_tokens(seconds)
         audio = (tokens // ids.SLOTS - ids.WINDOW_FRAMES + 1) * ids.SAMPLES_PER_FRAME / 24000  # what it sent
         wall = result.rtf[seconds] * audio
         llm = wall - split["codec_s_per_audio_s_float32"] * audio
-        if llm > 0:
-            result.llm_tokens_per_s = tokens / llm
         rows = ids.SLOTS * ids.CODEBOOK_SIZE + 1 if backend == "torch" else None  # audio ids + the stop id
-        result.bound_tokens_per_s = bandwidth * 1e9 / bytes_per_step(model, weight_dtype, rows)
-        if result.llm_tokens_per_s:
-            result.bandwidth_fraction = result.llm_tokens_per_s / result.bound_tokens_per_s
-            if result.bandwidth_fraction > 1:  # impossible: the codec timing alone was disturbed by load
-                result.llm_tokens_per_s = result.bandwidth_fraction = None
+        rate_against_bound(result, tokens, llm, bandwidth * 1e9 / bytes_per_step(model, weight_dtype, rows))
     return result
 
 

@@ -35,21 +35,6 @@ SLOT_AXIS_SCALE = 4.0  # size of an audio embedding's slot axis against random e
 SLOT_PUSH = 10.0  # how much larger the next slot's axis is than the current one after the first MLP
 SPEECH_AXIS = ids.SLOTS  # the axis of <start_of_speech>, which leads to slot 0
 
-SNAC_TINY_CONFIG = {
-    "sampling_rate": 24000,
-    "encoder_dim": 8,
-    "encoder_rates": [2, 4, 8, 8],
-    "latent_dim": None,
-    "decoder_dim": 32,
-    "decoder_rates": [8, 8, 4, 2],
-    "attn_window_size": None,
-    "codebook_size": ids.CODEBOOK_SIZE,
-    "codebook_dim": 8,
-    "vq_strides": [4, 2, 1],
-    "noise": True,
-    "depthwise": True,
-}
-
 # hubertsiuzdak/snac_24khz's config.json, the codec Orpheus speaks (19.8M parameters): the benchmarks
 # write it at this size with random weights.
 RELEASED_SNAC_CONFIG = {
@@ -66,12 +51,21 @@ RELEASED_SNAC_CONFIG = {
     "depthwise": True,
 }
 
+# The same layout, narrow: the tests' codec.
+SNAC_TINY_CONFIG = {**RELEASED_SNAC_CONFIG, "encoder_dim": 8, "latent_dim": None, "decoder_dim": 32}
+
 
 def llama3_special_tokens() -> list[str]:
     """Llama 3's 256 reserved ids 128000..128255, in order."""
     named = {
-        0: "<|begin_of_text|>", 1: "<|end_of_text|>", 4: "<|finetune_right_pad_id|>", 6: "<|start_header_id|>",
-        7: "<|end_header_id|>", 8: "<|eom_id|>", 9: "<|eot_id|>", 10: "<|python_tag|>",
+        0: "<|begin_of_text|>",
+        1: "<|end_of_text|>",
+        4: "<|finetune_right_pad_id|>",
+        6: "<|start_header_id|>",
+        7: "<|end_header_id|>",
+        8: "<|eom_id|>",
+        9: "<|eot_id|>",
+        10: "<|python_tag|>",
     }
     tokens, reserved = [], 0
     for i in range(256):
@@ -104,15 +98,24 @@ def write_tokenizer(path: Path) -> int:
     custom_count = ids.VOCAB_SIZE - ids.CUSTOM_TOKEN_BASE
     tok.add_tokens([AddedToken(f"<custom_token_{n}>", special=False, normalized=False) for n in range(custom_count)])
     tok.post_processor = processors.TemplateProcessing(
-        single="<|begin_of_text|> $A", pair="<|begin_of_text|> $A <|begin_of_text|> $B",
+        single="<|begin_of_text|> $A",
+        pair="<|begin_of_text|> $A <|begin_of_text|> $B",
         special_tokens=[("<|begin_of_text|>", ids.BEGIN_OF_TEXT)],
     )
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>",
-        pad_token="<|finetune_right_pad_id|>", model_max_length=131072,
+        tokenizer_object=tok,
+        bos_token="<|begin_of_text|>",
+        eos_token="<|eot_id|>",
+        pad_token="<|finetune_right_pad_id|>",
+        model_max_length=131072,
     )
-    checks = {"<|begin_of_text|>": ids.BEGIN_OF_TEXT, "<|eot_id|>": ids.EOT, "<custom_token_0>": ids.CUSTOM_TOKEN_BASE,
-              "<custom_token_10>": ids.AUDIO_BASE, f"<custom_token_{custom_count - 1}>": ids.VOCAB_SIZE - 1}
+    checks = {
+        "<|begin_of_text|>": ids.BEGIN_OF_TEXT,
+        "<|eot_id|>": ids.EOT,
+        "<custom_token_0>": ids.CUSTOM_TOKEN_BASE,
+        "<custom_token_10>": ids.AUDIO_BASE,
+        f"<custom_token_{custom_count - 1}>": ids.VOCAB_SIZE - 1,
+    }
     for token, expected in checks.items():
         got = fast.convert_tokens_to_ids(token)
         if got != expected:
@@ -154,9 +157,18 @@ def write_llm(path: Path) -> None:
     from flashtts_core.tiny_llm import write_tiny_llm
 
     write_tiny_llm(
-        path, architecture="llama", vocab_size=ids.VOCAB_SIZE, hidden_size=HIDDEN, num_layers=LAYERS,
-        num_heads=HEADS, num_kv_heads=KV_HEADS, intermediate_size=INTERMEDIATE, eos_token_id=ids.EOT,
-        bos_token_id=ids.BEGIN_OF_TEXT, tie_word_embeddings=True, init=_shape_llm,
+        path,
+        architecture="llama",
+        vocab_size=ids.VOCAB_SIZE,
+        hidden_size=HIDDEN,
+        num_layers=LAYERS,
+        num_heads=HEADS,
+        num_kv_heads=KV_HEADS,
+        intermediate_size=INTERMEDIATE,
+        eos_token_id=ids.EOT,
+        bos_token_id=ids.BEGIN_OF_TEXT,
+        tie_word_embeddings=True,
+        init=_shape_llm,
     )
     config_path = path / "config.json"
     config = json.loads(config_path.read_text())
