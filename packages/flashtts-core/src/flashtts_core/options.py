@@ -52,6 +52,13 @@ class EngineOptions(BaseModel):
         None, description="KV-cache strategy for the torch backend: static, offloaded_static, sliding_window, …"
     )
     seed: int = Field(0, description="Random seed.")
+    speaking_rate_bound: float = Field(
+        1.0,
+        ge=0,
+        le=100,
+        description="Scale of each text segment's speaking-rate bound (about 3x slower than ordinary speech; "
+        "a request's max_tokens can only lower it): 2 doubles it, 0 turns it off.",
+    )
     batch_size: int = Field(1, gt=0, description="Maximum batch size of audio (de)tokenization.")
     llm_batch_size: int = Field(256, gt=0, description="Maximum number of concurrent LLM sequences.")
     wait_timeout: float = Field(0.01, ge=0, description="Seconds the dynamic batcher waits to fill a batch.")

@@ -11,6 +11,7 @@ import numpy as np
 
 from .errors import InvalidRequest
 from .sampling import SamplingOverrides
+from .speaking_rate import BoundReport
 
 
 class Level(str, enum.Enum):
@@ -124,6 +125,10 @@ class SynthesisRequest:
     instructions: Optional[str] = None
     diffusion: Optional[DiffusionParams] = None
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # The speaking-rate bound's scale (speaking_rate.py; the runtime sets it from --speaking_rate_bound,
+    # 0 turns the bound off) and what the bound did to this request.
+    speaking_rate_bound: float = 1.0
+    bound_report: BoundReport = field(default_factory=BoundReport)
 
     def __post_init__(self) -> None:
         if not isinstance(self.text, str) or not self.text.strip():
@@ -134,3 +139,5 @@ class SynthesisRequest:
             raise InvalidRequest("length_threshold must be >= 1", param="length_threshold")
         if self.window_size < 1:
             raise InvalidRequest("window_size must be >= 1", param="window_size")
+        if not self.bound_report.request_id:
+            self.bound_report.request_id = self.request_id

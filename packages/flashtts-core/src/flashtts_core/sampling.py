@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
-from typing import Optional
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Optional
 
 from .errors import InvalidRequest
 
@@ -33,6 +33,10 @@ class SamplingParams:
     allowed_token_ids: Optional[tuple[int, ...]] = None
     seed: Optional[int] = None
     min_tokens: int = 0
+    # Set when max_tokens is the speaking-rate bound of the segment's text (speaking_rate.bounded_params):
+    # the request's BoundReport, told when the sequence runs into it. Backends ignore both.
+    bound_report: Any = field(default=None, compare=False, repr=False)
+    bound_seconds: Optional[float] = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not (self.temperature >= 0):

@@ -3,7 +3,13 @@
 A model that never emits its stop token (a random demo model, or a real one looping on silence)
 would otherwise run to its ``max_tokens`` on every segment: "Hi." would become a minute of audio.
 Each engine therefore caps a segment's tokens at :func:`max_speech_seconds` of its text times the
-engine's token rate, unless the request sets ``max_tokens`` itself.
+engine's token rate. The bound always applies: a request's ``max_tokens`` can only lower it (clients
+such as LiveKit's FlashTTS plugin send 32768 with every request), and the server's
+``--speaking_rate_bound`` scales it (2 doubles it; 0 turns it off, leaving ``max_tokens`` and the
+engine's own ceiling).
+
+A segment cut by the bound is noted in its request's :class:`BoundReport` (the server sends it as a
+response header, a log line and a metric), so a cut is never silent.
 
 The bound is deliberately generous, about three times slower than ordinary speech in each script,
 so that slow voices, pauses and spelled-out numbers are never cut:
@@ -18,9 +24,17 @@ so that slow voices, pauses and spelled-out numbers are never cut:
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
 import unicodedata
-from typing import Optional
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:
+    from .sampling import SamplingParams
+
+logger = logging.getLogger("flashtts.core")
 
 FLOOR_SECONDS = 2.0
 LETTER_SECONDS = 0.2
@@ -57,9 +71,62 @@ def max_speech_seconds(text: str) -> float:
     return FLOOR_SECONDS + sum(_char_seconds(ch) for ch in text)
 
 
-def max_segment_tokens(text: str, tokens_per_second: float, ceiling: int, requested: Optional[int] = None) -> int:
-    """The ``max_tokens`` for one segment: ``requested`` when the request set it, else the speaking-rate
-    bound of ``text`` at the engine's ``tokens_per_second``, never above the engine's own ``ceiling``."""
-    if requested is not None:
-        return requested
-    return max(1, min(ceiling, math.ceil(max_speech_seconds(text) * tokens_per_second)))
+def segment_limit(
+    text: str, tokens_per_second: float, ceiling: int, requested: Optional[int] = None, scale: float = 1.0
+) -> tuple[int, bool]:
+    """``(max_tokens, bounded)`` for one segment: the smallest of the request's ``max_tokens`` (else the
+    engine's ``ceiling``) and the speaking-rate bound of ``text`` times ``scale`` at the engine's
+    ``tokens_per_second``; ``bounded`` says the bound is the limit in force. ``scale`` 0 turns it off."""
+    limit = max(1, int(requested if requested is not None else ceiling))
+    if scale <= 0:
+        return limit, False
+    bound = max(1, math.ceil(max_speech_seconds(text) * scale * tokens_per_second))
+    return (bound, True) if bound < limit else (limit, False)
+
+
+def max_segment_tokens(
+    text: str, tokens_per_second: float, ceiling: int, requested: Optional[int] = None, scale: float = 1.0
+) -> int:
+    """The ``max_tokens`` for one segment (see :func:`segment_limit`)."""
+    return segment_limit(text, tokens_per_second, ceiling, requested, scale)[0]
+
+
+@dataclass
+class BoundReport:
+    """What the speaking-rate bound did to one request: the segments it cut short."""
+
+    request_id: str = ""
+    cut_segments: int = 0
+    cut_seconds: list[float] = field(default_factory=list)  # each cut segment's bound, in seconds
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def note_cut(self, seconds: float) -> None:
+        with self._lock:
+            self.cut_segments += 1
+            self.cut_seconds.append(round(seconds, 3))
+        logger.warning(
+            "request %s: a segment reached its speaking-rate bound (%.1f s of audio) and was cut there; "
+            "--speaking_rate_bound scales the bound (0 turns it off)",
+            self.request_id,
+            seconds,
+        )
+
+
+def bounded_params(
+    params: "SamplingParams",
+    text: str,
+    tokens_per_second: float,
+    requested: Optional[int],
+    scale: float,
+    report: Optional[BoundReport],
+) -> "SamplingParams":
+    """``params`` for one segment of ``text``: ``max_tokens`` from :func:`segment_limit` (``params.max_tokens``
+    is the engine's ceiling), and, when the bound is the limit in force, the request's ``report`` so the
+    token counter can note a segment that runs into it (a backend stream that ends at ``max_tokens``)."""
+    limit, bounded = segment_limit(text, tokens_per_second, params.max_tokens, requested, scale)
+    return replace(
+        params,
+        max_tokens=limit,
+        bound_report=report if bounded else None,
+        bound_seconds=limit / tokens_per_second if bounded else None,
+    )

@@ -35,6 +35,7 @@ class MegaEngine(Engine):
     )
     sample_rate = SAMPLE_RATE
     voices: list[str] = []
+    languages = ["en", "zh"]
     # The G2P is greedy (upstream's top_k=1); max_tokens caps its phones per segment (upstream 256).
     default_sampling = SamplingParams(temperature=0.0, top_k=1, top_p=1.0, max_tokens=256)
     time_step, p_w, t_w = 32, 1.6, 2.5  # upstream infer_cli defaults

@@ -13,7 +13,8 @@ Per request (upstream tts/infer_cli.py, ``MegaTTS3DiTInfer``):
 Beyond upstream: every segment goes out as soon as it is decoded, while the next segment's G2P and
 duration run during the current one's DiT; concurrent requests' DiT calls share one batched
 forward per step (``DynamicBatcher``); ``speed`` scales the predicted durations; a segment's length
-is bounded by its text (a random model cannot turn "Hi." into a minute) unless ``max_tokens`` is set.
+is bounded by its text (a random model cannot turn "Hi." into a minute), scaled by
+``--speaking_rate_bound`` (``max_tokens`` caps the G2P's phones, not the audio).
 A non-stream response is the same iterator drained, so it is the same audio for the same seed.
 """
 
@@ -41,7 +42,7 @@ from flashtts_core.engine import BackendFactory
 from flashtts_core.errors import InvalidRequest, ModelLoadError
 from flashtts_core.options import EngineOptions, resolve_device, resolve_dtype
 from flashtts_core.request import Level, SynthesisRequest, VoiceReference
-from flashtts_core.speaking_rate import max_speech_seconds
+from flashtts_core.speaking_rate import BoundReport, max_speech_seconds
 
 from . import phones
 from .engine import SAMPLE_RATE, SUBFOLDERS, MegaEngine
@@ -268,6 +269,7 @@ class MegaPipeline(MegaEngine):
         seed = request.sampling.seed if request.sampling.seed is not None else secrets.randbits(62)
         alpha = SPEED_TO_DUR_ALPHA[request.speed] if request.speed is not None else 1.0
         max_tokens = request.sampling.max_tokens
+        bound = (request.speaking_rate_bound, request.bound_report)
         diffusion = request.diffusion
         logger.debug("request %s: %s, %d segment(s), seed %d", request.request_id, lang, len(segments), seed)
 
@@ -278,7 +280,9 @@ class MegaPipeline(MegaEngine):
 
         def prepare(i: int) -> asyncio.Task:
             return asyncio.ensure_future(
-                self._prepare_segment(voice, segments[i], i, len(segments), seed, alpha, max_tokens, diffusion, times)
+                self._prepare_segment(
+                    voice, segments[i], i, len(segments), seed, alpha, max_tokens, bound, diffusion, times
+                )
             )
 
         joiner = StreamJoiner(int(CROSSFADE_SECONDS * self.sample_rate))
@@ -317,6 +321,7 @@ class MegaPipeline(MegaEngine):
         seed: int,
         alpha: float,
         max_tokens: Optional[int],
+        bound: tuple[float, Optional[BoundReport]],
         diffusion,
         times: dict[str, float],
     ):
@@ -330,8 +335,11 @@ class MegaPipeline(MegaEngine):
             self._predict_durations, voice, ph, tone, index, count, alpha, _derive_seed(seed, "duration", index)
         )
         times["duration"] += time.perf_counter() - start
-        if max_tokens is None:
-            mel2ph = _cap_frames(mel2ph, max_speech_seconds(text) * MEL_FRAMES_PER_SECOND)
+        scale, report = bound
+        if scale > 0:
+            mel2ph, cut = _cap_frames(mel2ph, max_speech_seconds(text) * scale * MEL_FRAMES_PER_SECOND)
+            if cut and report is not None:
+                report.note_cut(mel2ph.size(1) / MEL_FRAMES_PER_SECOND)
         inputs = build_dit_inputs(voice.alignment, voice.latent, ph, tone, mel2ph)
         return DiTInput(
             **inputs,
@@ -408,20 +416,21 @@ def build_dit_inputs(
     return {"phone": phone3.long(), "tone": tone3.long(), "lat_ctx": lat * mask, "ctx_mask": mask, "dur": dur.long()}
 
 
-def _cap_frames(mel2ph: torch.Tensor, max_frames: float) -> torch.Tensor:
-    """Shrink all durations proportionally so the segment lasts at most ``max_frames`` (10 ms) frames."""
+def _cap_frames(mel2ph: torch.Tensor, max_frames: float) -> tuple[torch.Tensor, bool]:
+    """Shrink all durations proportionally so the segment lasts at most ``max_frames`` (10 ms) frames;
+    the flag says whether it had to."""
     from .aligner import length_regulate
 
     total = mel2ph.size(1)
     limit = max(FRAMES_MULTIPLE, int(max_frames) // FRAMES_MULTIPLE * FRAMES_MULTIPLE)
     if total <= limit:
-        return mel2ph
+        return mel2ph, False
     n = int(mel2ph.max())
     dur = torch.bincount(mel2ph[0].long(), minlength=n + 1)[1:].float()
     dur = torch.floor(dur * (limit / total)).long()
     dur[-1] += limit - int(dur.sum())
-    logger.warning("a segment's durations ran to %.1f s; cut to %.1f s (its text's bound)", total / 100, limit / 100)
-    return length_regulate(dur[None])
+    logger.info("a segment's durations ran to %.1f s; cut to %.1f s (its text's bound)", total / 100, limit / 100)
+    return length_regulate(dur[None]), True
 
 
 def _loudness(wav: np.ndarray) -> float:

@@ -9,7 +9,6 @@ import logging
 import re
 import time
 from collections import deque
-from dataclasses import replace
 from pathlib import Path
 from typing import AsyncIterator, Optional
 
@@ -22,13 +21,13 @@ from flashtts_core.options import EngineOptions, llm_dtype_name, resolve_device
 from flashtts_core.progress import progress
 from flashtts_core.request import SynthesisRequest
 from flashtts_core.sampling import SamplingParams
-from flashtts_core.speaking_rate import max_segment_tokens
+from flashtts_core.speaking_rate import bounded_params
 from flashtts_core.text import split_text
 
 from . import frames as ids
 from .frames import FrameParser, build_prompt, frames_to_codes
 from .snac_codec import SnacCodec, is_snac_folder
-from .voices import VOICES, resolve_lang
+from .voices import LANGUAGE_CODES, VOICES, resolve_lang
 
 logger = logging.getLogger("flashtts.orpheus")
 
@@ -80,6 +79,7 @@ class OrpheusEngine(Engine):
         self.codec = codec
         self.lang = lang
         self.voices = list(VOICES[lang])
+        self.languages = list(LANGUAGE_CODES[lang])
         self.decoder: DynamicBatcher = DynamicBatcher(
             codec.decode, batch_size=options.batch_size, wait_timeout=options.wait_timeout, name="snac-decode"
         )
@@ -166,8 +166,14 @@ class OrpheusEngine(Engine):
             raise InvalidRequest("text has nothing to speak", param="text")
         for segment in segments:
             # A model that never emits its stop id must not turn a short text into minutes of audio.
-            max_tokens = max_segment_tokens(segment, TOKENS_PER_SECOND, params.max_tokens, request.sampling.max_tokens)
-            seg_params = replace(params, max_tokens=max_tokens)
+            seg_params = bounded_params(
+                params,
+                segment,
+                TOKENS_PER_SECOND,
+                request.sampling.max_tokens,
+                request.speaking_rate_bound,
+                request.bound_report,
+            )
             async for chunk in self._speak(f"{voice}: {segment}", seg_params, request.request_id):
                 yield chunk
 

@@ -34,6 +34,12 @@ ALIASES = {
     "zh": "mandarin", "chinese": "mandarin", "es": "spanish", "it": "italian", "es_it": "spanish_italian",
 }
 
+# ISO 639-1 codes of each release's languages (Engine.languages).
+LANGUAGE_CODES: dict[str, tuple[str, ...]] = {
+    "english": ("en",), "french": ("fr",), "german": ("de",), "korean": ("ko",), "hindi": ("hi",),
+    "mandarin": ("zh",), "spanish": ("es",), "italian": ("it",), "spanish_italian": ("es", "it"),
+}  # fmt: skip
+
 
 def resolve_lang(lang: Optional[str]) -> str:
     """A ``--lang`` value (a name or an ISO code; English when unset) as a key of :data:`VOICES`."""

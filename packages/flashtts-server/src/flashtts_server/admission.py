@@ -1,6 +1,10 @@
 """Admission control for synthesis: refused at once (503 + Retry-After) while the model loads, while
 the server shuts down, and past --max_pending_requests, instead of queueing without bound.
 
+The synthesis routes are the ones marked ``@synthesis_route`` in the route table that create_app
+fills (route_table.py), never a match against the framework's router. The API key is checked first:
+a client without the key gets its 401 before it is counted, and never a 503 that tells it the load.
+
 A request is pending from its admission until its response has been sent whole (a stream: its last
 byte), so the count is also what a graceful shutdown waits for. A refusal reads the body away
 unparsed first, so the client gets the 503 instead of a connection reset.
@@ -13,25 +17,19 @@ import json
 import logging
 from typing import Callable, Optional
 
-from starlette.routing import BaseRoute
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .auth import bearer_token, key_refusal
 from .errors import ServerOverloaded, ServiceLoading, ShuttingDown, error_body
 from .lifecycle import Lifecycle, Phase
 from .limits import discard_body
+from .route_table import RouteTable
 
 logger = logging.getLogger("flashtts.server")
 
 # Seconds a refused client should wait: the queue drains in about a request's time; a load takes longer.
 RETRY_AFTER = {"overloaded": 1, "shutting_down": 1, "loading": 5}
-
-
-def synthesis_endpoints() -> set[Callable]:
-    """The endpoints that run the model for a client (every prefix they are mounted under counts)."""
-    from .native import api_router as native
-    from .openai import api_router as openai
-
-    return {native.speak, native.clone_voice, native.multi_speak, openai.create_speech}
 
 
 class Admission:
@@ -42,24 +40,17 @@ class Admission:
         app: ASGIApp,
         lifecycle: Lifecycle,
         max_pending: int,
-        routes: list[BaseRoute],
+        table: RouteTable,
+        api_key: Callable[[], Optional[str]] = lambda: None,
         on_reject: Callable[[str], None] = lambda reason: None,
     ):
+        table.check()  # a guard with nothing to guard is a configuration error, not a quiet no-op
         self.app = app
         self.lifecycle = lifecycle
         self.max_pending = max_pending
-        self.routes = routes
+        self.table = table
+        self.api_key = api_key
         self.on_reject = on_reject
-        self._paths: Optional[frozenset[str]] = None
-
-    def _synthesis_paths(self) -> frozenset[str]:
-        # Read once the routes exist (the middleware stack is built at the first request).
-        if self._paths is None:
-            endpoints = synthesis_endpoints()
-            self._paths = frozenset(
-                r.path for r in self.routes if getattr(r, "endpoint", None) in endpoints and getattr(r, "path", None)
-            )
-        return self._paths
 
     def _refusal(self) -> Optional[tuple[str, Exception]]:
         phase = self.lifecycle.phase
@@ -77,15 +68,20 @@ class Admission:
         return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self._synthesis_paths():
+        if scope["type"] != "http" or not self.table.is_synthesis(scope):
             await self.app(scope, receive, send)
+            return
+        unauthorized = key_refusal(bearer_token(Headers(scope=scope).get("authorization")), self.api_key())
+        if unauthorized is not None:
+            whole = await discard_body(receive)
+            await _send_error(send, unauthorized, [(b"www-authenticate", b"Bearer")], close=not whole)
             return
         refusal = self._refusal()
         if refusal is not None:
             reason, exc = refusal
             self.on_reject(reason)
             whole = await discard_body(receive)  # see limits.DRAIN_LIMIT: a refusal must not end in a reset
-            await _send_refusal(send, exc, RETRY_AFTER[reason], close=not whole)
+            await _send_error(send, exc, [(b"retry-after", str(RETRY_AFTER[reason]).encode())], close=not whole)
             return
         self.lifecycle.pending += 1
         try:
@@ -99,12 +95,12 @@ class Admission:
             self.lifecycle.pending -= 1
 
 
-async def _send_refusal(send: Send, exc, retry_after: int, close: bool) -> None:
+async def _send_error(send: Send, exc, extra_headers: list[tuple[bytes, bytes]], close: bool) -> None:
     body = json.dumps(error_body(exc.status, exc.message, exc.param, exc.code)).encode()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
-        (b"retry-after", str(retry_after).encode()),
+        *extra_headers,
     ]
     if close:
         headers.append((b"connection", b"close"))

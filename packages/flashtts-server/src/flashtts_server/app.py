@@ -18,6 +18,8 @@ from .limits import BodySizeLimit, body_limit_bytes
 from .metrics import RequestMetrics, install_metrics
 from .replica import ReplicaHeader
 from .request_id import RequestIdMiddleware
+from .route_table import RouteTable
+from .routes import include_routes
 from .runtime import TTSRuntime
 from .settings import ServerSettings
 
@@ -51,19 +53,6 @@ def create_app(
     app.state.runtime = runtime
     app.state.lifecycle = lifecycle
     metrics = install_metrics(app, require_key=settings.metrics_require_api_key)
-    app.add_middleware(BodySizeLimit, max_bytes=body_limit, on_refuse=lambda: metrics.reject("body_too_large"))
-    app.add_middleware(
-        Admission,
-        lifecycle=lifecycle,
-        max_pending=settings.max_pending_requests,
-        routes=app.router.routes,
-        on_reject=metrics.reject,
-    )
-    # Outside the body limit and admission, so their refusals are counted and carry a request id too.
-    app.add_middleware(RequestMetrics, metrics=metrics, routes=app.router.routes)
-    app.add_middleware(RequestIdMiddleware)
-    # Outermost of ours: even a 413 from the body limit names the replica that sent it.
-    app.add_middleware(ReplicaHeader)
     install_error_handlers(app)
 
     @app.get("/health", tags=["server"])
@@ -80,7 +69,24 @@ def create_app(
         after SIGTERM/SIGINT (shutting down) or when loading failed."""
         return JSONResponse({"status": lifecycle.phase.value}, status_code=200 if lifecycle.ready else 503)
 
-    from .routes import include_routes
+    table = RouteTable()
+    include_routes(app, table)
+    table.add_app_routes(app)
+    table.check()
+    app.state.route_table = table
 
-    include_routes(app)
+    app.add_middleware(BodySizeLimit, max_bytes=body_limit, on_refuse=lambda: metrics.reject("body_too_large"))
+    app.add_middleware(
+        Admission,
+        lifecycle=lifecycle,
+        max_pending=settings.max_pending_requests,
+        table=table,
+        api_key=lambda: app.state.settings.api_key,
+        on_reject=metrics.reject,
+    )
+    # Outside the body limit and admission, so their refusals are counted and carry a request id too.
+    app.add_middleware(RequestMetrics, metrics=metrics, table=table)
+    app.add_middleware(RequestIdMiddleware)
+    # Outermost of ours: even a 413 from the body limit names the replica that sent it.
+    app.add_middleware(ReplicaHeader)
     return app

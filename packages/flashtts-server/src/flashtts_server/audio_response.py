@@ -20,6 +20,7 @@ from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
 from flashtts_core.errors import FlashTTSError, InvalidRequest
 from flashtts_core.formats import AudioEncoder
+from flashtts_core.speaking_rate import BoundReport
 
 from .errors import error_body
 from .metrics import observed_audio
@@ -28,6 +29,8 @@ from .runtime import TTSRuntime
 logger = logging.getLogger("flashtts.server")
 T = TypeVar("T")
 
+# Segments of a whole-body response cut at their speaking-rate bound (flashtts_core.speaking_rate).
+BOUND_CUT_HEADER = "X-Speaking-Rate-Bound-Cut"
 MIN_SAMPLE_RATE = 8000
 MAX_SAMPLE_RATE = 48000
 # usage.output_tokens counts 20 ms audio frames (Spark-TTS's 50 Hz token rate), the same for every engine.
@@ -184,11 +187,18 @@ async def until_done_or_disconnected(request: Request, work: Awaitable[T]) -> T:
 
 
 async def audio_response(
-    request: Request, runtime: TTSRuntime, chunks: AsyncIterator[np.ndarray], spec: OutputSpec, stream: bool
+    request: Request,
+    runtime: TTSRuntime,
+    chunks: AsyncIterator[np.ndarray],
+    spec: OutputSpec,
+    stream: bool,
+    report: Optional[BoundReport] = None,
 ) -> Response:
     """The audio of ``chunks`` in ``spec``'s format: streamed as it is produced, or as one body.
 
-    Until the response starts, the work is watched: a client that leaves cancels the generation.
+    Until the response starts, the work is watched: a client that leaves cancels the generation. A
+    whole body whose segments the speaking-rate bound cut (``report``) says so in ``BOUND_CUT_HEADER``
+    (a stream's headers leave before the cut happens: the log line and the metric tell it then).
     """
     media_type = spec.media_type
     chunks = observed_audio(request, chunks, spec.source_rate)
@@ -202,7 +212,10 @@ async def audio_response(
         body = await until_done_or_disconnected(request, _collect(_encoded(runtime, chunks, spec)))
     except ClientGone:
         return Response(status_code=499)  # nobody is listening; uvicorn drops it
-    return Response(body, media_type=media_type, headers=spec.headers)
+    headers = spec.headers
+    if report is not None and report.cut_segments:
+        headers[BOUND_CUT_HEADER] = str(report.cut_segments)
+    return Response(body, media_type=media_type, headers=headers)
 
 
 async def _logged_stream(pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

@@ -8,7 +8,7 @@ matches; ``status`` is the HTTP status; ``reason`` one of REJECT_REASONS.
 from __future__ import annotations
 
 import time
-from typing import AsyncIterator, Iterable
+from typing import TYPE_CHECKING, AsyncIterator
 
 import numpy as np
 from fastapi import Depends, FastAPI, Request, Response
@@ -23,11 +23,13 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, InfoMetricFamily
 from prometheus_client.process_collector import ProcessCollector
-from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__
 from .auth import require_api_key
+
+if TYPE_CHECKING:
+    from .route_table import RouteTable
 
 REJECT_REASONS = ("overloaded", "shutting_down", "loading", "body_too_large")
 # Seconds: probes take milliseconds, a long non-streamed text minutes.
@@ -35,20 +37,12 @@ DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 TTFA_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30)
 # Compute time / audio time: below 1 is faster than real time.
 RTF_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10)
-OTHER_ROUTE = "other"
 
 
-def route_label(scope: Scope, routes: Iterable[BaseRoute]) -> str:
-    """The template of the route serving ``scope``: Starlette's match when routing ran, else our own."""
-    path = getattr(scope.get("route"), "path", None)
-    if path:
-        return path
-    # Refused before routing (413 body limit, 503 admission): match it the way the router would.
-    for route in routes:
-        match, _ = route.matches(scope)
-        if match is not Match.NONE and getattr(route, "path", None):
-            return route.path
-    return OTHER_ROUTE
+def route_label(scope: Scope, table: "RouteTable") -> str:
+    """The template of the route serving ``scope`` (its full path, include prefix and all), from the
+    server's own route table: also for requests refused before routing (413 body limit, 503 admission)."""
+    return table.label(scope)
 
 
 class _RuntimeCollector:
@@ -64,6 +58,13 @@ class _RuntimeCollector:
         )
         tokens.add_metric([], runtime.generated_tokens if runtime is not None else 0)
         yield tokens
+        cuts = CounterMetricFamily(
+            "flashtts_speaking_rate_bound_cuts",
+            "Text segments cut at their speaking-rate bound (a model that did not stop in time; "
+            "--speaking_rate_bound scales the bound).",
+        )
+        cuts.add_metric([], runtime.bound_cut_segments if runtime is not None else 0)
+        yield cuts
         cache = runtime.reference_cache if runtime is not None else None
         for outcome in ("hits", "misses"):
             family = CounterMetricFamily(
@@ -156,10 +157,10 @@ class ServerMetrics:
 class RequestMetrics:
     """Pure ASGI middleware: counts every response by route and status and times it to its last byte."""
 
-    def __init__(self, app: ASGIApp, metrics: ServerMetrics, routes: list[BaseRoute]):
+    def __init__(self, app: ASGIApp, metrics: ServerMetrics, table: "RouteTable"):
         self.app = app
         self.metrics = metrics
-        self.routes = routes
+        self.table = table
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -182,7 +183,7 @@ class RequestMetrics:
             raise
         finally:
             if status is not None:  # None: cancelled before answering (server stopping)
-                route = route_label(scope, self.routes)
+                route = route_label(scope, self.table)
                 self.metrics.requests.labels(route, str(status)).inc()
                 self.metrics.duration.labels(route).observe(time.perf_counter() - started)
 
@@ -192,7 +193,7 @@ async def observed_audio(
 ) -> AsyncIterator[np.ndarray]:
     """``chunks`` passed through, measured: time to the first, seconds of audio, and at the end the RTF."""
     metrics: ServerMetrics = request.app.state.metrics
-    route = route_label(request.scope, request.app.router.routes)
+    route = route_label(request.scope, request.app.state.route_table)
     started = getattr(request.state, "request_started", None) or time.perf_counter()
     samples = 0
     first = True

@@ -10,16 +10,18 @@ from fastapi.responses import FileResponse
 from .native.api_router import router as native_router
 from .openai.api_router import router as openai_router
 from .roles.api_router import router as roles_router
+from .route_table import RouteTable
 
 STATIC_DIR = Path(__file__).parent / "static"
 
 
-def include_routes(app: FastAPI) -> None:
-    """Native and role routes at / and again under /v1 (as upstream), the OpenAI routes, the page."""
+def include_routes(app: FastAPI, table: RouteTable) -> None:
+    """Native and role routes at / and again under /v1 (as upstream), the OpenAI routes, the page;
+    every one noted in ``table`` with its full path (admission and metrics read it)."""
     for prefix in ("", "/v1"):
-        app.include_router(native_router, prefix=prefix)
-        app.include_router(roles_router, prefix=prefix)
-    app.include_router(openai_router)
+        table.include(app, native_router, prefix=prefix)
+        table.include(app, roles_router, prefix=prefix)
+    table.include(app, openai_router)
 
     # The page is public (like /docs): it asks for the API key itself and sends it with each call.
     @app.get("/", include_in_schema=False)

@@ -62,10 +62,16 @@ class TokenCount:
 
         async def counted(prompt_ids: list[int], params) -> AsyncIterator[list[int]]:
             deltas = stream(prompt_ids, params)
+            generated = 0
             try:
                 async for delta in deltas:
                     self.total += len(delta)
+                    generated += len(delta)
                     yield delta
+                # Ran into the speaking-rate bound of its text (speaking_rate.bounded_params): say so.
+                report = getattr(params, "bound_report", None)
+                if report is not None and generated >= params.max_tokens:
+                    report.note_cut(params.bound_seconds or 0.0)
             finally:
                 # Closed now, not at garbage collection: the backend frees its slot when its stream closes.
                 aclose = getattr(deltas, "aclose", None)
@@ -97,6 +103,8 @@ class TTSRuntime:
         self._role_locks: dict[str, asyncio.Lock] = {}
         # Engine iterators running now; a cancelled or disconnected request leaves this at once.
         self.active_generations = 0
+        # Segments cut at their speaking-rate bound since the model loaded (GET /metrics).
+        self.bound_cut_segments = 0
         self.tokens = tokens or TokenCount()
         # Uploaded clone references, prepared once per distinct upload (reference_cache.py).
         self.reference_cache = ReferenceCache(reference_cache_size)
@@ -287,7 +295,9 @@ class TTSRuntime:
     async def synthesize(self, request: SynthesisRequest) -> AsyncIterator[np.ndarray]:
         """The one synthesis path: checks, then the engine's chunks."""
         self.engine.check_request(request)
+        request.speaking_rate_bound = getattr(self.options, "speaking_rate_bound", 1.0)
         self.active_generations += 1
+        cuts_before = request.bound_report.cut_segments
         chunks = self.engine.synthesize(request)
         try:
             async for chunk in chunks:
@@ -301,6 +311,7 @@ class TTSRuntime:
                     await aclose()
             finally:
                 self.active_generations -= 1
+                self.bound_cut_segments += request.bound_report.cut_segments - cuts_before
 
     async def dialogue(self, base: SynthesisRequest, pause: float = 0.2) -> AsyncIterator[np.ndarray]:
         """Multi-speaker text: each tagged segment in its role's voice, with a pause between speakers."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Literal, Optional
 
 from flashtts_core.options import EngineOptions
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -35,6 +35,11 @@ class ServerSettings(EngineOptions, BaseSettings):
         None,
         description="Voice used for OpenAI voice names the engine lacks (alloy, nova, …); default: engine's first.",
     )
+    voice_alias: Optional[str] = Field(
+        None,
+        description="Voice names mapped onto this server's voices or saved roles, for clients that only offer "
+        "OpenAI's names: 'alloy=narrator,nova=female' (checked before the default-voice fallback).",
+    )
     speaker_pause: float = Field(0.2, ge=0, le=5, description="Seconds of silence between speakers in /multi_speak.")
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
 
@@ -47,6 +52,19 @@ class ServerSettings(EngineOptions, BaseSettings):
         30.0, ge=0, description="Seconds running requests and streams get to finish after SIGTERM/SIGINT."
     )
     metrics_require_api_key: bool = Field(False, description="With --api_key, GET /metrics needs the key too.")
+
+    # Home Assistant's Wyoming protocol beside HTTP (wyoming_service.py; README "Home Assistant"). It has no
+    # authentication: --api_key does not cover it.
+    wyoming_port: Optional[int] = Field(
+        None, ge=1, le=65535, description="Also serve text-to-speech over the Wyoming protocol on this TCP port."
+    )
+    wyoming_host: Optional[str] = Field(None, description="Address the Wyoming listener binds (default: --host).")
+    wyoming_max_connections: int = Field(
+        32, ge=1, description="Wyoming connections open at once; more are answered with an error and closed."
+    )
+    wyoming_sample_rate: Optional[int] = Field(
+        None, ge=8000, le=48000, description="Rate of the Wyoming audio (Hz); default: the model's own rate."
+    )
 
     # Scale-out (flashtts_server.ray_serve): unset replicas and bounds mean one plain uvicorn server, no Ray.
     replicas: Optional[int] = Field(
@@ -65,3 +83,31 @@ class ServerSettings(EngineOptions, BaseSettings):
     max_replicas: Optional[int] = Field(
         None, ge=1, description="Autoscaling: most replicas (Ray Serve autoscaling_config)."
     )
+
+    @field_validator("voice_alias")
+    @classmethod
+    def _aliases_parse(cls, value: Optional[str]) -> Optional[str]:
+        parse_voice_aliases(value)  # a malformed list is a startup error, not a surprise per request
+        return value
+
+    @property
+    def voice_aliases(self) -> dict[str, str]:
+        """``--voice_alias`` as {alias (lower case): voice or role}."""
+        return parse_voice_aliases(self.voice_alias)
+
+
+def parse_voice_aliases(value: Optional[str]) -> dict[str, str]:
+    """``"alloy=narrator, nova=female"`` -> {"alloy": "narrator", "nova": "female"}; names are matched
+    without regard to case, targets are kept as written (role names are case-sensitive)."""
+    aliases: dict[str, str] = {}
+    for item in (value or "").split(","):
+        if not item.strip():
+            continue
+        alias, sep, target = item.partition("=")
+        alias, target = alias.strip().lower(), target.strip()
+        if not sep or not alias or not target:
+            raise ValueError(f"voice_alias entries are NAME=VOICE pairs separated by commas; got {item.strip()!r}")
+        if alias in aliases and aliases[alias] != target:
+            raise ValueError(f"voice_alias names {alias!r} twice")
+        aliases[alias] = target
+    return aliases

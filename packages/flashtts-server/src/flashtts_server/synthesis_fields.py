@@ -7,11 +7,28 @@ from typing import Optional
 from flashtts_core.errors import InvalidRequest, PayloadTooLarge
 from flashtts_core.request import DiffusionParams, Level, SynthesisRequest, VoiceReference
 from flashtts_core.sampling import SamplingOverrides
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .settings import ServerSettings
 
 DEFAULT_FORMAT = "mp3"
+DEFAULT_SPLIT = 50
+SPLIT_MAX = 100_000
+
+
+def clamp_split_field(value: object) -> object:
+    """``length_threshold``/``window_size`` as the earlier release took them: any integer, clamped into
+    [1, SPLIT_MAX]; None (JSON null, an absent form field) is the default. Anything else is left to
+    the int validation (a 422-style 400 for "abc")."""
+    if value is None or value == "":
+        return DEFAULT_SPLIT
+    try:
+        number = int(value) if not isinstance(value, float) or value.is_integer() else value
+    except (TypeError, ValueError):
+        return value
+    if isinstance(number, int) and not isinstance(number, bool):
+        return min(max(number, 1), SPLIT_MAX)
+    return value
 
 
 class SamplingFields(BaseModel):
@@ -33,8 +50,21 @@ class SamplingFields(BaseModel):
         None, ge=1, le=1_000_000, description="Maximum tokens to generate per text segment."
     )
     seed: Optional[int] = Field(None, ge=0, le=2**63 - 1, description="Seed for reproducible sampling.")
-    length_threshold: int = Field(50, ge=1, le=100_000, description="Texts longer than this are split into segments.")
-    window_size: int = Field(50, ge=1, le=100_000, description="Length of each segment when splitting.")
+    # Clamped into [1, SPLIT_MAX], never refused, and null is the default: the earlier release took any
+    # integer, and published clients send e.g. length_threshold 1000000 ("never split") by default.
+    length_threshold: int = Field(
+        DEFAULT_SPLIT,
+        description=f"Texts longer than this are split into segments (clamped to 1–{SPLIT_MAX}; null: {DEFAULT_SPLIT}).",
+    )
+    window_size: int = Field(
+        DEFAULT_SPLIT,
+        description=f"Length of each segment when splitting (clamped to 1–{SPLIT_MAX}; null: {DEFAULT_SPLIT}).",
+    )
+
+    @field_validator("length_threshold", "window_size", mode="before")
+    @classmethod
+    def _clamp_split_fields(cls, value: object) -> object:
+        return clamp_split_field(value)
     # Diffusion engines only (MegaTTS3's DiT); other engines answer 400 when one is set.
     time_step: Optional[int] = Field(
         None, ge=1, le=DiffusionParams.MAX_TIME_STEP, description="MegaTTS3: flow-matching steps (default 32)."

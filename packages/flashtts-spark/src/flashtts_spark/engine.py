@@ -34,7 +34,7 @@ from flashtts_core.progress import Progress
 from flashtts_core.request import Level, SynthesisRequest, VoiceReference
 from flashtts_core.role_store import is_store_url
 from flashtts_core.sampling import SamplingParams
-from flashtts_core.speaking_rate import max_segment_tokens
+from flashtts_core.speaking_rate import bounded_params
 from flashtts_core.text import split_text
 
 from .codec import BiCodecCodec
@@ -93,6 +93,7 @@ class SparkEngine(Engine):
     )
     sample_rate = 16000
     voices = list(GENDERS)
+    languages = ["en", "zh"]
     # Upstream's generate() settings; max_tokens counts semantic tokens (3000 = 60 s of audio).
     default_sampling = SamplingParams(temperature=0.8, top_k=50, top_p=0.95, repetition_penalty=1.0, max_tokens=3000)
 
@@ -322,12 +323,13 @@ class SparkEngine(Engine):
         # A model that never stops (the demo model, a real one looping on silence) must not turn a
         # short text into a minute of audio: each segment's tokens are bounded by its text.
         segment_params = [
-            replace(
-                semantic_params,
-                seed=_derive_seed(params.seed, "semantic", i),
-                max_tokens=max_segment_tokens(
-                    segment, self.tokens_per_second, semantic_params.max_tokens, request.sampling.max_tokens
-                ),
+            bounded_params(
+                replace(semantic_params, seed=_derive_seed(params.seed, "semantic", i)),
+                segment,
+                self.tokens_per_second,
+                request.sampling.max_tokens,
+                request.speaking_rate_bound,
+                request.bound_report,
             )
             for i, segment in enumerate(segments)
         ]

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from ..auth import require_api_key
 from ..dependencies import get_runtime, get_settings
+from ..route_table import synthesis_route
 from ..runtime import TTSRuntime
 from ..settings import ServerSettings
 from ..synthesis_fields import DEFAULT_FORMAT, SamplingFields
@@ -37,6 +38,7 @@ AUDIO_RESPONSES = {
 
 
 @router.post("/clone_voice", response_class=Response, responses=AUDIO_RESPONSES)
+@synthesis_route
 async def clone_voice(
     request: Request,
     text: str = Form(..., min_length=1, description="Text to synthesize."),
@@ -54,8 +56,8 @@ async def clone_voice(
     repetition_penalty: Optional[float] = Form(None, ge=0.01, le=10, allow_inf_nan=False),
     max_tokens: Optional[int] = Form(None, ge=1, le=1_000_000),
     seed: Optional[int] = Form(None, ge=0, le=2**63 - 1),
-    length_threshold: int = Form(50, ge=1, le=100_000),
-    window_size: int = Form(50, ge=1, le=100_000),
+    length_threshold: Optional[int] = Form(None, description="Clamped to 1–100000; default 50."),
+    window_size: Optional[int] = Form(None, description="Clamped to 1–100000; default 50."),
     time_step: Optional[int] = Form(
         None, ge=1, le=DiffusionParams.MAX_TIME_STEP, description="MegaTTS3: flow-matching steps."
     ),
@@ -105,6 +107,7 @@ async def clone_voice(
 
 
 @router.post("/speak", response_class=Response, responses=AUDIO_RESPONSES)
+@synthesis_route
 async def speak(
     request: Request,
     body: SpeakRequest,
@@ -116,6 +119,7 @@ async def speak(
 
 
 @router.post("/multi_speak", response_class=Response, responses=AUDIO_RESPONSES)
+@synthesis_route
 async def multi_speak(
     request: Request,
     body: MultiSpeakRequest,

@@ -60,7 +60,9 @@ async def clone_voice(request: Request, runtime: TTSRuntime, settings: ServerSet
     synthesis = synthesis_request(
         form.text, form.sampling, stream=form.stream, reference=reference, pitch=form.pitch, speed=form.speed
     )
-    return await audio_response(request, runtime, runtime.synthesize(synthesis), spec, form.stream)
+    return await audio_response(
+        request, runtime, runtime.synthesize(synthesis), spec, form.stream, synthesis.bound_report
+    )
 
 
 async def speak(request: Request, runtime: TTSRuntime, settings: ServerSettings, body: SpeakRequest) -> Response:
@@ -73,7 +75,9 @@ async def speak(request: Request, runtime: TTSRuntime, settings: ServerSettings,
     synthesis = synthesis_request(
         body.text, body, stream=body.stream, voice=voice, reference=reference, pitch=body.pitch, speed=body.speed
     )
-    return await audio_response(request, runtime, runtime.synthesize(synthesis), spec, body.stream)
+    return await audio_response(
+        request, runtime, runtime.synthesize(synthesis), spec, body.stream, synthesis.bound_report
+    )
 
 
 async def multi_speak(
@@ -85,7 +89,7 @@ async def multi_speak(
     spec = output_spec(runtime, body.response_format, body.sample_rate, body.stream)
     base = synthesis_request(body.text, body, stream=body.stream, pitch=body.pitch, speed=body.speed)
     chunks = runtime.dialogue(base, pause=settings.speaker_pause)
-    return await audio_response(request, runtime, chunks, spec, body.stream)
+    return await audio_response(request, runtime, chunks, spec, body.stream, base.bound_report)
 
 
 def server_info(runtime: TTSRuntime, settings: ServerSettings) -> ServerInfo:
@@ -108,6 +112,7 @@ def server_info(runtime: TTSRuntime, settings: ServerSettings) -> ServerInfo:
             "max_reference_seconds": settings.max_reference_seconds,
             "max_pending_requests": settings.max_pending_requests,
             "shutdown_timeout": settings.shutdown_timeout,
+            "speaking_rate_bound": settings.speaking_rate_bound,
         },
         auth_required=bool(settings.api_key),
         version=__version__,

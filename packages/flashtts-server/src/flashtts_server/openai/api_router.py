@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from ..auth import require_api_key
 from ..dependencies import get_runtime, get_settings
 from ..native.api_router import AUDIO_RESPONSES
+from ..route_table import synthesis_route
 from ..runtime import TTSRuntime
 from ..settings import ServerSettings
 from . import serving
@@ -25,6 +26,7 @@ router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_
         200: {**AUDIO_RESPONSES[200], "content": {**AUDIO_RESPONSES[200]["content"], "text/event-stream": {}}},
     },
 )
+@synthesis_route
 async def create_speech(
     request: Request,
     body: SpeechRequest,
@@ -46,5 +48,7 @@ async def get_model(model_id: str, runtime: TTSRuntime = Depends(get_runtime)) -
 
 
 @router.get("/audio/voices", response_model=VoiceList)
-async def list_voices(runtime: TTSRuntime = Depends(get_runtime)) -> VoiceList:
-    return await asyncio.to_thread(serving.list_voices, runtime)  # the role store may be remote
+async def list_voices(
+    runtime: TTSRuntime = Depends(get_runtime), settings: ServerSettings = Depends(get_settings)
+) -> VoiceList:
+    return await asyncio.to_thread(serving.list_voices, runtime, settings)  # the role store may be remote

@@ -28,8 +28,8 @@ class SpeechRequest(SamplingFields):
     input: str = Field(..., min_length=1, description="Text to synthesize.")
     voice: Optional[Union[str, VoiceId]] = Field(
         None,
-        description="A saved role, a built-in voice, an http(s) URL or base64 audio to clone; "
-        "OpenAI names the engine lacks (alloy, nova, …) use the default voice.",
+        description="A saved role, a built-in voice, an alias (--voice_alias), an http(s) URL or base64 audio "
+        "to clone; OpenAI names the engine lacks (alloy, nova, …) use the default voice.",
     )
     instructions: Optional[str] = Field(None, max_length=4096, description="Accepted; engines may ignore it.")
     response_format: str = Field(DEFAULT_FORMAT, description="mp3, opus, aac, flac, wav, pcm.")
@@ -39,7 +39,9 @@ class SpeechRequest(SamplingFields):
     )
     # Extensions beyond OpenAI's fields.
     stream: bool = Field(True, description="Send audio as it is generated (false: one whole file, exact WAV sizes).")
-    sample_rate: Optional[int] = Field(None, ge=8000, le=48000, description="Resample the output to this rate (Hz).")
+    sample_rate: Optional[int] = Field(
+        None, ge=8000, le=48000, description="Output rate (Hz); default 24000, as OpenAI's formats are."
+    )
     pitch: Optional[Level] = Field(None, description="Pitch level (engines with pitch control).")
     reference_text: Optional[str] = Field(
         None, max_length=10_000, description="Transcript of URL/base64 reference audio."
@@ -71,7 +73,8 @@ class ModelList(BaseModel):
 class VoiceCard(BaseModel):
     id: str
     name: str
-    type: Literal["role", "builtin"]
+    type: Literal["role", "builtin", "alias"]
+    alias_of: Optional[str] = Field(None, description="For an alias (--voice_alias): the voice or role it names.")
 
 
 class VoiceList(BaseModel):

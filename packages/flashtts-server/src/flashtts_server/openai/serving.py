@@ -20,6 +20,7 @@ from ..url_fetch import looks_like_url
 from .protocol import OPENAI_VOICES, ModelCard, ModelList, SpeechRequest, VoiceCard, VoiceId, VoiceList
 
 _STARTED = int(time.time())
+OPENAI_SAMPLE_RATE = 24_000
 
 
 async def _default_voice(
@@ -46,6 +47,17 @@ async def resolve_voice(
     if looks_like_url(value) or looks_like_base64_audio(value):
         data = await audio_from_string(value, settings, "voice")
         return None, await build_reference(runtime, settings, data, reference_text, param="voice")
+    target = settings.voice_aliases.get(value.lower())
+    if target is not None:  # --voice_alias: what the operator said this name means
+        try:
+            return await runtime.resolve_voice(target)
+        except NotFound:
+            known = await asyncio.to_thread(runtime.known_voices)
+            raise NotFound(
+                f"voice {value!r} is an alias of {target!r} (--voice_alias), which this server does not have; "
+                f"available: {known}",
+                param="voice",
+            ) from None
     if value in runtime.engine.voices or await runtime.saved_role_version(value) is not None:
         return await runtime.resolve_voice(value)
     if value.lower() in OPENAI_VOICES:
@@ -71,7 +83,10 @@ async def create_speech(
 ) -> Response:
     check_input_length(body.input, settings)
     stream = body.stream or body.stream_format == "sse"
-    spec = output_spec(runtime, body.response_format, body.sample_rate, stream)
+    # OpenAI's formats are 24 kHz (its pcm is documented as 24 kHz 16-bit mono, and clients play it so):
+    # every engine's audio leaves at 24 kHz unless the request names a rate.
+    rate = body.sample_rate if body.sample_rate is not None else OPENAI_SAMPLE_RATE
+    spec = output_spec(runtime, body.response_format, rate, stream)
     voice, reference = await resolve_voice(runtime, settings, body.voice, body.reference_text)
     # 1.0 is every client's default: it asks for nothing, so engines without speed control accept it.
     speed = None if body.speed == 1.0 else Level.from_ratio(body.speed)
@@ -88,7 +103,7 @@ async def create_speech(
     chunks = runtime.synthesize(synthesis)
     if body.stream_format == "sse":
         return await sse_response(request, runtime, chunks, spec, body.input)
-    return await audio_response(request, runtime, chunks, spec, stream)
+    return await audio_response(request, runtime, chunks, spec, stream, synthesis.bound_report)
 
 
 def model_ids(runtime: TTSRuntime) -> list[str]:
@@ -109,8 +124,14 @@ def get_model(runtime: TTSRuntime, model_id: str) -> ModelCard:
     return ModelCard(id=model_id, created=_STARTED)
 
 
-def list_voices(runtime: TTSRuntime) -> VoiceList:
+def list_voices(runtime: TTSRuntime, settings: ServerSettings) -> VoiceList:
     saved = runtime.roles.names()
     cards = [VoiceCard(id=n, name=n, type="role") for n in saved]
     cards += [VoiceCard(id=n, name=n, type="builtin") for n in runtime.engine.voices if n not in saved]
+    taken = {c.id for c in cards}
+    cards += [
+        VoiceCard(id=alias, name=alias, type="alias", alias_of=target)
+        for alias, target in settings.voice_aliases.items()
+        if alias not in taken
+    ]
     return VoiceList(data=cards, voices=[c.id for c in cards])
