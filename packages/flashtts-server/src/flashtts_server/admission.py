@@ -17,6 +17,7 @@ import json
 import logging
 from typing import Callable, Optional
 
+from flashtts_core.errors import FlashTTSError
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -30,6 +31,25 @@ logger = logging.getLogger("flashtts.server")
 
 # Seconds a refused client should wait: the queue drains in about a request's time; a load takes longer.
 RETRY_AFTER = {"overloaded": 1, "shutting_down": 1, "loading": 5}
+
+
+def admission_refusal(lifecycle: Lifecycle, max_pending: int) -> Optional[tuple[str, FlashTTSError]]:
+    """Why a synthesis must be refused now, as (the reason label of /metrics, the error): the model is
+    loading or failed, the server is shutting down, or --max_pending_requests is reached. HTTP, the
+    Wyoming listener and realtime sockets all ask this."""
+    phase = lifecycle.phase
+    if phase is Phase.SHUTTING_DOWN:
+        return "shutting_down", ShuttingDown("the server is shutting down; send the request to another instance")
+    if phase is Phase.LOADING:
+        return "loading", ServiceLoading("the model is still loading; try again shortly (GET /ready says when)")
+    if phase is Phase.FAILED:
+        return "loading", ServiceLoading("the model could not be loaded; see the server log")
+    if lifecycle.pending >= max_pending:
+        return "overloaded", ServerOverloaded(
+            f"the server is overloaded: {lifecycle.pending} synthesis requests are pending "
+            f"(--max_pending_requests {max_pending}); retry shortly"
+        )
+    return None
 
 
 class Admission:
@@ -53,19 +73,7 @@ class Admission:
         self.on_reject = on_reject
 
     def _refusal(self) -> Optional[tuple[str, Exception]]:
-        phase = self.lifecycle.phase
-        if phase is Phase.SHUTTING_DOWN:
-            return "shutting_down", ShuttingDown("the server is shutting down; send the request to another instance")
-        if phase is Phase.LOADING:
-            return "loading", ServiceLoading("the model is still loading; try again shortly (GET /ready says when)")
-        if phase is Phase.FAILED:
-            return "loading", ServiceLoading("the model could not be loaded; see the server log")
-        if self.lifecycle.pending >= self.max_pending:
-            return "overloaded", ServerOverloaded(
-                f"the server is overloaded: {self.lifecycle.pending} synthesis requests are pending "
-                f"(--max_pending_requests {self.max_pending}); retry shortly"
-            )
-        return None
+        return admission_refusal(self.lifecycle, self.max_pending)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self.table.is_synthesis(scope):

@@ -92,7 +92,7 @@ async def _aclose(iterator) -> None:
             await aclose()
 
 
-async def _resampled(chunks: AsyncIterator[np.ndarray], source: int, target: int) -> AsyncIterator[np.ndarray]:
+async def resampled(chunks: AsyncIterator[np.ndarray], source: int, target: int) -> AsyncIterator[np.ndarray]:
     import soxr
 
     stream = soxr.ResampleStream(source, target, 1, dtype="float32", quality="HQ")
@@ -145,7 +145,7 @@ class ClosingStreamingResponse(StreamingResponse):
 
 async def _encoded(runtime: TTSRuntime, chunks: AsyncIterator[np.ndarray], spec: OutputSpec) -> AsyncIterator[bytes]:
     if spec.rate != spec.source_rate:
-        chunks = _resampled(chunks, spec.source_rate, spec.rate)
+        chunks = resampled(chunks, spec.source_rate, spec.rate)
     async for data in runtime.encode_stream(chunks, spec.encoder):
         yield data
 

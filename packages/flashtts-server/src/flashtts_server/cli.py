@@ -84,6 +84,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from . import ray_serve  # imports Ray only inside serve_replicas
 
     if ray_serve.scale_out_requested(settings):
+        if settings.wyoming_port is not None:
+            raise CLIError("--wyoming_port serves from one process: it does not work with --replicas (run one per pod)")
         try:
             return ray_serve.serve_replicas(settings)
         except ray_serve.ScaleOutError as exc:

@@ -92,6 +92,13 @@ class Lifecycle:
     ) -> AsyncIterator[None]:
         """The app's lifespan. ``background``: yield at once and load meanwhile (the port opens before
         the model is ready); otherwise load first, and a failure fails the startup."""
+        wyoming = None
+        if getattr(settings, "wyoming_port", None) is not None:
+            # Home Assistant's Wyoming listener, open at once like the HTTP port (wyoming_service.py); a port
+            # that cannot be opened fails the startup as the HTTP port does (uvicorn exits with status 3).
+            from .wyoming_service import start_wyoming
+
+            wyoming = await start_wyoming(app, settings)
         task = None
         if background:
             task = asyncio.create_task(self._load_in_background(app, settings, runtime))
@@ -101,6 +108,8 @@ class Lifecycle:
             yield
         finally:
             self.begin_shutdown()
+            if wyoming is not None:
+                await wyoming.close()
             if task is not None and not task.done():
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)

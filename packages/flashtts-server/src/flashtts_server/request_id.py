@@ -22,7 +22,8 @@ MAX_LENGTH = 128
 _SAFE = re.compile(rf"[A-Za-z0-9._:;=+/@-]{{1,{MAX_LENGTH}}}")
 
 # Set for the duration of one request; asyncio tasks and to_thread workers started by it inherit it.
-_current: ContextVar[Optional[str]] = ContextVar("flashtts_request_id", default=None)
+REQUEST_ID: ContextVar[Optional[str]] = ContextVar("flashtts_request_id", default=None)
+_current = REQUEST_ID  # the name this module uses
 
 
 def current_request_id() -> Optional[str]:
