@@ -107,7 +107,7 @@ def _orpheus_frames(stop_ids: list[int]):
     ids of that slot get high logits. Which code comes inside a slot stays random.
     """
     import torch
-    from flashtts_orpheus import frames as ids
+    from flashtts_orpheus import frames
 
     quiet_and_suppress = _quiet_residual_and_suppress(stop_ids)
 
@@ -115,10 +115,10 @@ def _orpheus_frames(stop_ids: list[int]):
         quiet_and_suppress(model)
         embed = model.model.embed_tokens.weight
         hidden = embed.shape[1]
-        for slot in range(ids.SLOTS):
-            start = ids.AUDIO_BASE + slot * ids.CODEBOOK_SIZE
-            embed[start : start + ids.CODEBOOK_SIZE, 1 + slot] += ORPHEUS_SLOT_AXIS
-        embed[ids.START_OF_SPEECH, 1 + ids.SLOTS] += ORPHEUS_SLOT_AXIS
+        for slot in range(frames.SLOTS):
+            start = frames.AUDIO_BASE + slot * frames.CODEBOOK_SIZE
+            embed[start : start + frames.CODEBOOK_SIZE, 1 + slot] += ORPHEUS_SLOT_AXIS
+        embed[frames.START_OF_SPEECH, 1 + frames.SLOTS] += ORPHEUS_SLOT_AXIS
         # After the first RMSNorm an audio embedding's slot axis is about this large:
         norm = (ORPHEUS_SLOT_AXIS**2 + 1 + hidden * 0.05**2) ** 0.5
         axis = ORPHEUS_SLOT_AXIS * hidden**0.5 / norm
@@ -126,8 +126,8 @@ def _orpheus_frames(stop_ids: list[int]):
         mlp = model.model.layers[0].mlp
         for weight in (mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight):
             weight.zero_()
-        for k in range(ids.SLOTS + 1):  # unit k reads axis 1 + k (slot k, or <start_of_speech> for k = 7)
-            following = (k + 1) % ids.SLOTS if k < ids.SLOTS else 0
+        for k in range(frames.SLOTS + 1):  # unit k reads axis 1 + k (slot k, or <start_of_speech> for k = 7)
+            following = (k + 1) % frames.SLOTS if k < frames.SLOTS else 0
             mlp.gate_proj.weight[k, 1 + k] = 1.0
             mlp.up_proj.weight[k, 1 + k] = 1.0
             mlp.down_proj.weight[1 + following, k] = ORPHEUS_PUSH / unit_out
@@ -144,7 +144,7 @@ def write_orpheus(path: Path, seed: int = 0) -> Path:
     import json
 
     from flashtts_core.tiny_llm import write_tiny_llm
-    from flashtts_orpheus import frames as ids
+    from flashtts_orpheus import frames
     from flashtts_orpheus.tiny_model import RELEASED_SNAC_CONFIG, write_snac, write_tokenizer
 
     start = time.perf_counter()
@@ -154,17 +154,17 @@ def write_orpheus(path: Path, seed: int = 0) -> Path:
     write_tiny_llm(
         path,
         architecture="llama",
-        eos_token_id=ids.EOT,
-        bos_token_id=ids.BEGIN_OF_TEXT,
+        eos_token_id=frames.EOT,
+        bos_token_id=frames.BEGIN_OF_TEXT,
         tie_word_embeddings=True,
         max_position_embeddings=131072,
         seed=seed,
-        init=_orpheus_frames([ids.END_OF_SPEECH, ids.EOT]),
+        init=_orpheus_frames([frames.END_OF_SPEECH, frames.EOT]),
         torch_dtype="bfloat16",
         **ORPHEUS_LLM,
     )
     config = json.loads((path / "config.json").read_text())
-    config["pad_token_id"] = ids.PAD
+    config["pad_token_id"] = frames.PAD
     (path / "config.json").write_text(json.dumps(config, indent=2))
     write_tokenizer(path)
     logger.info("wrote a full-size random Orpheus 3B to %s in %.0f s", path, time.perf_counter() - start)

@@ -545,9 +545,9 @@ def orpheus_max_tokens(seconds: float) -> int:
     decode window (4 frames) takes before its first chunk."""
     import math
 
-    from flashtts_orpheus import frames as ids
+    from flashtts_orpheus import frames
 
-    return ids.SLOTS * (math.ceil(seconds * 24000 / ids.SAMPLES_PER_FRAME) + ids.WINDOW_FRAMES - 1)
+    return frames.SLOTS * (math.ceil(seconds * 24000 / frames.SAMPLES_PER_FRAME) + frames.WINDOW_FRAMES - 1)
 
 
 def snac_split(model: Path) -> dict:
@@ -563,12 +563,12 @@ def snac_split(model: Path) -> dict:
 
 def _snac_split_here(model: Path) -> dict:
     import numpy as np
-    from flashtts_orpheus import frames as ids
+    from flashtts_orpheus import frames
     from flashtts_orpheus.snac_codec import SnacCodec
 
     codec = SnacCodec.load(model / "snac", device="cpu")
     rng = np.random.default_rng(0)
-    window = ids.frames_to_codes(rng.integers(0, ids.CODEBOOK_SIZE, (ids.WINDOW_FRAMES, ids.SLOTS)))
+    window = frames.frames_to_codes(rng.integers(0, frames.CODEBOOK_SIZE, (frames.WINDOW_FRAMES, frames.SLOTS)))
     codec.decode([window])  # warm-up
     # The best of a few: on a shared machine single windows measured 0.05 to 2.5 s.
     per_window = float("inf")
@@ -576,7 +576,7 @@ def _snac_split_here(model: Path) -> dict:
         start = time.perf_counter()
         codec.decode([window])
         per_window = min(per_window, time.perf_counter() - start)
-    return {"codec_s_per_audio_s_float32": per_window * 24000 / ids.SAMPLES_PER_FRAME, "window_s": per_window}
+    return {"codec_s_per_audio_s_float32": per_window * 24000 / frames.SAMPLES_PER_FRAME, "window_s": per_window}
 
 
 async def stream_audio(client, url: str, rate: int, **request) -> tuple[float, float, float]:
@@ -630,7 +630,7 @@ async def measure_orpheus(server: Server, args, result: Result) -> None:
 
 
 def run_orpheus_backend(name: str, model: Path, args, work: Path, split: dict, bandwidth: float) -> Result:
-    from flashtts_orpheus import frames as ids
+    from flashtts_orpheus import frames
 
     result, backend, gguf, weight_dtype, dtype = backend_plan(name, args)
     if result.status != "ok":
@@ -649,10 +649,10 @@ def run_orpheus_backend(name: str, model: Path, args, work: Path, split: dict, b
     if result.rtf:
         seconds = max(result.rtf)
         tokens = orpheus_max_tokens(seconds)
-        audio = (tokens // ids.SLOTS - ids.WINDOW_FRAMES + 1) * ids.SAMPLES_PER_FRAME / 24000  # what it sent
+        audio = (tokens // frames.SLOTS - frames.WINDOW_FRAMES + 1) * frames.SAMPLES_PER_FRAME / 24000  # what it sent
         wall = result.rtf[seconds] * audio
         llm = wall - split["codec_s_per_audio_s_float32"] * audio
-        rows = ids.SLOTS * ids.CODEBOOK_SIZE + 1 if backend == "torch" else None  # audio ids + the stop id
+        rows = frames.SLOTS * frames.CODEBOOK_SIZE + 1 if backend == "torch" else None  # audio ids + the stop id
         rate_against_bound(result, tokens, llm, bandwidth * 1e9 / bytes_per_step(model, weight_dtype, rows))
     return result
 

@@ -40,8 +40,7 @@ def write_full_size(path: Path, seed: int = 0) -> Path:
     from flashtts_mega.checkpoint import save_checkpoint, write_config
     from flashtts_mega.dit import DiT
     from flashtts_mega.duration import DurationModel
-    from flashtts_mega.tiny_model import write_example, write_tiny_g2p
-    from flashtts_mega.wavvae import write_random
+    from flashtts_mega.tiny_model import write_example, write_random_wavvae, write_tiny_g2p
 
     marker = path / ".complete"
     if marker.is_file():
@@ -72,7 +71,7 @@ def write_full_size(path: Path, seed: int = 0) -> Path:
     )  # fmt: skip
     save_checkpoint(path / "duration_lm" / "model_only_last.ckpt", "dur_model", duration.state_dict())
     del duration
-    write_random(path / "wavvae", seed=seed)
+    write_random_wavvae(path / "wavvae", seed=seed)
     write_tiny_g2p(path / "g2p", seed=seed)
     write_example(path, win_size=960, seed=seed)
     marker.write_text("ok")

@@ -16,8 +16,9 @@ import time
 
 import torch
 import torch.nn.functional as F
+from flashtts_core.weight_norm import fold_weight_norms
 from flashtts_mega.dit import DiT, DiTInput
-from flashtts_mega.wavvae import WaveVAEDecoder, fold_weight_norms
+from flashtts_mega.wavvae import WaveVAEDecoder
 
 
 def dit_input(frames: int, seed: int) -> DiTInput:

@@ -19,6 +19,7 @@ from flashtts_mega.aligner import (
     pad_reference,
 )
 from flashtts_mega.checkpoint import load_state_dict, save_checkpoint, write_config
+from flashtts_mega.tiny_model import write_tiny_aligner
 
 WIN_SIZE = 1536  # any win_size works; the engine passes the DiT config's
 
@@ -28,7 +29,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def tiny_dir(tiny_checkpoint):
-    return tiny_checkpoint("aligner_lm", Aligner.write_tiny)
+    return tiny_checkpoint("aligner_lm", write_tiny_aligner)
 
 
 @pytest.fixture(scope="module")

@@ -8,14 +8,15 @@ import torch
 import torch.nn.functional as F
 from flashtts_core.errors import ModelLoadError
 from flashtts_mega.checkpoint import load_state_dict, save_checkpoint
-from flashtts_mega.dit import CHECKPOINT, INNER_KEY, TINY_SIZES, DiT, DiTInput, amo_step, sway_schedule, write_tiny
+from flashtts_mega.dit import CHECKPOINT, INNER_KEY, DiT, DiTInput, amo_step, sway_schedule
+from flashtts_mega.tiny_model import DIT_TINY_SIZES, write_tiny_dit
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def tiny_dit_dir(tiny_checkpoint):
-    return tiny_checkpoint("diffusion_transformer", write_tiny)
+    return tiny_checkpoint("diffusion_transformer", write_tiny_dit)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,7 @@ def test_tiny_checkpoint_has_upstreams_layout_and_loads_strictly(tiny_dit_dir, d
     file_keys = set(raw["state_dict"][INNER_KEY])
     assert file_keys == set(dit.state_dict())  # nothing missing, nothing unexpected
     sizes = DiT.sizes_from_state_dict(raw["state_dict"][INNER_KEY])
-    assert {k: sizes[k] for k in TINY_SIZES} == TINY_SIZES
+    assert {k: sizes[k] for k in DIT_TINY_SIZES} == DIT_TINY_SIZES
     assert (tiny_dit_dir / CHECKPOINT).stat().st_size < 8_000_000
     assert not dit.training and not any(p.requires_grad for p in dit.parameters())
 

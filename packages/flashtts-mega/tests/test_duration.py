@@ -5,16 +5,18 @@ import pytest
 import torch
 from flashtts_core.errors import ModelLoadError
 from flashtts_mega import phones
-from flashtts_mega.aligner import Aligner, ReferenceAlignment, pad_reference
+from flashtts_mega.aligner import Aligner, pad_reference
+from flashtts_mega.alignment import ReferenceAlignment, length_regulate, mel2token_to_dur
 from flashtts_mega.checkpoint import load_state_dict, read_config, save_checkpoint, write_config
-from flashtts_mega.duration import CHECKPOINT, INNER_KEY, DurationModel, length_regulate, mel2token_to_dur
+from flashtts_mega.duration import CHECKPOINT, INNER_KEY, DurationModel
+from flashtts_mega.tiny_model import write_tiny_aligner, write_tiny_duration
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def tiny_dir(tiny_checkpoint):
-    return tiny_checkpoint("duration_lm", DurationModel.write_tiny)
+    return tiny_checkpoint("duration_lm", write_tiny_duration)
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +27,7 @@ def model(tiny_dir):
 @pytest.fixture(scope="module")
 def alignment(tiny_checkpoint):
     """The tiny aligner's reading of a 2 s recording: the prompt a real engine would build."""
-    folder = tiny_checkpoint("aligner_lm", Aligner.write_tiny)
+    folder = tiny_checkpoint("aligner_lm", write_tiny_aligner)
     sr = 24000
     t = np.arange(2 * sr) / sr
     wav = (0.3 * np.sin(2 * np.pi * (150 + 300 * t) * t)).astype(np.float32)

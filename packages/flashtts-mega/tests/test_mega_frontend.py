@@ -152,7 +152,7 @@ def test_mega_takes_speed_but_not_pitch():
 
 
 def test_dit_inputs_are_upstreams_cfg_triple():
-    from flashtts_mega.aligner import ReferenceAlignment, length_regulate
+    from flashtts_mega.alignment import ReferenceAlignment, length_regulate
     from flashtts_mega.pipeline import build_dit_inputs
 
     alignment = ReferenceAlignment(
@@ -187,7 +187,7 @@ def test_loudness_is_matched_to_the_reference_and_peaks_stay_below_one():
 
 
 def test_a_runaway_segment_is_cut_to_its_texts_bound():
-    from flashtts_mega.aligner import length_regulate
+    from flashtts_mega.alignment import length_regulate
     from flashtts_mega.pipeline import _cap_frames
 
     mel2ph = length_regulate(torch.tensor([[100, 300, 100]]))

@@ -4,14 +4,15 @@ import pytest
 import torch
 from flashtts_core.errors import ModelLoadError
 from flashtts_mega.checkpoint import load_state_dict, read_config, save_checkpoint
-from flashtts_mega.wavvae import CHECKPOINT, INNER_KEY, WaveVAEDecoder, write_tiny
+from flashtts_mega.tiny_model import write_tiny_wavvae
+from flashtts_mega.wavvae import CHECKPOINT, INNER_KEY, WaveVAEDecoder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def tiny_vae_dir(tiny_checkpoint):
-    return tiny_checkpoint("wavvae", write_tiny)
+    return tiny_checkpoint("wavvae", write_tiny_wavvae)
 
 
 @pytest.fixture(scope="module")

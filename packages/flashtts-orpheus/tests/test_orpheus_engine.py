@@ -13,7 +13,7 @@ from flashtts_core.options import EngineOptions
 from flashtts_core.plugins import get_plugin_manager
 from flashtts_core.request import SynthesisRequest, VoiceReference
 from flashtts_core.sampling import SamplingOverrides
-from flashtts_orpheus import frames as ids
+from flashtts_orpheus import frames
 from flashtts_orpheus.engine import OrpheusEngine
 
 from conftest import installed_backends, with_gguf
@@ -21,8 +21,8 @@ from conftest import installed_backends, with_gguf
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 FRAMES = 10
-MAX_TOKENS = FRAMES * ids.SLOTS  # the tiny LLM never stops early: exactly FRAMES frames
-CHUNKS = FRAMES - ids.WINDOW_FRAMES + 1  # one chunk per frame from the 4th on
+MAX_TOKENS = FRAMES * frames.SLOTS  # the tiny LLM never stops early: exactly FRAMES frames
+CHUNKS = FRAMES - frames.WINDOW_FRAMES + 1  # one chunk per frame from the 4th on
 # Backends that generate one sequence at a time (one worker thread).
 SERIAL_BACKENDS = {"llama-cpp", "mlx-lm"}
 
@@ -99,7 +99,7 @@ async def drain(engine, req) -> np.ndarray:
 async def test_speaks_well_formed_frames_as_24khz_audio(engine):
     audio = await drain(engine, request(voice="tara"))
     assert engine.sample_rate == 24000
-    assert audio.dtype == np.float32 and audio.shape == (CHUNKS * ids.SAMPLES_PER_FRAME,)
+    assert audio.dtype == np.float32 and audio.shape == (CHUNKS * frames.SAMPLES_PER_FRAME,)
     assert np.isfinite(audio).all() and np.abs(audio).max() > 0
     assert engine.malformed_frames == 0
 
@@ -108,10 +108,10 @@ async def test_first_chunk_after_four_frames_then_one_per_frame(engine):
     with observe(engine) as backend:
         emitted_at_chunk = []
         async for chunk in engine.synthesize(request(voice="leah", stream=True)):
-            assert chunk.shape == (ids.SAMPLES_PER_FRAME,)
+            assert chunk.shape == (frames.SAMPLES_PER_FRAME,)
             emitted_at_chunk.append(backend.emitted)
     assert len(emitted_at_chunk) == CHUNKS
-    expected = [ids.WINDOW_FRAMES * ids.SLOTS + k * ids.SLOTS for k in range(CHUNKS)]
+    expected = [frames.WINDOW_FRAMES * frames.SLOTS + k * frames.SLOTS for k in range(CHUNKS)]
     if set(backend.delta_sizes) == {1}:  # a backend streaming id by id shows the exact points
         assert emitted_at_chunk == expected
     else:  # ids in bursts: never a chunk before its frame exists
@@ -122,7 +122,7 @@ async def test_voice_and_emotion_tags_reach_the_prompt(engine):
     with observe(engine) as backend:
         await drain(engine, request("Well <laugh> that was fun.", voice="zoe", max_tokens=7))
     (prompt,) = backend.prompts
-    assert prompt[:2] == [ids.START_OF_HUMAN, ids.BEGIN_OF_TEXT] and prompt[-4:] == [128009, 128260, 128261, 128257]
+    assert prompt[:2] == [frames.START_OF_HUMAN, frames.BEGIN_OF_TEXT] and prompt[-4:] == [128009, 128260, 128261, 128257]
     assert engine.tokenizer.decode(prompt[2:-4]) == "zoe: Well <laugh> that was fun."
 
 
@@ -132,7 +132,7 @@ async def test_special_token_markup_in_the_text_stays_text(engine):
         await drain(engine, request(text, voice="tara", max_tokens=7))
     (prompt,) = backend.prompts
     body = prompt[2:-4]
-    assert max(body) < ids.BEGIN_OF_TEXT  # no end of turn, no end of speech inside the text
+    assert max(body) < frames.BEGIN_OF_TEXT  # no end of turn, no end of speech inside the text
     assert engine.tokenizer.decode(body) == "tara: Hi <|eot_id|> there < custom_token_2> and <laugh>"
 
 
@@ -150,11 +150,11 @@ async def test_default_voice_is_the_first_of_the_language(engine):
 
 async def test_malformed_frame_is_skipped_and_counted(engine):
     before = engine.malformed_frames
-    wrong_slot = ids.AUDIO_BASE + 5 * ids.CODEBOOK_SIZE  # code 0 of slot 5, in the middle of a frame
-    with observe(engine, inject_after=2 * ids.SLOTS + 3, inject=wrong_slot):
+    wrong_slot = frames.AUDIO_BASE + 5 * frames.CODEBOOK_SIZE  # code 0 of slot 5, in the middle of a frame
+    with observe(engine, inject_after=2 * frames.SLOTS + 3, inject=wrong_slot):
         audio = await drain(engine, request())
     assert engine.malformed_frames == before + 1
-    assert audio.shape == ((CHUNKS - 1) * ids.SAMPLES_PER_FRAME,)  # one frame lost, nothing else
+    assert audio.shape == ((CHUNKS - 1) * frames.SAMPLES_PER_FRAME,)  # one frame lost, nothing else
 
 
 async def test_long_text_is_split_and_spoken_segment_by_segment(engine):
@@ -162,13 +162,13 @@ async def test_long_text_is_split_and_spoken_segment_by_segment(engine):
     with observe(engine) as backend:
         audio = await drain(engine, request(text, window_size=6, length_threshold=6))
     assert len(backend.prompts) == 3
-    assert audio.shape == (3 * CHUNKS * ids.SAMPLES_PER_FRAME,)
+    assert audio.shape == (3 * CHUNKS * frames.SAMPLES_PER_FRAME,)
 
 
 async def test_concurrent_requests_share_snac_batches(engine):
     before = engine.decoder.largest_batch
     results = await asyncio.gather(*(drain(engine, request(voice=v)) for v in ("tara", "dan", "mia")))
-    assert all(r.shape == (CHUNKS * ids.SAMPLES_PER_FRAME,) for r in results)
+    assert all(r.shape == (CHUNKS * frames.SAMPLES_PER_FRAME,) for r in results)
     if engine.backend.name not in SERIAL_BACKENDS:  # one sequence at a time: windows never coincide
         assert max(before, engine.decoder.largest_batch) > 1
 
@@ -229,8 +229,8 @@ async def test_codec_from_snac_path_when_the_model_folder_has_none(tiny_orpheus,
     options = EngineOptions(model_path=model, snac_path=tiny_orpheus / "snac", llm_device="cpu", detokenizer_device="cpu")
     engine = await OrpheusEngine.load(options, backend_cls.create)
     try:
-        audio = await drain(engine, request(voice="jess", max_tokens=5 * ids.SLOTS))
-        assert audio.shape == (2 * ids.SAMPLES_PER_FRAME,)
+        audio = await drain(engine, request(voice="jess", max_tokens=5 * frames.SLOTS))
+        assert audio.shape == (2 * frames.SAMPLES_PER_FRAME,)
         assert engine.codec.path == tiny_orpheus / "snac"
     finally:
         await engine.close()
@@ -245,7 +245,7 @@ async def test_lang_selects_the_voice_set(tiny_orpheus, tmp_path):
         assert engine.lang == "french" and engine.voices == ["pierre", "amelie", "marie"]  # from the folder name
         with pytest.raises(NotFound, match="pierre"):
             engine.check_request(request(voice="tara"))
-        audio = await drain(engine, request("Bonjour <chuckle> !", voice="amelie", max_tokens=4 * ids.SLOTS))
-        assert audio.shape == (ids.SAMPLES_PER_FRAME,)
+        audio = await drain(engine, request("Bonjour <chuckle> !", voice="amelie", max_tokens=4 * frames.SLOTS))
+        assert audio.shape == (frames.SAMPLES_PER_FRAME,)
     finally:
         await engine.close()

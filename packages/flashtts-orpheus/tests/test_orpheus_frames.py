@@ -2,12 +2,12 @@
 
 import numpy as np
 import pytest
-from flashtts_orpheus import frames as ids
+from flashtts_orpheus import frames
 from flashtts_orpheus.frames import FrameParser, build_prompt, frames_to_codes
 
 
 def audio_id(slot: int, code: int) -> int:
-    return ids.AUDIO_BASE + slot * ids.CODEBOOK_SIZE + code
+    return frames.AUDIO_BASE + slot * frames.CODEBOOK_SIZE + code
 
 
 def frame_ids(codes) -> list[int]:
@@ -19,14 +19,14 @@ def test_prompt_wraps_text_like_upstream():
 
 
 def test_audio_ids_cover_seven_codebooks_and_fit_the_released_vocabulary():
-    allowed = ids.audio_token_ids()
+    allowed = frames.audio_token_ids()
     assert allowed[0] == 128266 and allowed[-1] == 128266 + 7 * 4096 - 1
-    assert ids.END_OF_SPEECH not in allowed and allowed[-1] < ids.VOCAB_SIZE == 156940
+    assert frames.END_OF_SPEECH not in allowed and allowed[-1] < frames.VOCAB_SIZE == 156940
 
 
 def test_frame_maps_onto_codebooks_interleaved_per_frame():
-    frames = np.array([[10, 11, 12, 13, 14, 15, 16], [20, 21, 22, 23, 24, 25, 26]])
-    coarse, middle, fine = frames_to_codes(frames)
+    rows = np.array([[10, 11, 12, 13, 14, 15, 16], [20, 21, 22, 23, 24, 25, 26]])
+    coarse, middle, fine = frames_to_codes(rows)
     assert coarse.tolist() == [10, 20]
     assert middle.tolist() == [11, 14, 21, 24]
     assert fine.tolist() == [12, 13, 15, 16, 22, 23, 25, 26]
@@ -54,7 +54,7 @@ def test_frames_complete_across_deltas():
     [
         [audio_id(5, 1)],  # an id of the wrong slot
         [12345],  # a text id
-        [ids.END_OF_AI],  # another special id
+        [frames.END_OF_AI],  # another special id
         [audio_id(3, 0), audio_id(4, 0)],  # a run of wrong ids counts once
     ],
 )

@@ -4,7 +4,7 @@ import json
 
 import pytest
 from flashtts_core.errors import InvalidRequest
-from flashtts_orpheus import frames as ids
+from flashtts_orpheus import frames
 from flashtts_orpheus.engine import OrpheusEngine, lang_from_folder_name
 from flashtts_orpheus.voices import VOICES, resolve_lang
 from safetensors import safe_open
@@ -28,9 +28,9 @@ def test_tiny_tokenizer_ids_line_up_with_the_release(tiny_orpheus):
 
     tok = AutoTokenizer.from_pretrained(str(tiny_orpheus))
     assert len(tok) == 156940
-    expected = {"<|begin_of_text|>": 128000, "<|eot_id|>": 128009, "<custom_token_1>": ids.START_OF_SPEECH,
-                "<custom_token_2>": ids.END_OF_SPEECH, "<custom_token_3>": ids.START_OF_HUMAN,
-                "<custom_token_10>": ids.AUDIO_BASE, "<custom_token_28683>": 156939}
+    expected = {"<|begin_of_text|>": 128000, "<|eot_id|>": 128009, "<custom_token_1>": frames.START_OF_SPEECH,
+                "<custom_token_2>": frames.END_OF_SPEECH, "<custom_token_3>": frames.START_OF_HUMAN,
+                "<custom_token_10>": frames.AUDIO_BASE, "<custom_token_28683>": 156939}
     assert {t: tok.convert_tokens_to_ids(t) for t in expected} == expected
     assert tok.decode(tok.encode("tara: hi <laugh>", add_special_tokens=False)) == "tara: hi <laugh>"
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from flashtts_core.errors import ModelLoadError
-from flashtts_orpheus import frames as ids
+from flashtts_orpheus import frames
 from flashtts_orpheus.frames import frames_to_codes
 from flashtts_orpheus.snac_codec import SnacCodec
 
@@ -35,7 +35,7 @@ def silence_noise_blocks(codec: SnacCodec) -> None:
 
 
 def random_frames(n: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, ids.CODEBOOK_SIZE, size=(n, ids.SLOTS))
+    return np.random.default_rng(seed).integers(0, frames.CODEBOOK_SIZE, size=(n, frames.SLOTS))
 
 
 def test_tiny_snac_keeps_the_released_rates_and_strides(codec):
@@ -60,7 +60,7 @@ def test_the_upstream_loader_reads_the_tiny_folder(tiny_orpheus):
 
 def test_window_of_four_frames_decodes_to_8192_samples(codec):
     (audio,) = codec.decode([frames_to_codes(random_frames(4, 0))])
-    assert audio.dtype == np.float32 and audio.shape == (4 * ids.SAMPLES_PER_FRAME,)
+    assert audio.dtype == np.float32 and audio.shape == (4 * frames.SAMPLES_PER_FRAME,)
     assert np.isfinite(audio).all() and np.abs(audio).max() > 0
 
 

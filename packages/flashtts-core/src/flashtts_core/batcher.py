@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Generic, Sequence, TypeVar
+from typing import Callable, Generic, Sequence, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -20,7 +20,13 @@ class DynamicBatcher(Generic[T, R]):
     ``fn`` must return one result per item, in order. An exception fails that batch's items only.
     """
 
-    def __init__(self, fn: Callable[[Sequence[T]], Sequence[R]], batch_size: int = 1, wait_timeout: float = 0.01, name: str = "batcher"):
+    def __init__(
+        self,
+        fn: Callable[[Sequence[T]], Sequence[R]],
+        batch_size: int = 1,
+        wait_timeout: float = 0.01,
+        name: str = "batcher",
+    ):
         self.fn = fn
         self.batch_size = max(1, batch_size)
         self.wait_timeout = max(0.0, wait_timeout)
@@ -88,8 +94,3 @@ class DynamicBatcher(Generic[T, R]):
                 if not fut.done():
                     fut.set_exception(RuntimeError(f"{self.name} is closed"))
         self._executor.shutdown(wait=False, cancel_futures=True)
-
-
-async def run_blocking(fn: Callable[..., Any], *args: Any) -> Any:
-    """Run model work in a thread so the event loop stays free."""
-    return await asyncio.to_thread(fn, *args)

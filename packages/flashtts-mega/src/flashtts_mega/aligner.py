@@ -20,39 +20,36 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from flashtts_core.audio_io import resample
+from flashtts_core.dsp import slaney_mel_filterbank
 from flashtts_core.errors import AudioDecodeError, ModelLoadError
 from torch import nn
 
 from . import phones
+from .alignment import ReferenceAlignment, length_regulate
 from .checkpoint import (
     build_checked,
     load_strict,
     million_parameters,
     read_folder,
     ready_for_inference,
-    save_checkpoint,
-    write_config,
 )
-from .duration import length_regulate
+from .layout import SAMPLE_RATE
 
 logger = logging.getLogger("flashtts.mega")
 
 CHECKPOINT = "model_only_last.ckpt"
 INNER_KEY = "model"
 
-SAMPLE_RATE = 24000  # the engine's rate; the aligner resamples to 16 kHz itself
-MEL_SAMPLE_RATE = 16000
+MEL_SAMPLE_RATE = 16000  # the aligner resamples the engine's 24 kHz itself
 N_FFT = 400
 HOP_LENGTH = 160  # 10 ms frames
 FRAMES_MULTIPLE = 8  # upstream's frames_multiple: reference frames are cut to a multiple of it
-LATENT_STRIDE = 4  # mel frames per WaveVAE latent frame (100 Hz / 25 Hz)
 MAX_DECODE_STEPS = 768
 REFERENCE_TAIL = 12000  # samples of silence appended to the reference (0.5 s at 24 kHz)
 
@@ -67,32 +64,9 @@ def pad_reference(wav: np.ndarray, win_size: int) -> np.ndarray:
     return np.pad(wav, (0, REFERENCE_TAIL)).astype(np.float32)
 
 
-def _hz_to_mel(f: np.ndarray) -> np.ndarray:
-    # Slaney's mel scale: linear below 1 kHz, logarithmic above (librosa's default, which Whisper used).
-    f = np.asarray(f, dtype=np.float64)
-    mel = f / (200.0 / 3)
-    log_part = 15.0 + np.log(np.maximum(f, 1e-10) / 1000.0) / (np.log(6.4) / 27.0)
-    return np.where(f >= 1000.0, log_part, mel)
-
-
-def _mel_to_hz(m: np.ndarray) -> np.ndarray:
-    m = np.asarray(m, dtype=np.float64)
-    lin = m * (200.0 / 3)
-    log_part = 1000.0 * np.exp((np.log(6.4) / 27.0) * (m - 15.0))
-    return np.where(m >= 15.0, log_part, lin)
-
-
 def mel_filters(n_mels: int = 80, sr: int = MEL_SAMPLE_RATE, n_fft: int = N_FFT) -> np.ndarray:
-    """Slaney-normalised triangular mel filterbank [n_mels, n_fft // 2 + 1], 0 Hz to sr / 2."""
-    fft_freqs = np.linspace(0.0, sr / 2, n_fft // 2 + 1)
-    mel_f = _mel_to_hz(np.linspace(_hz_to_mel(0.0), _hz_to_mel(sr / 2), n_mels + 2))
-    fdiff = np.diff(mel_f)
-    ramps = mel_f[:, None] - fft_freqs[None, :]
-    lower = -ramps[:-2] / fdiff[:-1, None]
-    upper = ramps[2:] / fdiff[1:, None]
-    weights = np.maximum(0.0, np.minimum(lower, upper))
-    weights *= (2.0 / (mel_f[2:] - mel_f[:-2]))[:, None]  # equal area per filter
-    return weights.astype(np.float32)
+    """Slaney-normalised triangular mel filterbank [n_mels, n_fft // 2 + 1], 0 Hz to sr / 2 (Whisper's, librosa's)."""
+    return np.ascontiguousarray(slaney_mel_filterbank(n_fft // 2 + 1, 0.0, sr / 2, n_mels, sr).T)
 
 
 def log_mel_spectrogram(audio_16k: torch.Tensor | np.ndarray, n_mels: int = 80) -> torch.Tensor:
@@ -219,52 +193,6 @@ class TextDecoder(nn.Module):
             x = x + block.mlp(block.mlp_ln(x))
         cache.length = start + t
         return self.out_proj(self.ln(x))
-
-
-@dataclass(frozen=True)
-class ReferenceAlignment:
-    """The aligner's reading of a reference: phone ids, tone ids [1, N] and frame → phone (1-based) [1, F]."""
-
-    ph: torch.Tensor
-    tone: torch.Tensor
-    mel2ph: torch.Tensor
-
-    @property
-    def frames(self) -> int:
-        """Mel frames (10 ms) covered; a multiple of 8."""
-        return int(self.mel2ph.shape[1])
-
-    @property
-    def latent_frames(self) -> int:
-        """WaveVAE latent frames (25 Hz) of the reference upstream keeps: the latent is cut to this."""
-        return self.frames // LATENT_STRIDE
-
-    def to_arrays(self) -> dict[str, np.ndarray]:
-        """int64 arrays for saving (np.save, no pickling)."""
-        return {k: getattr(self, k).cpu().numpy().astype(np.int64) for k in ("ph", "tone", "mel2ph")}
-
-    @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> ReferenceAlignment:
-        """The inverse of ``to_arrays``; a ValueError when the arrays do not form an alignment."""
-        try:
-            ph, tone, mel2ph = (
-                torch.as_tensor(np.asarray(arrays[k]), dtype=torch.long) for k in ("ph", "tone", "mel2ph")
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"not an alignment: {exc}") from exc
-        n = ph.shape[-1] if ph.dim() == 2 else -1
-        if not (
-            ph.dim() == tone.dim() == mel2ph.dim() == 2
-            and ph.shape == tone.shape
-            and ph.shape[0] == mel2ph.shape[0] == 1
-            and n > 0
-            and mel2ph.shape[1] > 0
-            and int(mel2ph.min()) >= 1
-            and int(mel2ph.max()) <= n
-            and bool((mel2ph[:, 1:] >= mel2ph[:, :-1]).all())
-        ):
-            raise ValueError("not an alignment: ph/tone must be [1, N], mel2ph [1, F] non-decreasing in 1..N")
-        return cls(ph, tone, mel2ph)
 
 
 def fix_durations(dur: list[int], total: int) -> list[int]:
@@ -428,26 +356,3 @@ class Aligner(nn.Module):
             dtype,
         )
         return model
-
-    @classmethod
-    def write_tiny(cls, folder: Path, seed: int = 0) -> None:
-        """A tiny random aligner in upstream's layout (config.yaml + model_only_last.ckpt)."""
-        sizes = {
-            "n_state": 32,
-            "n_audio_head": 2,
-            "n_audio_layer": 1,
-            "n_text_head": 2,
-            "n_text_layer": 1,
-            "n_text_ctx": 1024,
-        }
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = cls(**sizes)
-            nn.init.normal_(model.decoder.positional_embedding, std=0.02)
-        write_config(Path(folder), {"n_audio_head": 2, "n_text_head": 2})
-        save_checkpoint(Path(folder) / CHECKPOINT, INNER_KEY, model.state_dict())
-
-
-def write_tiny(folder: Path, seed: int = 0) -> None:
-    """``Aligner.write_tiny``: a tiny random aligner_lm/ folder (module-level, like wavvae.write_tiny)."""
-    Aligner.write_tiny(folder, seed)

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from flashtts_core.errors import ModelLoadError
 from torch import nn
 
+from .alignment import LATENT_STRIDE
 from .checkpoint import (
     SHOWN_KEYS,
     build_for_loading,
@@ -35,8 +36,6 @@ from .checkpoint import (
     million_parameters,
     read_folder,
     ready_for_inference,
-    save_checkpoint,
-    write_config,
 )
 from .rel_transformer import RelTransformerEncoder, rel_transformer_sizes
 
@@ -44,8 +43,6 @@ logger = logging.getLogger("flashtts.mega")
 
 CHECKPOINT = "model_only_last.ckpt"
 INNER_KEY = "dit"
-# Latent frames per mel frame of ``mel2ph`` (two stride-2 convolutions in ling_pre_net).
-LATENT_STRIDE = 4
 # A checkpoint may carry tensors of training-only sub-modules the inference graph lacks (the released
 # file has 9 such tensors, which is why upstream loads it with strict=False). More than this many
 # is taken for a wrong file rather than extras.
@@ -514,54 +511,9 @@ class DiT(nn.Module):
                 latents[i] = latents[i].to(dtype).float()
         return [z[0] for z in latents]
 
-    # -- tiny checkpoints ------------------------------------------------------------------------
-
-    @staticmethod
-    def write_tiny(folder: Path, seed: int = 0) -> None:
-        """A tiny random DiT in upstream's layout: config.yaml + model_only_last.ckpt (inner key dit)."""
-        write_tiny(folder, seed)
-
-
-# 1.3M parameters; two heads of upstream's head width 64, so the head count needs no config key.
-TINY_SIZES = {
-    "encoder_dim": 128,
-    "encoder_n_layers": 2,
-    "encoder_n_heads": 2,
-    "local_cond_dim": 32,
-    "ph_encoder_filter": 128,
-    "ph_encoder_heads": 2,
-    "ph_encoder_layers": 2,
-}
-
-
-def write_random(folder: Path, seed: int = 0, **sizes) -> None:
-    """A random DiT of the given sizes (default: upstream's full size) in upstream's layout."""
-    folder = Path(folder)
-    gen = torch.Generator().manual_seed(seed)
-    shapes = {k: v.shape for k, v in DiT(**sizes).state_dict().items()}
-    state = {k: random_weight(k, shape, gen) for k, shape in shapes.items()}
-    # Upstream reads frames_multiple and win_size from this folder's config (the reference wav is
-    # padded to win_size; durations to multiples of frames_multiple).
-    write_config(folder, {"frames_multiple": 8, "win_size": 960})
-    save_checkpoint(folder / CHECKPOINT, INNER_KEY, state)
-
-
-def write_tiny(folder: Path, seed: int = 0) -> None:
-    """A tiny random DiT (TINY_SIZES, 5 MB) in upstream's layout."""
-    write_random(folder, seed, **TINY_SIZES)
-
 
 def _first_row_only() -> torch.Tensor:
     return torch.tensor([1.0, 0.0, 0.0])[:, None, None]
-
-
-def random_weight(name: str, shape: torch.Size, gen: torch.Generator) -> torch.Tensor:
-    """Fan-in scaled normal weights, small biases, unit norm gains: bounded outputs over many steps."""
-    if name.endswith("gamma"):
-        return torch.ones(shape)
-    if len(shape) == 1:
-        return torch.randn(shape, generator=gen) * 0.02
-    return torch.randn(shape, generator=gen) / math.sqrt(math.prod(shape[1:]))
 
 
 def raise_missing(file: Path, exc: KeyError):

@@ -18,7 +18,6 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -26,19 +25,15 @@ from flashtts_core.errors import ModelLoadError
 from torch import nn
 
 from . import phones
+from .alignment import ReferenceAlignment, length_regulate, mel2token_to_dur
 from .checkpoint import (
     build_checked,
     load_strict,
     million_parameters,
     read_folder,
     ready_for_inference,
-    save_checkpoint,
-    write_config,
 )
 from .rel_transformer import RelTransformerEncoder, rel_transformer_sizes
-
-if TYPE_CHECKING:
-    from .aligner import ReferenceAlignment
 
 logger = logging.getLogger("flashtts.mega")
 
@@ -52,18 +47,6 @@ MAX_PHONE_FRAMES = 127
 LONG_PAUSE_MIN = 64
 SHORT_PAUSE_MIN = 32
 FIRST_PHONE_FRAMES = 8  # the first phone of the first segment
-
-
-def mel2token_to_dur(mel2ph: torch.Tensor, n_tokens: int) -> torch.Tensor:
-    """Frame → phone map [B, F] (1-based, 0 = none) → frames per phone [B, n_tokens]."""
-    dur = mel2ph.new_zeros(mel2ph.shape[0], n_tokens + 1).scatter_add(1, mel2ph, torch.ones_like(mel2ph))
-    return dur[:, 1:]
-
-
-def length_regulate(dur: torch.Tensor) -> torch.Tensor:
-    """Durations [1, N] → frame → phone map [1, sum(dur)] (1-based), upstream's LengthRegulator."""
-    d = torch.round(dur.reshape(-1).float()).long().clamp_min(0)
-    return torch.repeat_interleave(torch.arange(1, d.numel() + 1, device=d.device), d)[None]
 
 
 def _sinusoid_table(length: int, dim: int) -> torch.Tensor:
@@ -515,57 +498,3 @@ class DurationModel(nn.Module):
             dtype,
         )
         return model
-
-    @classmethod
-    def write_tiny(cls, folder: Path, seed: int = 0) -> None:
-        """A tiny random duration model in upstream's layout, config.yaml with upstream's keys."""
-        config = {
-            "dur_model_type": "ar",
-            "dur_txt_hs": 32,
-            "dur_model_hidden_size": 64,
-            "dur_model_layers": 2,
-            "dur_code_size": 128,
-            "use_rot_embed": True,
-            "lm_use_enc": True,
-            "encoder_type": "rel_fft",
-            "hidden_size": 32,
-            "ffn_hidden_size": 64,
-            "num_heads": 2,
-            "enc_layers": 1,
-            "enc_ffn_kernel_size": 3,
-            "enc_prenet": True,
-            "enc_pre_ln": True,
-            "dropout": 0.0,
-            "use_ph_pos_embed": True,
-            "mega_use_char": True,
-            "char_dict_size": 64,
-            "ling_labels": ["tone"],
-            "ling_label_dict_size": [len(phones.tone_symbols()) - 3],
-            "use_pos_embed": False,
-            "use_post_ln": False,
-            "lm_bias": True,
-            "use_spk_embed": False,
-            "use_spk_id": False,
-            "use_spk_enc": False,
-            "frames_multiple": 8,
-        }
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = cls(
-                hidden_size=32,
-                dec_hidden_size=64,
-                num_layers=2,
-                code_size=128,
-                enc_ffn_hidden_size=64,
-                enc_num_heads=2,
-                enc_layers=1,
-                char_dict_size=64,
-                use_ph_pos_embed=True,
-            )
-        write_config(Path(folder), config)
-        save_checkpoint(Path(folder) / CHECKPOINT, INNER_KEY, model.state_dict())
-
-
-def write_tiny(folder: Path, seed: int = 0) -> None:
-    """``DurationModel.write_tiny``: a tiny random duration_lm/ folder (module-level, like wavvae.write_tiny)."""
-    DurationModel.write_tiny(folder, seed)

@@ -45,9 +45,11 @@ from flashtts_core.request import Level, SynthesisRequest, VoiceReference
 from flashtts_core.speaking_rate import BoundReport, max_speech_seconds
 
 from . import phones
-from .engine import SAMPLE_RATE, SUBFOLDERS, MegaEngine
+from .alignment import ReferenceAlignment, length_regulate
+from .base import MegaEngineBase
 from .frontend import prepare_text
 from .g2p import G2P
+from .layout import SAMPLE_RATE, SUBFOLDERS
 from .reference import check_latent
 
 logger = logging.getLogger("flashtts.mega")
@@ -83,7 +85,7 @@ def _generator(seed: int) -> torch.Generator:
 class Voice:
     """A reference ready for synthesis (never mutated: requests share it)."""
 
-    alignment: object  # aligner.ReferenceAlignment
+    alignment: ReferenceAlignment
     latent: torch.Tensor  # [1, T_ref, 32] float32, cut to the aligned length
     loudness: float  # LUFS of the padded reference (-inf when too short to measure)
     prompt: object  # duration.DurationPrompt
@@ -96,7 +98,7 @@ class DecodeItem:
     loudness: float
 
 
-class MegaPipeline(MegaEngine):
+class MegaPipeline(MegaEngineBase):
     """The loaded MegaTTS3 model: aligner, duration model, DiT and WaveVAE here, G2P on the backend."""
 
     def __init__(self, backend, g2p: G2P, aligner, duration, dit, wavvae, win_size: int, options: EngineOptions):
@@ -220,8 +222,6 @@ class MegaPipeline(MegaEngine):
         return audible_reference(audio, reference.sample_rate, self.sample_rate)
 
     async def _voice(self, reference: VoiceReference) -> Voice:
-        from .aligner import ReferenceAlignment
-
         try:
             alignment = ReferenceAlignment.from_arrays(reference.features)
             loudness = float(np.asarray(reference.features["loudness"]).reshape(-1)[0])
@@ -419,8 +419,6 @@ def build_dit_inputs(
 def _cap_frames(mel2ph: torch.Tensor, max_frames: float) -> tuple[torch.Tensor, bool]:
     """Shrink all durations proportionally so the segment lasts at most ``max_frames`` (10 ms) frames;
     the flag says whether it had to."""
-    from .aligner import length_regulate
-
     total = mel2ph.size(1)
     limit = max(FRAMES_MULTIPLE, int(max_frames) // FRAMES_MULTIPLE * FRAMES_MULTIPLE)
     if total <= limit:

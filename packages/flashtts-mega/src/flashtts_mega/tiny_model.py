@@ -9,29 +9,179 @@ Layout, as the released checkpoint::
     g2p/                   a Hugging Face Qwen2ForCausalLM + tokenizer with <Reserved_TTS_k> tokens
     example.wav, example.npy   a reference clip (24 kHz) and its latent [1, T, 32], as upstream's assets/
 
-Each neural module writes its own folder (its ``write_tiny``); this module adds ``g2p/`` and the example.
+Every folder is written here: ``write_tiny_aligner``, ``write_tiny_duration``, ``write_tiny_dit``,
+``write_tiny_wavvae``, ``write_tiny_g2p`` and ``write_example`` (``write_random_dit`` and
+``write_random_wavvae`` also take upstream's full sizes). Config files carry upstream's keys, and the
+checkpoints load strictly into the model classes, as a released checkpoint does.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch import nn
 
+from . import aligner, dit, duration, phones, wavvae
+from .aligner import Aligner, pad_reference
+from .checkpoint import read_config, save_checkpoint, write_config
+from .dit import DiT
+from .duration import DurationModel
 from .g2p import MIN_RESERVED_TOKENS, RESERVED_TTS_0
+from .layout import SAMPLE_RATE
 from .phones import G2P_STOP_OFFSET
 from .reference import LATENT_CHANNELS, example_latent_frames
+from .wavvae import WaveVAEDecoder
 
 logger = logging.getLogger("flashtts.mega")
 
 EXAMPLE_WAV = "example.wav"
 EXAMPLE_LATENT = "example.npy"
 EXAMPLE_SECONDS = 2.0
-SAMPLE_RATE = 24000
 RESERVED_TOKENS = 1024
 QWEN_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+
+# DiT: 1.3M parameters; two heads of upstream's head width 64, so the head count needs no config key.
+DIT_TINY_SIZES = {
+    "encoder_dim": 128,
+    "encoder_n_layers": 2,
+    "encoder_n_heads": 2,
+    "local_cond_dim": 32,
+    "ph_encoder_filter": 128,
+    "ph_encoder_heads": 2,
+    "ph_encoder_layers": 2,
+}
+# WaveVAE: narrow channels, upstream's up-sampling factors: 25 latent frames still decode to 24,000 samples.
+WAVVAE_TINY_SIZES = {"decoder_dim": 32, "ngf": 4}
+
+
+def write_tiny_aligner(folder: Path, seed: int = 0) -> None:
+    """``aligner_lm/``: a tiny random aligner in upstream's layout (config.yaml + model_only_last.ckpt)."""
+    sizes = {
+        "n_state": 32,
+        "n_audio_head": 2,
+        "n_audio_layer": 1,
+        "n_text_head": 2,
+        "n_text_layer": 1,
+        "n_text_ctx": 1024,
+    }
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Aligner(**sizes)
+        nn.init.normal_(model.decoder.positional_embedding, std=0.02)
+    write_config(Path(folder), {"n_audio_head": 2, "n_text_head": 2})
+    save_checkpoint(Path(folder) / aligner.CHECKPOINT, aligner.INNER_KEY, model.state_dict())
+
+
+def write_tiny_duration(folder: Path, seed: int = 0) -> None:
+    """``duration_lm/``: a tiny random duration model in upstream's layout, config.yaml with upstream's keys."""
+    config = {
+        "dur_model_type": "ar",
+        "dur_txt_hs": 32,
+        "dur_model_hidden_size": 64,
+        "dur_model_layers": 2,
+        "dur_code_size": 128,
+        "use_rot_embed": True,
+        "lm_use_enc": True,
+        "encoder_type": "rel_fft",
+        "hidden_size": 32,
+        "ffn_hidden_size": 64,
+        "num_heads": 2,
+        "enc_layers": 1,
+        "enc_ffn_kernel_size": 3,
+        "enc_prenet": True,
+        "enc_pre_ln": True,
+        "dropout": 0.0,
+        "use_ph_pos_embed": True,
+        "mega_use_char": True,
+        "char_dict_size": 64,
+        "ling_labels": ["tone"],
+        "ling_label_dict_size": [len(phones.tone_symbols()) - 3],
+        "use_pos_embed": False,
+        "use_post_ln": False,
+        "lm_bias": True,
+        "use_spk_embed": False,
+        "use_spk_id": False,
+        "use_spk_enc": False,
+        "frames_multiple": 8,
+    }
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = DurationModel(
+            hidden_size=32,
+            dec_hidden_size=64,
+            num_layers=2,
+            code_size=128,
+            enc_ffn_hidden_size=64,
+            enc_num_heads=2,
+            enc_layers=1,
+            char_dict_size=64,
+            use_ph_pos_embed=True,
+        )
+    write_config(Path(folder), config)
+    save_checkpoint(Path(folder) / duration.CHECKPOINT, duration.INNER_KEY, model.state_dict())
+
+
+def _dit_random_weight(name: str, shape: torch.Size, gen: torch.Generator) -> torch.Tensor:
+    """Fan-in scaled normal weights, small biases, unit norm gains: bounded outputs over many steps."""
+    if name.endswith("gamma"):
+        return torch.ones(shape)
+    if len(shape) == 1:
+        return torch.randn(shape, generator=gen) * 0.02
+    return torch.randn(shape, generator=gen) / math.sqrt(math.prod(shape[1:]))
+
+
+def write_random_dit(folder: Path, seed: int = 0, **sizes) -> None:
+    """A random DiT of the given sizes (default: upstream's full size) in upstream's layout."""
+    folder = Path(folder)
+    gen = torch.Generator().manual_seed(seed)
+    shapes = {k: v.shape for k, v in DiT(**sizes).state_dict().items()}
+    state = {k: _dit_random_weight(k, shape, gen) for k, shape in shapes.items()}
+    # Upstream reads frames_multiple and win_size from this folder's config (the reference wav is
+    # padded to win_size; durations to multiples of frames_multiple).
+    write_config(folder, {"frames_multiple": 8, "win_size": 960})
+    save_checkpoint(folder / dit.CHECKPOINT, dit.INNER_KEY, state)
+
+
+def write_tiny_dit(folder: Path, seed: int = 0) -> None:
+    """``diffusion_transformer/``: a tiny random DiT (DIT_TINY_SIZES, 5 MB) in upstream's layout."""
+    write_random_dit(folder, seed, **DIT_TINY_SIZES)
+
+
+def write_random_wavvae(folder: Path, seed: int = 0, **sizes) -> None:
+    """A random WaveVAE decoder of the given sizes (default: upstream's full size) in upstream's layout."""
+    folder = Path(folder)
+    gen = torch.Generator().manual_seed(seed)
+    model = WaveVAEDecoder(**sizes)
+    state = {}
+    for name, value in model.state_dict().items():
+        if name.endswith("weight_g"):
+            # Unit-norm filters: the decoder's activations stay in range through 4 up-sampling stages.
+            state[name] = torch.ones(value.shape)
+        elif value.dim() == 1:
+            state[name] = torch.randn(value.shape, generator=gen) * 0.01
+        else:
+            state[name] = torch.randn(value.shape, generator=gen) / math.sqrt(math.prod(value.shape[1:]))
+    # Upstream's keys: hop_size × vae_stride = samples per latent frame (the prompt trim), and the
+    # melgan_config namespace the Generator reads.
+    write_config(
+        folder,
+        {
+            "vae_stride": 4,
+            "hop_size": 240,
+            "melgan_config": {"frame_shift": 240, "use_tanh": bool(sizes.get("use_tanh", False))},
+        },
+    )
+    save_checkpoint(folder / wavvae.CHECKPOINT, wavvae.INNER_KEY, state)
+
+
+def write_tiny_wavvae(folder: Path, seed: int = 0) -> None:
+    """``wavvae/``: a tiny random WaveVAE decoder (WAVVAE_TINY_SIZES) in upstream's layout."""
+    write_random_wavvae(folder, seed, **WAVVAE_TINY_SIZES)
 
 
 def write_tiny_g2p(folder: Path, seed: int = 0) -> None:
@@ -81,8 +231,6 @@ def write_example(path: Path, win_size: int, seed: int = 0) -> None:
     """``example.wav`` and ``example.npy``, a latent long enough for the padded clip."""
     import soundfile as sf
 
-    from .aligner import pad_reference
-
     wav = example_wav(seed=seed)
     sf.write(path / EXAMPLE_WAV, wav, SAMPLE_RATE, subtype="PCM_16")
     frames = example_latent_frames(len(pad_reference(wav, win_size)))
@@ -92,19 +240,13 @@ def write_example(path: Path, win_size: int, seed: int = 0) -> None:
 
 def write_tiny_mega(path: Path, seed: int = 0) -> Path:
     """Every folder of a tiny MegaTTS3 model, plus the example reference, into ``path``."""
-    from .aligner import Aligner
-    from .checkpoint import read_config
-    from .dit import DiT
-    from .duration import DurationModel
-    from .wavvae import WaveVAEDecoder
-
     start = time.perf_counter()
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    Aligner.write_tiny(path / "aligner_lm", seed=seed)
-    DurationModel.write_tiny(path / "duration_lm", seed=seed)
-    DiT.write_tiny(path / "diffusion_transformer", seed=seed)
-    WaveVAEDecoder.write_tiny(path / "wavvae", seed=seed)
+    write_tiny_aligner(path / "aligner_lm", seed=seed)
+    write_tiny_duration(path / "duration_lm", seed=seed)
+    write_tiny_dit(path / "diffusion_transformer", seed=seed)
+    write_tiny_wavvae(path / "wavvae", seed=seed)
     write_tiny_g2p(path / "g2p", seed=seed)
     win_size = int(read_config(path / "diffusion_transformer").get("win_size", 960))
     write_example(path, win_size, seed=seed)

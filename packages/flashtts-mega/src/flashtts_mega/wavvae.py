@@ -12,12 +12,12 @@ from __future__ import annotations
 import logging
 import math
 import time
-import warnings
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from flashtts_core.errors import ModelLoadError
+from flashtts_core.weight_norm import fold_weight_norms, weight_norm, wn_conv1d
 from torch import nn
 
 from .checkpoint import (
@@ -26,8 +26,6 @@ from .checkpoint import (
     million_parameters,
     read_folder,
     ready_for_inference,
-    save_checkpoint,
-    write_config,
 )
 
 logger = logging.getLogger("flashtts.mega")
@@ -38,28 +36,6 @@ CHECKPOINT = "decoder.ckpt"
 CONTEXT_FRAMES = 8
 INNER_KEY = "model_gen"
 LEAKY_SLOPE = 0.2
-
-
-def _weight_norm(module: nn.Module) -> nn.Module:
-    # The released checkpoint stores `weight_g` / `weight_v`, which only the deprecated
-    # torch.nn.utils.weight_norm produces; its parametrizations successor names them differently.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        return nn.utils.weight_norm(module)
-
-
-def wn_conv1d(*args, **kwargs) -> nn.Conv1d:
-    return _weight_norm(nn.Conv1d(*args, **kwargs))
-
-
-def fold_weight_norms(model: nn.Module) -> int:
-    """Replace every weight_g / weight_v pair by the plain weight it stands for; returns the count."""
-    folded = 0
-    for module in model.modules():
-        if hasattr(module, "weight_g") and hasattr(module, "weight_v"):
-            nn.utils.remove_weight_norm(module)
-            folded += 1
-    return folded
 
 
 class Upsample(nn.Module):
@@ -76,7 +52,7 @@ class Upsample(nn.Module):
         )
         self.trans_upsample = nn.Sequential(
             nn.LeakyReLU(LEAKY_SLOPE),
-            _weight_norm(
+            weight_norm(
                 nn.ConvTranspose1d(
                     channels,
                     channels // 2,
@@ -249,44 +225,3 @@ class WaveVAEDecoder(nn.Module):
             time.perf_counter() - start,
         )
         return model
-
-    @staticmethod
-    def write_tiny(folder: Path, seed: int = 0) -> None:
-        """A tiny random decoder in upstream's layout (wavvae/config.yaml + decoder.ckpt)."""
-        write_tiny(folder, seed)
-
-
-# Narrow channels, upstream's up-sampling factors: 25 latent frames still decode to 24,000 samples.
-TINY_SIZES = {"decoder_dim": 32, "ngf": 4}
-
-
-def write_random(folder: Path, seed: int = 0, **sizes) -> None:
-    """A random decoder of the given sizes (default: upstream's full size) in upstream's layout."""
-    folder = Path(folder)
-    gen = torch.Generator().manual_seed(seed)
-    model = WaveVAEDecoder(**sizes)
-    state = {}
-    for name, value in model.state_dict().items():
-        if name.endswith("weight_g"):
-            # Unit-norm filters: the decoder's activations stay in range through 4 up-sampling stages.
-            state[name] = torch.ones(value.shape)
-        elif value.dim() == 1:
-            state[name] = torch.randn(value.shape, generator=gen) * 0.01
-        else:
-            state[name] = torch.randn(value.shape, generator=gen) / math.sqrt(math.prod(value.shape[1:]))
-    # Upstream's keys: hop_size × vae_stride = samples per latent frame (the prompt trim), and the
-    # melgan_config namespace the Generator reads.
-    write_config(
-        folder,
-        {
-            "vae_stride": 4,
-            "hop_size": 240,
-            "melgan_config": {"frame_shift": 240, "use_tanh": bool(sizes.get("use_tanh", False))},
-        },
-    )
-    save_checkpoint(folder / CHECKPOINT, INNER_KEY, state)
-
-
-def write_tiny(folder: Path, seed: int = 0) -> None:
-    """A tiny random WaveVAE decoder (TINY_SIZES) in upstream's layout."""
-    write_random(folder, seed, **TINY_SIZES)

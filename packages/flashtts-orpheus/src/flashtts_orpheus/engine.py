@@ -24,24 +24,24 @@ from flashtts_core.sampling import SamplingParams
 from flashtts_core.speaking_rate import bounded_params
 from flashtts_core.text import split_text
 
-from . import frames as ids
+from . import frames
 from .frames import FrameParser, build_prompt, frames_to_codes
 from .snac_codec import SnacCodec, is_snac_folder
 from .voices import LANGUAGE_CODES, VOICES, resolve_lang
 
 logger = logging.getLogger("flashtts.orpheus")
 
+# LLM tokens per second of audio: a frame of 7 ids is 2048 samples at 24 kHz (~82 ids a second).
+TOKENS_PER_SECOND = frames.SLOTS * 24000 / frames.SAMPLES_PER_FRAME
+
 # The multilingual research releases are named like "3b-fr-ft-research_release"; "es_it" first, since
 # it ends in "_it".
-# LLM tokens per second of audio: a frame of 7 ids is 2048 samples at 24 kHz (~82 ids a second).
-TOKENS_PER_SECOND = ids.SLOTS * 24000 / ids.SAMPLES_PER_FRAME
-
 _LANG_IN_NAME = re.compile(r"(?:^|[-_])(es_it|fr|de|ko|hi|zh)(?=$|[-_])")
 
 
 def _is_orpheus_config(config: dict) -> bool:
     architectures = config.get("architectures") or []
-    return "LlamaForCausalLM" in architectures and int(config.get("vocab_size") or 0) >= ids.AUDIO_END
+    return "LlamaForCausalLM" in architectures and int(config.get("vocab_size") or 0) >= frames.AUDIO_END
 
 
 def lang_from_folder_name(path: Path) -> Optional[str]:
@@ -70,7 +70,7 @@ class OrpheusEngine(Engine):
         top_p=0.9,
         repetition_penalty=1.1,
         max_tokens=1200,
-        stop_token_ids=(ids.END_OF_SPEECH,),
+        stop_token_ids=(frames.END_OF_SPEECH,),
     )
 
     def __init__(self, backend: LLMBackend, tokenizer, codec: SnacCodec, lang: str, options: EngineOptions):
@@ -83,7 +83,7 @@ class OrpheusEngine(Engine):
         self.decoder: DynamicBatcher = DynamicBatcher(
             codec.decode, batch_size=options.batch_size, wait_timeout=options.wait_timeout, name="snac-decode"
         )
-        self._allowed = ids.audio_token_ids()
+        self._allowed = frames.audio_token_ids()
         self.malformed_frames = 0  # frames skipped since start, over all requests
 
     # -- class-level ------------------------------------------------------------------------------
@@ -180,7 +180,7 @@ class OrpheusEngine(Engine):
     async def _speak(self, text: str, params: SamplingParams, request_id: str) -> AsyncIterator[np.ndarray]:
         prompt = build_prompt(self.encode_text(text))
         parser = FrameParser()
-        window: deque[np.ndarray] = deque(maxlen=ids.WINDOW_FRAMES)
+        window: deque[np.ndarray] = deque(maxlen=frames.WINDOW_FRAMES)
         start = time.perf_counter()
         stream = self.backend.stream(prompt, params)
         try:
@@ -188,7 +188,7 @@ class OrpheusEngine(Engine):
                 ready = []
                 for frame in parser.feed(delta):
                     window.append(frame)
-                    if len(window) == ids.WINDOW_FRAMES:
+                    if len(window) == frames.WINDOW_FRAMES:
                         ready.append(np.stack(window))
                 if ready:
                     # Windows that arrived together decode together (and with other requests' windows).
@@ -224,10 +224,10 @@ class OrpheusEngine(Engine):
         text = text.replace("<custom_token_", "< custom_token_")
         return list(self.tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True))
 
-    async def _decode_window(self, frames: np.ndarray) -> np.ndarray:
+    async def _decode_window(self, window: np.ndarray) -> np.ndarray:
         """Decode 4 frames and keep the second (samples 2048..4096), whose edges the codec saw context for."""
-        audio = await self.decoder.submit(frames_to_codes(frames))
-        return audio[ids.EMIT_START : ids.EMIT_END]
+        audio = await self.decoder.submit(frames_to_codes(window))
+        return audio[frames.EMIT_START : frames.EMIT_END]
 
     async def close(self) -> None:
         self.decoder.close()
@@ -241,7 +241,7 @@ def _load_tokenizer(model_path: Path):
     start = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(str(model_path))
     vocab = tokenizer.get_vocab()
-    for n, expected in ((0, ids.CUSTOM_TOKEN_BASE), (10, ids.AUDIO_BASE)):
+    for n, expected in ((0, frames.CUSTOM_TOKEN_BASE), (10, frames.AUDIO_BASE)):
         token = f"<custom_token_{n}>"
         if token in vocab and vocab[token] != expected:
             raise ModelLoadError(f"tokenizer in {model_path}: {token} has id {vocab[token]}, Orpheus uses {expected}")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from flashtts_core.progress import progress
 
-from . import frames as ids
+from . import frames
 
 logger = logging.getLogger("flashtts.orpheus")
 
@@ -33,7 +33,7 @@ LAYERS = 2
 INTERMEDIATE = 256
 SLOT_AXIS_SCALE = 4.0  # size of an audio embedding's slot axis against random entries of ~0.05
 SLOT_PUSH = 10.0  # how much larger the next slot's axis is than the current one after the first MLP
-SPEECH_AXIS = ids.SLOTS  # the axis of <start_of_speech>, which leads to slot 0
+SPEECH_AXIS = frames.SLOTS  # the axis of <start_of_speech>, which leads to slot 0
 
 # hubertsiuzdak/snac_24khz's config.json, the codec Orpheus speaks (19.8M parameters): the benchmarks
 # write it at this size with random weights.
@@ -44,7 +44,7 @@ RELEASED_SNAC_CONFIG = {
     "decoder_dim": 1024,
     "decoder_rates": [8, 8, 4, 2],
     "attn_window_size": None,
-    "codebook_size": ids.CODEBOOK_SIZE,
+    "codebook_size": frames.CODEBOOK_SIZE,
     "codebook_dim": 8,
     "vq_strides": [4, 2, 1],
     "noise": True,
@@ -88,19 +88,19 @@ def write_tokenizer(path: Path) -> int:
 
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
     vocab = {symbol: i for i, symbol in enumerate(alphabet)}
-    for i in range(len(vocab), ids.BEGIN_OF_TEXT):
+    for i in range(len(vocab), frames.BEGIN_OF_TEXT):
         vocab[f"<|filler_{i}|>"] = i
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[], fuse_unk=False))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.decoder = decoders.ByteLevel()
     specials = llama3_special_tokens()
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
-    custom_count = ids.VOCAB_SIZE - ids.CUSTOM_TOKEN_BASE
+    custom_count = frames.VOCAB_SIZE - frames.CUSTOM_TOKEN_BASE
     tok.add_tokens([AddedToken(f"<custom_token_{n}>", special=False, normalized=False) for n in range(custom_count)])
     tok.post_processor = processors.TemplateProcessing(
         single="<|begin_of_text|> $A",
         pair="<|begin_of_text|> $A <|begin_of_text|> $B",
-        special_tokens=[("<|begin_of_text|>", ids.BEGIN_OF_TEXT)],
+        special_tokens=[("<|begin_of_text|>", frames.BEGIN_OF_TEXT)],
     )
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
@@ -110,11 +110,11 @@ def write_tokenizer(path: Path) -> int:
         model_max_length=131072,
     )
     checks = {
-        "<|begin_of_text|>": ids.BEGIN_OF_TEXT,
-        "<|eot_id|>": ids.EOT,
-        "<custom_token_0>": ids.CUSTOM_TOKEN_BASE,
-        "<custom_token_10>": ids.AUDIO_BASE,
-        f"<custom_token_{custom_count - 1}>": ids.VOCAB_SIZE - 1,
+        "<|begin_of_text|>": frames.BEGIN_OF_TEXT,
+        "<|eot_id|>": frames.EOT,
+        "<custom_token_0>": frames.CUSTOM_TOKEN_BASE,
+        "<custom_token_10>": frames.AUDIO_BASE,
+        f"<custom_token_{custom_count - 1}>": frames.VOCAB_SIZE - 1,
     }
     for token, expected in checks.items():
         got = fast.convert_tokens_to_ids(token)
@@ -129,11 +129,11 @@ def _shape_llm(model) -> None:
     import torch
 
     embed = model.model.embed_tokens.weight  # tied with lm_head
-    for slot in range(ids.SLOTS):
-        start = ids.AUDIO_BASE + slot * ids.CODEBOOK_SIZE
-        embed[start : start + ids.CODEBOOK_SIZE, slot] += SLOT_AXIS_SCALE
-    embed[ids.START_OF_SPEECH, SPEECH_AXIS] += SLOT_AXIS_SCALE
-    embed[ids.END_OF_SPEECH].zero_()
+    for slot in range(frames.SLOTS):
+        start = frames.AUDIO_BASE + slot * frames.CODEBOOK_SIZE
+        embed[start : start + frames.CODEBOOK_SIZE, slot] += SLOT_AXIS_SCALE
+    embed[frames.START_OF_SPEECH, SPEECH_AXIS] += SLOT_AXIS_SCALE
+    embed[frames.END_OF_SPEECH].zero_()
 
     # Make the first layer's MLP a permutation of axes 0..7: unit k reads axis k and writes axis next(k).
     mlp = model.model.layers[0].mlp
@@ -143,8 +143,8 @@ def _shape_llm(model) -> None:
     # After the input RMSNorm an axis of size SLOT_AXIS_SCALE is about sqrt(HIDDEN) (the rest is small).
     axis = HIDDEN**0.5
     unit_out = torch.nn.functional.silu(torch.tensor(axis)).item() * axis
-    for k in range(ids.SLOTS + 1):
-        following = (k + 1) % ids.SLOTS if k < ids.SLOTS else 0
+    for k in range(frames.SLOTS + 1):
+        following = (k + 1) % frames.SLOTS if k < frames.SLOTS else 0
         mlp.gate_proj.weight[k, k] = 1.0
         mlp.up_proj.weight[k, k] = 1.0
         mlp.down_proj.weight[following, k] = SLOT_PUSH * SLOT_AXIS_SCALE / unit_out
@@ -159,20 +159,20 @@ def write_llm(path: Path) -> None:
     write_tiny_llm(
         path,
         architecture="llama",
-        vocab_size=ids.VOCAB_SIZE,
+        vocab_size=frames.VOCAB_SIZE,
         hidden_size=HIDDEN,
         num_layers=LAYERS,
         num_heads=HEADS,
         num_kv_heads=KV_HEADS,
         intermediate_size=INTERMEDIATE,
-        eos_token_id=ids.EOT,
-        bos_token_id=ids.BEGIN_OF_TEXT,
+        eos_token_id=frames.EOT,
+        bos_token_id=frames.BEGIN_OF_TEXT,
         tie_word_embeddings=True,
         init=_shape_llm,
     )
     config_path = path / "config.json"
     config = json.loads(config_path.read_text())
-    config["pad_token_id"] = ids.PAD
+    config["pad_token_id"] = frames.PAD
     config_path.write_text(json.dumps(config, indent=2))
 
 

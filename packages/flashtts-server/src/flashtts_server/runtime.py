@@ -11,7 +11,7 @@ from typing import AsyncIterator, Optional
 
 import numpy as np
 from flashtts_core.audio_io import load_audio, resample
-from flashtts_core.backend import BackendConfig, LLMBackend  # noqa: F401
+from flashtts_core.backend import BackendConfig, LLMBackend
 from flashtts_core.crossfade import silence
 from flashtts_core.dialogue import parse_dialogue
 from flashtts_core.engine import Engine

@@ -7,37 +7,10 @@ its end, exactly as it would alone, so batched results equal one-at-a-time resul
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 import torch.nn.functional as F
+from flashtts_core.weight_norm import wn_conv1d
 from torch import nn
-
-
-def _weight_norm(module: nn.Module) -> nn.Module:
-    # The released checkpoint stores the old-style `weight_g` / `weight_v` pair, which only the
-    # deprecated `torch.nn.utils.weight_norm` produces.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        return nn.utils.weight_norm(module)
-
-
-def wn_conv1d(*args, **kwargs) -> nn.Conv1d:
-    return _weight_norm(nn.Conv1d(*args, **kwargs))
-
-
-def wn_conv_transpose1d(*args, **kwargs) -> nn.ConvTranspose1d:
-    return _weight_norm(nn.ConvTranspose1d(*args, **kwargs))
-
-
-def remove_weight_norms(model: nn.Module) -> int:
-    """Fold every `weight_g` / `weight_v` pair into a plain `weight`; returns how many were folded."""
-    folded = 0
-    for module in model.modules():
-        if hasattr(module, "weight_g") and hasattr(module, "weight_v"):
-            nn.utils.remove_weight_norm(module)
-            folded += 1
-    return folded
 
 
 def masked(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -68,9 +41,7 @@ class ResidualUnit(nn.Module):
             wn_conv1d(dim, dim, kernel_size=1),
         )
 
-    def forward(
-        self, x: torch.Tensor, mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         # Snake maps 0 to 0, so masking the input also masks the dilated conv's input.
         return x + self.block(masked(x, mask))
 
@@ -117,9 +88,7 @@ class SamplingBlock(nn.Module):
                 ),
             )
 
-    def forward(
-        self, x: torch.Tensor, mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         x = x.transpose(1, 2)
         if mask is not None and (self.upsample_scale > 1 or self.downsample_scale > 1):
             raise ValueError("padded batches need sample ratios of 1")

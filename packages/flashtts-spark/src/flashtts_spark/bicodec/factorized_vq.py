@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from flashtts_core.weight_norm import wn_conv1d
 from torch import nn
-
-from .blocks import wn_conv1d
 
 
 class FactorizedVectorQuantize(nn.Module):
-    def __init__(
-        self, input_dim: int, codebook_size: int, codebook_dim: int, **training_options
-    ):
+    def __init__(self, input_dim: int, codebook_size: int, codebook_dim: int, **training_options):
         # training_options (commitment, codebook_loss_weight, use_l2_normlize, ...) only matter for training.
         super().__init__()
         self.input_dim = input_dim
@@ -36,11 +33,7 @@ class FactorizedVectorQuantize(nn.Module):
         enc = F.normalize(latents.transpose(1, 2).reshape(b * t, d))
         codebook = F.normalize(self.codebook.weight)
         # Same squared-distance expression as upstream so near-ties resolve the same way.
-        dist = (
-            enc.pow(2).sum(1, keepdim=True)
-            - 2 * enc @ codebook.t()
-            + codebook.pow(2).sum(1)[None]
-        )
+        dist = enc.pow(2).sum(1, keepdim=True) - 2 * enc @ codebook.t() + codebook.pow(2).sum(1)[None]
         return (-dist).argmax(dim=1).reshape(b, t)
 
     def detokenize(self, indices: torch.Tensor) -> torch.Tensor:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
+from flashtts_core.weight_norm import fold_weight_norms
 from torch import nn
 
-from .blocks import remove_weight_norms
 from .factorized_vq import FactorizedVectorQuantize
 from .mel import MelSpectrogram
 from .speaker_encoder import SpeakerEncoder
@@ -40,9 +40,7 @@ class BiCodec(nn.Module):
         self.quantizer = quantizer
         self.speaker_encoder = speaker_encoder
         self.prenet = prenet
-        self.postnet = (
-            postnet  # training-only feature predictor, kept for the checkpoint
-        )
+        self.postnet = postnet  # training-only feature predictor, kept for the checkpoint
         self.mel_transformer = MelSpectrogram.from_config(mel_params)
 
     @classmethod
@@ -63,11 +61,9 @@ class BiCodec(nn.Module):
         return self.decoder.hop_length
 
     def remove_weight_norm(self) -> int:
-        return remove_weight_norms(self)
+        return fold_weight_norms(self)
 
-    def tokenize_semantic(
-        self, features: torch.Tensor, mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def tokenize_semantic(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """wav2vec2 features (B, T, C) → (B, T) semantic tokens."""
         z = self.encoder(features.transpose(1, 2), mask=mask)
         return self.quantizer.tokenize(z)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import torch
+from flashtts_core.weight_norm import wn_conv1d, wn_conv_transpose1d
 from torch import nn
 
-from .blocks import ResidualUnit, Snake1d, masked, wn_conv1d, wn_conv_transpose1d
+from .blocks import ResidualUnit, Snake1d, masked
 
 
 class DecoderBlock(nn.Module):
@@ -50,11 +51,7 @@ class WaveGenerator(nn.Module):
         super().__init__()
         layers = [wn_conv1d(input_channel, channels, kernel_size=7, padding=3)]
         for i, (kernel_size, stride) in enumerate(zip(kernel_sizes, rates)):
-            layers.append(
-                DecoderBlock(
-                    channels // 2**i, channels // 2 ** (i + 1), kernel_size, stride
-                )
-            )
+            layers.append(DecoderBlock(channels // 2**i, channels // 2 ** (i + 1), kernel_size, stride))
         out_dim = channels // 2 ** len(rates)
         layers += [
             Snake1d(out_dim),
@@ -66,9 +63,7 @@ class WaveGenerator(nn.Module):
         for rate in rates:
             self.hop_length *= rate
 
-    def forward(
-        self, x: torch.Tensor, mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         first, *blocks, snake, last, tanh = self.model
         x = first(masked(x, mask))
         for block in blocks:
