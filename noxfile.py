@@ -200,6 +200,8 @@ CLIENTS = [
     "livekit-agents",
     "livekit-plugins-openai",
     "livekit-plugins-flashtts",
+    # The realtime WebSocket at /tts/websocket speaks Cartesia's protocol (tests/clients/test_livekit_cartesia.py).
+    "livekit-plugins-cartesia",
     # livekit-plugins-flashtts loads osc-data's text normaliser; releases after 0.2.2 ship without its files.
     "osc-data==0.2.2",
     "pipecat-ai[openai]",

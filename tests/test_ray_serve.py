@@ -23,6 +23,8 @@ pytest.importorskip("ray.serve", reason='pip install "flashtts-server[ray]"')
 HEADER = "X-FlashTTS-Replica"
 # Spark: 320 samples of 16-bit PCM per audio token.
 PCM_BYTES_PER_TOKEN = 320 * 2
+# Long enough that its speaking-rate bound (flashtts_core.speaking_rate) is above 600 tokens.
+LONG = "A long one, spoken slowly and carefully, word after word, to the very end."
 
 
 def _process_table() -> dict[int, tuple[int, str]]:
@@ -110,7 +112,7 @@ def test_two_replicas_serve_stream_and_stop_cleanly(tiny_spark, tmp_path):
             assert r.headers.get_list("X-Request-Id") == ["trace-42"]
 
             # A stream passes the proxy chunk by chunk: the first audio long before the last.
-            body = {"name": "male", "text": "A long one.", "response_format": "pcm", "stream": True, "max_tokens": 600}
+            body = {"name": "male", "text": LONG, "response_format": "pcm", "stream": True, "max_tokens": 600}
             start = time.monotonic()
             first, total, chunks = None, 0, 0
             with client.stream("POST", "/speak", json=body) as r:
@@ -126,7 +128,7 @@ def test_two_replicas_serve_stream_and_stop_cleanly(tiny_spark, tmp_path):
         # A client that leaves mid-stream: the proxy cancels the request, and the replica's generation stops.
         long = {
             "name": "male",
-            "text": "Never finished.",
+            "text": LONG,
             "response_format": "pcm",
             "stream": True,
             "max_tokens": 20000,

@@ -29,8 +29,11 @@ def scope(path: str, method: str = "POST") -> dict:
 
 def test_the_app_guards_every_synthesis_route_under_every_prefix():
     table = create_app(ServerSettings()).state.route_table
-    assert table.synthesis_paths == SYNTHESIS
+    assert table.synthesis_paths == SYNTHESIS | {"/tts/websocket"}
     assert all(table.is_synthesis(scope(p)) for p in SYNTHESIS)
+    # The realtime WebSocket (Cartesia's shape) is one too; it admits each context itself (realtime/).
+    assert table.is_synthesis({"type": "websocket", "path": "/tts/websocket"})
+    assert not table.is_synthesis(scope("/tts/websocket", "GET"))
     # Reading routes and other methods pass through.
     assert not table.is_synthesis(scope("/speak", "GET"))
     assert not table.is_synthesis(scope("/add_speaker"))

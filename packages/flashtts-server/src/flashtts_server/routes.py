@@ -9,6 +9,7 @@ from fastapi.responses import FileResponse
 
 from .native.api_router import router as native_router
 from .openai.api_router import router as openai_router
+from .realtime.cartesia import router as cartesia_router
 from .roles.api_router import router as roles_router
 from .route_table import RouteTable
 
@@ -22,6 +23,7 @@ def include_routes(app: FastAPI, table: RouteTable) -> None:
         table.include(app, native_router, prefix=prefix)
         table.include(app, roles_router, prefix=prefix)
     table.include(app, openai_router)
+    table.include(app, cartesia_router)  # Cartesia's realtime WebSocket, /tts/websocket
 
     # The page is public (like /docs): it asks for the API key itself and sends it with each call.
     @app.get("/", include_in_schema=False)

@@ -66,6 +66,17 @@ class ServerSettings(EngineOptions, BaseSettings):
         None, ge=8000, le=48000, description="Rate of the Wyoming audio (Hz); default: the model's own rate."
     )
 
+    # Realtime WebSockets (realtime/session.py, realtime/cartesia.py): Cartesia's /tts/websocket.
+    realtime_max_contexts: int = Field(
+        16, ge=1, description="Contexts one realtime WebSocket may run at once; more are answered with an error."
+    )
+    realtime_idle_timeout: float = Field(
+        300.0, gt=0, description="Seconds a realtime WebSocket with no context running may go without a message."
+    )
+    realtime_send_timeout: float = Field(
+        30.0, gt=0, description="Seconds a realtime WebSocket may leave its audio unread before it is closed."
+    )
+
     # Scale-out (flashtts_server.ray_serve): unset replicas and bounds mean one plain uvicorn server, no Ray.
     replicas: Optional[int] = Field(
         None, ge=1, description="Serve N replicas of this server behind Ray Serve's HTTP proxy on host:port."
