@@ -112,6 +112,11 @@ class Server:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
+def torch_server_args(model: Path, tmp_path: Path, *flags: str) -> list[str]:
+    """``flashtts serve`` arguments for ``model`` on the torch backend with its roles under ``tmp_path``."""
+    return ["--model_path", str(model), "--backend", "torch", "--role_dir", str(tmp_path / "roles"), *flags]
+
+
 def start_server(args: list[str], tmp_path: Path, env: dict | None = None, timeout: float = 180) -> Server:
     port = free_port()
     log = tmp_path / f"server-{port}.log"

@@ -17,7 +17,7 @@ from typing import Callable
 
 import pytest
 
-from conftest import Server, start_server
+from conftest import Server, start_server, torch_server_args
 
 SPARK_TOKENS_PER_SECOND = 50  # BiCodec: 320 samples per semantic token at 16 kHz
 
@@ -40,18 +40,6 @@ def spoken_seconds() -> Callable[[str], float]:
 def server(tiny_spark, tmp_path_factory) -> Server:
     """One server for every client: the tiny Spark model, OpenAI voice names mapped onto its voices."""
     tmp = tmp_path_factory.mktemp("clients")
-    server = start_server(
-        [
-            "--model_path",
-            str(tiny_spark),
-            "--backend",
-            "torch",
-            "--role_dir",
-            str(tmp / "roles"),
-            "--voice_alias",
-            "alloy=female,nova=male",
-        ],
-        tmp,
-    )
+    server = start_server(torch_server_args(tiny_spark, tmp, "--voice_alias", "alloy=female,nova=male"), tmp)
     yield server
     server.stop()
