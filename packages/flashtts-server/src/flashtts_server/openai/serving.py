@@ -23,9 +23,11 @@ _STARTED = int(time.time())
 OPENAI_SAMPLE_RATE = 24_000
 
 
-async def _default_voice(
+async def default_voice(
     runtime: TTSRuntime, settings: ServerSettings
 ) -> tuple[Optional[str], Optional[VoiceReference]]:
+    """The voice of a request that names none: --default_voice, else the engine's first (also the
+    realtime WebSocket's)."""
     if settings.default_voice:
         return await runtime.resolve_voice(settings.default_voice)
     if runtime.engine.voices:
@@ -43,7 +45,7 @@ async def resolve_voice(
     """A voice field as (built-in voice, clone reference): URL/base64 audio, role, built-in, OpenAI name."""
     value = (voice.id if isinstance(voice, VoiceId) else voice or "").strip()
     if not value:
-        return await _default_voice(runtime, settings)
+        return await default_voice(runtime, settings)
     if looks_like_url(value) or looks_like_base64_audio(value):
         data = await audio_from_string(value, settings, "voice")
         return None, await build_reference(runtime, settings, data, reference_text, param="voice")
@@ -61,7 +63,7 @@ async def resolve_voice(
     if value in runtime.engine.voices or await runtime.saved_role_version(value) is not None:
         return await runtime.resolve_voice(value)
     if value.lower() in OPENAI_VOICES:
-        return await _default_voice(runtime, settings)
+        return await default_voice(runtime, settings)
     # The value is cut short in the message: it may be megabytes of text that is neither a name nor audio.
     known = await asyncio.to_thread(runtime.known_voices)
     raise NotFound(f"unknown voice {value[:80]!r}; available: {known}", param="voice")

@@ -55,7 +55,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from ..audio_response import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from ..auth import bearer_token, key_refusal
-from ..openai.serving import _default_voice
+from ..openai.serving import default_voice
 from ..route_table import synthesis_route
 from .session import ClientGone, Context, RealtimeSession, WordTimings
 
@@ -305,7 +305,7 @@ class CartesiaSocket:
             raise InvalidRequest("voice must be an object {'mode': 'id', 'id': NAME}", param="voice")
         name = name.strip()
         if not name:
-            voice, reference = await _default_voice(runtime, settings)
+            voice, reference = await default_voice(runtime, settings)
         else:
             target = settings.voice_aliases.get(name.lower(), name)
             try:
