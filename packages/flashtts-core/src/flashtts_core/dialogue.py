@@ -53,7 +53,7 @@ def _parse_tag(spec: str) -> tuple[str, Optional[Level], Optional[Level]]:
     role = parts[0]
     if not role:
         raise InvalidRequest("a <role:...> tag has no name", param="text")
-    values: dict[str, Level] = {}
+    values: dict[str, Optional[Level]] = {}
     for part in parts[1:]:
         key, sep, value = part.partition(":")
         key = key.strip().lower()

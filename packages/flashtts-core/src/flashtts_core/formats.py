@@ -128,7 +128,9 @@ class AVEncoder(AudioEncoder):
         rate = sample_rate
         if self.rates is not None and rate not in self.rates:
             rate = min((r for r in self.rates if r >= sample_rate), default=max(self.rates))
-        self._stream = self._out.add_stream(self.codec, rate=rate)
+        audio = self._out.add_stream(self.codec, rate=rate)
+        assert isinstance(audio, av.audio.stream.AudioStream), audio
+        self._stream = audio
         self._stream.layout = "mono"
         if self.bit_rate:
             self._stream.bit_rate = self.bit_rate

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import uuid
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -34,8 +34,14 @@ class Level(str, enum.Enum):
         return None
 
     @property
-    def index(self) -> int:
+    def rank(self) -> int:
+        """0 (very_low) … 4 (very_high): the level's place in the scale."""
         return list(Level).index(self)
+
+    @property
+    def index(self) -> int:  # type: ignore[override]
+        """The same as :attr:`rank` (the name earlier plugins use; it hides ``str.index``)."""
+        return self.rank
 
     @classmethod
     def parse(cls, value: "str | Level | None", param: str) -> "Level | None":
@@ -79,36 +85,6 @@ class VoiceReference:
     latent: Optional[np.ndarray] = None  # float32, as the client sent it (MegaTTS3: [1, T, 32] at 25 Hz)
 
 
-@dataclass(frozen=True)
-class DiffusionParams:
-    """Sampling fields of a diffusion engine (MegaTTS3's DiT); None keeps the engine's default.
-
-    ``time_step``: flow-matching steps; ``p_w``: guidance toward the text (intelligibility);
-    ``t_w``: guidance toward the reference speaker (similarity).
-    """
-
-    time_step: Optional[int] = None
-    p_w: Optional[float] = None
-    t_w: Optional[float] = None
-
-    MAX_TIME_STEP = 128  # each step is a DiT forward at batch 3: more is a denial of service, not quality
-    MAX_WEIGHT = 20.0
-
-    def __post_init__(self) -> None:
-        if self.time_step is not None and not (1 <= int(self.time_step) <= self.MAX_TIME_STEP):
-            raise InvalidRequest(f"time_step must be between 1 and {self.MAX_TIME_STEP}", param="time_step")
-        for name in ("p_w", "t_w"):
-            value = getattr(self, name)
-            if value is not None and not (0.0 <= float(value) <= self.MAX_WEIGHT):  # also refuses NaN
-                raise InvalidRequest(f"{name} must be between 0 and {self.MAX_WEIGHT:g}", param=name)
-
-    def is_default(self) -> bool:
-        return self.time_step is None and self.p_w is None and self.t_w is None
-
-    def first_set(self) -> Optional[str]:
-        return next((n for n in ("time_step", "p_w", "t_w") if getattr(self, n) is not None), None)
-
-
 @dataclass
 class SynthesisRequest:
     """One synthesis: text plus either a built-in ``voice`` or a ``reference`` to clone."""
@@ -123,7 +99,9 @@ class SynthesisRequest:
     window_size: int = 50
     stream: bool = False
     instructions: Optional[str] = None
-    diffusion: Optional[DiffusionParams] = None
+    # The fields of plugins' own options this request set, by owner (an engine's or backend's name):
+    # {"mega": {"time_step": 8}}. The owner reads them with ``MyOptions.of(options, request)``.
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     # The speaking-rate bound's scale (speaking_rate.py; the runtime sets it from --speaking_rate_bound,
     # 0 turns the bound off) and what the bound did to this request.

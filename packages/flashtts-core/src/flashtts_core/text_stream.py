@@ -41,10 +41,10 @@ _LAST_WORD = re.compile(r"[^\s\"'“‘(\[（「『]+$")
 
 
 def _abbreviation_before(text: str, end: int) -> bool:
-    word = _LAST_WORD.search(text, 0, end)
-    if word is None:
+    found = _LAST_WORD.search(text, 0, end)
+    if found is None:
         return False
-    word = word.group()
+    word = found.group()
     return word.lower() in ABBREVIATIONS or _INITIAL.fullmatch(word) is not None
 
 
@@ -83,7 +83,7 @@ class IncrementalSplitter:
         return segments + ([rest] if rest else [])
 
     def _take(self, final: bool) -> list[str]:
-        segments = []
+        segments: list[str] = []
         while True:
             cut = self._next_cut(final)
             if cut is None:

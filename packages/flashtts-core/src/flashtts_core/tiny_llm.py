@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Any, Iterable, Optional
 
 
 def write_tokenizer(
@@ -103,7 +103,7 @@ def write_tiny_llm(
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
     torch.manual_seed(seed)
-    common = dict(
+    common: dict[str, Any] = dict(
         vocab_size=vocab_size,
         hidden_size=hidden_size,
         intermediate_size=intermediate_size,
@@ -116,10 +116,12 @@ def write_tiny_llm(
         tie_word_embeddings=tie_word_embeddings,
         torch_dtype=torch_dtype,
     )
+    config: Any
+    model_class: Any
     if architecture == "qwen2":
-        config, model_class = Qwen2Config(rope_theta=1000000.0, **common), Qwen2ForCausalLM
+        config, model_class = Qwen2Config(**{**common, "rope_theta": 1000000.0}), Qwen2ForCausalLM
     elif architecture == "llama":
-        config = LlamaConfig(rope_theta=500000.0, head_dim=hidden_size // num_heads, **common)
+        config = LlamaConfig(**{**common, "rope_theta": 500000.0, "head_dim": hidden_size // num_heads})
         model_class = LlamaForCausalLM
     else:
         raise ValueError(f"unknown architecture {architecture!r}")

@@ -11,6 +11,7 @@ Needs torch, which flashtts-core itself does not depend on: only engines that br
 from __future__ import annotations
 
 import warnings
+from typing import cast
 
 from torch import nn
 
@@ -23,11 +24,11 @@ def weight_norm(module: nn.Module) -> nn.Module:
 
 
 def wn_conv1d(*args, **kwargs) -> nn.Conv1d:
-    return weight_norm(nn.Conv1d(*args, **kwargs))
+    return cast(nn.Conv1d, weight_norm(nn.Conv1d(*args, **kwargs)))
 
 
 def wn_conv_transpose1d(*args, **kwargs) -> nn.ConvTranspose1d:
-    return weight_norm(nn.ConvTranspose1d(*args, **kwargs))
+    return cast(nn.ConvTranspose1d, weight_norm(nn.ConvTranspose1d(*args, **kwargs)))
 
 
 def fold_weight_norms(model: nn.Module) -> int:

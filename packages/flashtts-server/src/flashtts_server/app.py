@@ -56,12 +56,12 @@ def create_app(
     install_error_handlers(app)
 
     @app.get("/health", tags=["server"])
-    async def health() -> dict:
+    async def health() -> JSONResponse:
         """Liveness: 200 while the process serves (also while loading and shutting down); 503 once loading failed."""
         rt = app.state.runtime
         if lifecycle.phase is Phase.FAILED:
             return JSONResponse({"status": "failed", "engine": None}, status_code=503)
-        return {"status": "ok" if rt is not None else "loading", "engine": rt.engine.name if rt else None}
+        return JSONResponse({"status": "ok" if rt is not None else "loading", "engine": rt.engine.name if rt else None})
 
     @app.get("/ready", tags=["server"], responses={503: {"description": "Loading, shutting down or failed."}})
     async def ready() -> JSONResponse:

@@ -12,7 +12,7 @@ import base64
 import json
 import logging
 from dataclasses import dataclass
-from typing import AsyncIterator, Awaitable, Optional, TypeVar
+from typing import AsyncGenerator, AsyncIterator, Awaitable, Optional, TypeVar
 
 import anyio
 import numpy as np
@@ -92,7 +92,9 @@ async def _aclose(iterator) -> None:
             await aclose()
 
 
-async def resampled(chunks: AsyncIterator[np.ndarray], source: int, target: int) -> AsyncIterator[np.ndarray]:
+async def resampled(
+    chunks: AsyncIterator[np.ndarray], source: int, target: int
+) -> AsyncGenerator[np.ndarray, None]:
     import soxr
 
     stream = soxr.ResampleStream(source, target, 1, dtype="float32", quality="HQ")

@@ -157,7 +157,8 @@ class GracefulServer(uvicorn.Server):
             self.shutdown_timeout,
         )
         # A signal handler runs between two bytecodes of the loop's thread: hand the drain to the loop.
-        self._loop.call_soon_threadsafe(lambda: self._loop.create_task(self._drain()))
+        loop = self._loop
+        loop.call_soon_threadsafe(lambda: loop.create_task(self._drain()))
 
     async def _drain(self) -> None:
         deadline = time.monotonic() + self.shutdown_timeout

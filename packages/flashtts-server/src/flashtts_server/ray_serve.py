@@ -54,6 +54,7 @@ def deployment_options(settings: ServerSettings) -> dict[str, Any]:
         options["num_replicas"] = count
         return options
     if low is None:
+        assert high is not None
         low = min(count if count is not None else 1, high)
     if high is None:
         high = max(count or 1, low, 1)

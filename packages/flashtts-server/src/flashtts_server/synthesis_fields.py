@@ -22,9 +22,11 @@ def clamp_split_field(value: object) -> object:
     the int validation (a 422-style 400 for "abc")."""
     if value is None or value == "":
         return DEFAULT_SPLIT
+    if not isinstance(value, (int, float, str)):
+        return value
     try:
         number = int(value) if not isinstance(value, float) or value.is_integer() else value
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return value
     if isinstance(number, int) and not isinstance(number, bool):
         return min(max(number, 1), SPLIT_MAX)

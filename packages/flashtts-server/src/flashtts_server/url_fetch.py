@@ -52,7 +52,7 @@ async def _resolve(host: str, port: int) -> list[str]:
         raise URLRefused(f"cannot resolve host {host!r}: {exc.strerror}", param="url") from None
     except UnicodeError:  # the IDNA codec: a label longer than 63 characters, or an empty one ("a..b")
         raise URLRefused(f"invalid host name {host[:80]!r}", param="url") from None
-    return list(dict.fromkeys(info[4][0] for info in infos))
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 async def _checked_target(url: str, allow_private: bool) -> tuple[str, str, str]:

@@ -29,7 +29,7 @@ import time
 import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Callable, Optional
+from typing import TYPE_CHECKING, AsyncGenerator, AsyncIterator, Awaitable, Callable, Optional, cast
 
 import numpy as np
 from flashtts_core.errors import FlashTTSError, InvalidRequest, PayloadTooLarge
@@ -159,6 +159,7 @@ class WyomingService:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
+        assert task is not None  # a stream handler always runs in a task
         peer = writer.get_extra_info("peername")
         where = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else str(peer)
         if len(self._connections) >= self.settings.wyoming_max_connections:
@@ -239,9 +240,11 @@ class WyomingService:
             reason, error = refusal
             self.metrics.reject(reason)
             raise error
+        runtime = self.runtime
+        assert runtime is not None  # admission refuses while the model loads
         self.lifecycle.pending += 1
         try:
-            yield self.runtime
+            yield runtime
         finally:
             self.lifecycle.pending -= 1
 
@@ -304,7 +307,7 @@ class WyomingConnection:
             # for audio it may be silent as long as that takes.
             idle = self.stream is not None or not (self.working or not self.jobs.empty())
             try:
-                event = await asyncio.wait_for(async_read_event(self.limited), IDLE_SECONDS if idle else None)
+                event = await asyncio.wait_for(async_read_event(cast(asyncio.StreamReader, self.limited)), IDLE_SECONDS if idle else None)
             except asyncio.TimeoutError:
                 logger.info("Wyoming %s: idle for %g s, closed", self.where, IDLE_SECONDS)
                 return
@@ -370,6 +373,7 @@ class WyomingConnection:
 
     def _add_text(self, text: str) -> None:
         stream = self.stream
+        assert stream is not None  # text comes between synthesize-start and synthesize-stop
         stream.characters += len(text)
         if stream.characters > self.settings.max_text_length:
             raise PayloadTooLarge(
@@ -523,7 +527,7 @@ class _AudioOut:
         # The synthesis's id (every segment of a stream shares it): the engine's log lines name it.
         request_id = _request_id.get() or uuid.uuid4().hex
         request = SynthesisRequest(text=text, voice=voice, reference=reference, stream=True, request_id=request_id)
-        chunks: AsyncIterator[np.ndarray] = _measured(runtime.synthesize(request), self, source)
+        chunks: AsyncGenerator[np.ndarray, None] = _measured(runtime.synthesize(request), self, source)
         if rate != source:
             chunks = resampled(chunks, source, rate)
         metrics = self.connection.service.metrics
@@ -561,7 +565,9 @@ class _AudioOut:
         await self.connection.write(AudioStop(timestamp=self.samples * 1000 // self.rate).event())
 
 
-async def _measured(chunks: AsyncIterator[np.ndarray], out: _AudioOut, rate: int) -> AsyncIterator[np.ndarray]:
+async def _measured(
+    chunks: AsyncGenerator[np.ndarray, None], out: _AudioOut, rate: int
+) -> AsyncGenerator[np.ndarray, None]:
     """The engine's chunks, counted as seconds of audio at the model's rate (flashtts_audio_seconds_total)."""
     metric = out.connection.service.metrics.audio_seconds.labels(ROUTE)
     try:

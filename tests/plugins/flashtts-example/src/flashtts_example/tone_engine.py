@@ -57,7 +57,7 @@ class ToneEngine(Engine):
         else:
             base = BASE_HZ[request.voice or "low"]
         if request.pitch is not None:
-            base *= 2 ** ((request.pitch.index - 2) / 4)
+            base *= 2 ** ((request.pitch.rank - 2) / 4)
         params = self.default_sampling.with_overrides(request.sampling)
         for segment in split_text(request.text, request.length_threshold, request.window_size):
             prompt = [b % VOCAB for b in segment.encode()]
