@@ -51,13 +51,13 @@ import numpy as np
 from fastapi import APIRouter, WebSocket
 from flashtts_core.errors import FlashTTSError, InvalidRequest, NotFound, UnsupportedCapability
 from flashtts_core.formats import float_to_int16
-from starlette.websockets import WebSocketDisconnect
 
 from ..audio_response import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from ..auth import bearer_token, key_refusal
 from ..openai.serving import default_voice
 from ..route_table import synthesis_route
-from .session import ClientGone, Context, RealtimeSession, WordTimings
+from .session import ClientGone, Context, WordTimings
+from .socket import POLICY_VIOLATION, RealtimeSocket
 
 logger = logging.getLogger("flashtts.realtime")
 
@@ -66,7 +66,6 @@ MAX_MESSAGE_CHARS = 1 << 20
 MAX_CONTEXT_ID_CHARS = 256
 DEFAULT_BUFFER_DELAY_MS = 3000
 MAX_BUFFER_DELAY_MS = 5000
-POLICY_VIOLATION = 1008
 
 router = APIRouter(tags=["realtime"])
 
@@ -125,55 +124,14 @@ async def tts_websocket(websocket: WebSocket) -> None:
     await CartesiaSocket(websocket).serve()
 
 
-class CartesiaSocket:
-    """One client: the receive loop, and the Output the session core sends through."""
+class CartesiaSocket(RealtimeSocket):
+    """One client: the receive loop (socket.py), Cartesia's messages, and the Output the session core sends
+    through."""
 
     def __init__(self, websocket: WebSocket):
-        self.websocket = websocket
-        settings = websocket.app.state.settings
-        self.session = RealtimeSession(websocket.app.state, self, ROUTE, max_contexts=settings.realtime_max_contexts)
-        self.idle_timeout = settings.realtime_idle_timeout
-        self.send_timeout = settings.realtime_send_timeout
-        self.lock = asyncio.Lock()
-        self.gone = False
-        self.stalled = asyncio.Event()  # a send waited send_timeout: the client stopped reading
+        super().__init__(websocket, ROUTE)
         # context id -> encoding of its chunks
         self.encodings: dict[str, str] = {}
-
-    async def serve(self) -> None:
-        stalled = asyncio.ensure_future(self.stalled.wait())
-        try:
-            while True:
-                receive = asyncio.ensure_future(self.websocket.receive())
-                await asyncio.wait({receive, stalled}, timeout=self.idle_timeout, return_when=asyncio.FIRST_COMPLETED)
-                if not receive.done():
-                    receive.cancel()
-                    await asyncio.gather(receive, return_exceptions=True)
-                    if stalled.done():
-                        logger.warning(
-                            "realtime %s: the client left its audio unread for %g s; the socket is closed",
-                            ROUTE,
-                            self.send_timeout,
-                        )
-                        return
-                    if self.session.idle:
-                        logger.info("realtime %s: idle for %g s; closed", ROUTE, self.idle_timeout)
-                        await self.websocket.close(code=1000, reason="idle")
-                        return
-                    continue
-                message = receive.result()
-                if message["type"] == "websocket.disconnect":
-                    return
-                text = message.get("text")
-                if text is None and message.get("bytes") is not None:
-                    text = message["bytes"].decode("utf-8", errors="replace")
-                await self.handle(text or "")
-        except (WebSocketDisconnect, RuntimeError):
-            pass
-        finally:
-            stalled.cancel()
-            self.gone = True
-            await self.session.close()
 
     # -- client messages -----------------------------------------------------------------------------
     async def handle(self, text: str) -> None:
@@ -316,24 +274,6 @@ class CartesiaSocket:
         return voice, reference, label
 
     # -- server messages (the session core's Output) -------------------------------------------------
-    async def send(self, message: dict) -> None:
-        if self.gone:
-            raise ClientGone("the socket is closed")
-        try:
-            async with self.lock:
-                # Back-pressure: a client that stops reading stalls its contexts here (uvicorn waits for the
-                # transport to drain), so memory stays bounded; after send_timeout the socket is given up.
-                await asyncio.wait_for(
-                    self.websocket.send_text(json.dumps(message, separators=(",", ":"))), self.send_timeout
-                )
-        except asyncio.TimeoutError:
-            self.gone = True
-            self.stalled.set()
-            raise ClientGone(f"the client left its audio unread for {self.send_timeout:g} s") from None
-        except (WebSocketDisconnect, RuntimeError, OSError) as exc:  # uvicorn's ClientDisconnected is an OSError
-            self.gone = True
-            raise ClientGone(f"the socket is closed ({type(exc).__name__})") from None
-
     async def audio(self, context: Context, samples: np.ndarray, step_seconds: float) -> None:
         encode = ENCODINGS[self.encodings.get(context.id, "pcm_s16le")]
         data = await asyncio.to_thread(encode, samples)
