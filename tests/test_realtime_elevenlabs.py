@@ -189,6 +189,11 @@ async def test_a_turn_as_the_plugins_send_it(server, output_format, rate, width)
     assert livekit[0][1] == 0.0 and livekit[len(sentences[0].split())][1] == pytest.approx(first_span, abs=2e-3)
     closing = messages[-1]["normalizedAlignment"]
     assert closing["chars"] == [" "] and closing["charStartTimesMs"][0] == pytest.approx(seconds * 1000, abs=1)
+    # Each context is a request in /metrics, under the socket's route template.
+    metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
+    route = 'route="/v1/text-to-speech/{voice_id}/multi-stream-input"'
+    for family in ("flashtts_requests_total", "flashtts_time_to_first_audio_seconds_count"):
+        assert any(line.startswith(family + "{") and route in line for line in metrics.splitlines()), family
 
 
 async def test_mp3_is_one_stream_per_context(server):
