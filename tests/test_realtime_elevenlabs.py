@@ -273,6 +273,14 @@ async def test_keepalives_say_nothing(server):
         await ws.send("{")  # its error comes first: the keep-alives were answered with nothing
         message = await receive(ws)
         assert message["error"] == "invalid_request" and message["contextId"] is None
+        # A keep-alive for a context whose turn has ended but is still speaking changes nothing either.
+        await ws.send(init("e"))
+        await ws.send(text("e", "Still speaking. ", flush=True))
+        await ws.send(text("e", "", flush=True))
+        await ws.send(json.dumps({"context_id": "e", "close_context": True}))
+        await ws.send(text("e", ""))
+        messages = await until_final(ws, {"e"})
+    assert audio_of(messages, "e") and not any("error" in m for m in messages)
 
 
 async def test_bad_messages_are_errors_for_their_context_only(server):

@@ -218,9 +218,9 @@ class ElevenLabsSocket(RealtimeSocket):
                 piece = ""
             if not isinstance(piece, str):
                 raise InvalidRequest("text must be a string", param="text")
+            if not piece and not flush:
+                return  # a keep-alive for a context (open, ended or not opened yet): nothing to do
             if context is None:
-                if not piece and not flush:
-                    return  # a keep-alive for a context not opened yet
                 context = await self._open(context_id)
             self.session.push(context, piece)
             if piece.strip():
