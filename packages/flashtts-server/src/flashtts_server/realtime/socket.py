@@ -8,11 +8,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from typing import Optional
 
+import numpy as np
 from fastapi import WebSocket
+from flashtts_core.errors import FlashTTSError
 from starlette.websockets import WebSocketDisconnect
 
-from .session import ClientGone, RealtimeSession
+from .session import ClientGone, Context, RealtimeSession, WordTimings
 
 logger = logging.getLogger("flashtts.realtime")
 
@@ -36,6 +39,22 @@ class RealtimeSocket:
 
     async def handle(self, text: str) -> None:
         """One client message (a text frame, or a binary one decoded as UTF-8)."""
+        raise NotImplementedError
+
+    # The session core's Output (session.py), in the protocol's messages.
+    async def audio(self, context: Context, samples: np.ndarray, step_seconds: float) -> None:
+        raise NotImplementedError
+
+    async def timestamps(self, context: Context, timings: WordTimings) -> None:
+        raise NotImplementedError
+
+    async def flush_done(self, context: Context, flush_id: int) -> None:
+        raise NotImplementedError
+
+    async def done(self, context: Context) -> None:
+        raise NotImplementedError
+
+    async def error(self, context_id: Optional[str], error: FlashTTSError) -> None:
         raise NotImplementedError
 
     async def serve(self) -> None:
