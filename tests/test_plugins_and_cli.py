@@ -118,8 +118,9 @@ def test_unknown_backend_is_named(example_plugin, tmp_path):
 
 
 def test_settings_come_from_environment_and_flags_win(monkeypatch):
-    from flashtts_server.settings import ServerSettings
+    from flashtts_server.settings import settings_model
 
+    ServerSettings = settings_model()  # with the plugins' server flags: fix_voice is Spark's
     monkeypatch.setenv("FLASHTTS_PORT", "9123")
     monkeypatch.setenv("FLASHTTS_FIX_VOICE", "true")
     monkeypatch.setenv("FLASHTTS_LLM_GPU_MEMORY_UTILIZATION", "0.5")
@@ -159,6 +160,68 @@ def test_server_answers_health_and_docs_with_a_third_party_engine(example_plugin
             assert client.get("/openapi.json").json()["info"]["title"] == "FlashTTS"
     finally:
         server.stop()
+
+
+def _tone(pcm: bytes):
+    import numpy as np
+
+    audio = np.frombuffer(pcm, dtype="<i2").astype(np.float64) / 32767
+    crossings = int(np.count_nonzero(np.diff(np.signbit(audio))))
+    return float(np.abs(audio).max()), crossings
+
+
+def test_the_example_plugins_own_flag_and_request_field_reach_its_engine(example_plugin, tmp_path):
+    """tests/plugins/flashtts-example declares --tone_gain (a server flag) and tone_octave (a request
+    field) in its own package; with no change to core or server both reach its engine."""
+    import io
+
+    import numpy as np
+    import soundfile as sf
+
+    help_text = flashtts("serve", "--help").stdout
+    assert "--tone_gain" in help_text and "--tone_octave" not in help_text  # a request field is no flag
+    model = tmp_path / "tone-model"
+    flashtts("tiny-model", "tone", str(model))
+    args = ["--model_path", str(model), "--backend", "markov", "--role_dir", str(tmp_path / "roles")]
+    server = start_server([*args, "--tone_gain", "0.8"], tmp_path)
+    body = {"name": "low", "text": "Hi there.", "response_format": "pcm", "max_tokens": 20, "seed": 3, "stream": False}
+    reference = io.BytesIO()
+    sf.write(reference, 0.5 * np.sin(2 * np.pi * 150 * np.arange(16000) / 16000), 16000, format="WAV")
+    try:
+        with server.client() as client:
+            info = client.get("/server_info").json()
+            plain = client.post("/speak", json=body)
+            octave = client.post("/speak", json={**body, "tone_octave": 1})
+            speech = client.post(
+                "/v1/audio/speech",
+                json={"input": "Hi there.", "voice": "low", "response_format": "pcm", "stream": False,
+                      "sample_rate": 16000, "max_tokens": 20, "seed": 3, "tone_octave": 1},
+            )  # fmt: skip
+            form = {"text": "Hi there.", "response_format": "pcm", "max_tokens": "20", "seed": "3"}
+            files = {"reference_audio_file": ("ref.wav", reference.getvalue(), "audio/wav")}
+            cloned = client.post("/clone_voice", data=form, files=files)
+            cloned_octave = client.post("/clone_voice", data={**form, "tone_octave": "-1"}, files=files)
+            too_high = client.post("/speak", json={**body, "tone_octave": 3})
+            foreign = client.post("/speak", json={**body, "time_step": 8})  # MegaTTS3's, not the tone engine's
+            schema = client.get("/openapi.json").json()["components"]["schemas"]
+    finally:
+        server.stop()
+    assert [(o["name"], o["owner"], o["type"], o["minimum"], o["maximum"]) for o in info["options"]] == [
+        ("tone_octave", "tone", "integer", -2, 2)
+    ]
+    assert schema["SpeakRequest"]["properties"]["tone_octave"]["maximum"] == 2
+    assert "tone_octave" in schema["SpeechRequest"]["properties"] and "tone_octave" in schema["CloneForm"]["properties"]
+    for r in (plain, octave, speech, cloned, cloned_octave):
+        assert r.status_code == 200, r.text
+    peak, crossings = _tone(plain.content)
+    assert abs(peak - 0.8) < 0.02  # --tone_gain 0.8 (the default is 0.3)
+    octave_peak, octave_crossings = _tone(octave.content)
+    assert abs(octave_peak - 0.8) < 0.02 and 1.9 < octave_crossings / crossings < 2.1  # one octave up
+    assert speech.content == octave.content  # the OpenAI body carries it too
+    assert 0.45 < _tone(cloned_octave.content)[1] / _tone(cloned.content)[1] < 0.55  # the clone form: one down
+    assert too_high.status_code == 400 and too_high.json()["error"]["param"] == "tone_octave"
+    assert foreign.status_code == 400 and foreign.json()["error"]["param"] == "time_step"
+    assert "an option of 'mega'" in foreign.json()["error"]["message"]
 
 
 # -- commands from plugins (register_commands) ------------------------------------------------------

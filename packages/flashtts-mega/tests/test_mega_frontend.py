@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from flashtts_core.errors import InvalidRequest, UnsupportedCapability
-from flashtts_core.request import DiffusionParams, Level, SynthesisRequest, VoiceReference
+from flashtts_core.request import Level, SynthesisRequest, VoiceReference
 from flashtts_mega import phones
 from flashtts_mega.frontend import detect_language, normalize, prepare_text, split_segments
 from flashtts_mega.g2p import G2P, MAX_NEW_TOKENS, token_budget
@@ -125,19 +125,25 @@ def test_a_latent_is_cut_to_the_aligned_length():
 
 
 def test_diffusion_fields_are_validated_and_refused_by_other_engines():
+    from flashtts_mega.options import MegaOptions
+
+    def mega(**fields):
+        return SynthesisRequest(text="Hi.", voice="tara", options={"mega": fields})
+
+    assert MegaOptions.of(None, mega(time_step=8, p_w=1.0)).time_step == 8
+    assert MegaOptions.of(None, SynthesisRequest(text="Hi.")).time_step is None  # the engine's default
     with pytest.raises(InvalidRequest) as info:
-        DiffusionParams(time_step=0)
+        MegaOptions.of(None, mega(time_step=0))
     assert info.value.param == "time_step"
     with pytest.raises(InvalidRequest):
-        DiffusionParams(p_w=float("nan"))
+        MegaOptions.of(None, mega(p_w=float("nan")))
     from flashtts_orpheus.engine import OrpheusEngine
 
     engine = OrpheusEngine.__new__(OrpheusEngine)
     engine.voices = ["tara"]
-    request = SynthesisRequest(text="Hi.", voice="tara", diffusion=DiffusionParams(t_w=1.0))
     with pytest.raises(UnsupportedCapability) as info:
-        engine.check_request(request)
-    assert info.value.param == "t_w"
+        engine.check_request(mega(t_w=1.0))
+    assert info.value.param == "t_w" and "'mega'" in info.value.message
 
 
 def test_mega_takes_speed_but_not_pitch():

@@ -4,6 +4,7 @@ from flashtts_core.hookspecs import hookimpl
 
 from .llama_cpp_backend import LlamaCppBackend
 from .mlx_backend import MlxBackend
+from .options import TensorRTOptions
 from .sglang_backend import SglangBackend
 from .tensorrt_backend import TensorRTBackend
 from .torch_backend import TorchBackend
@@ -14,6 +15,11 @@ from .vllm_backend import VllmBackend
 def register_backends(register):
     for backend in (TorchBackend, VllmBackend, SglangBackend, LlamaCppBackend, MlxBackend, TensorRTBackend):
         register(backend)
+
+
+@hookimpl
+def register_options(register):
+    register(TensorRTOptions)
 
 
 @hookimpl

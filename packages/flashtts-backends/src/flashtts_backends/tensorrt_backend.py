@@ -121,7 +121,10 @@ class TensorRTBackend(LLMBackend):
 def _engine_or_checkpoint(config: BackendConfig) -> Path:
     """The built engine directory if there is one, else the Hugging Face folder (TensorRT-LLM's
     PyTorch flow runs it directly)."""
-    engine = Path(config.tensorrt_path) if config.tensorrt_path else None
+    from .options import TensorRTOptions
+
+    options = config.options
+    engine = TensorRTOptions.of(options).engine_dir(getattr(options, "model_path", None))
     if engine is not None and (engine / "config.json").is_file():
         return engine
     if engine is not None and engine.exists():

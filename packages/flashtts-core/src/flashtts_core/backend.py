@@ -6,7 +6,7 @@ import importlib.util
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator, ClassVar, Optional
+from typing import Any, AsyncIterator, ClassVar, Optional
 
 from .errors import BackendUnavailable, InvalidRequest
 from .sampling import SamplingParams
@@ -29,16 +29,15 @@ class BackendConfig:
     # Weight quantization the backend applies at load (``--llm_quantization``; torch: int8).
     quantization: Optional[str] = None
     seed: int = 0
-    tensorrt_path: Optional[Path] = None
+    # The options the config came from (EngineOptions or the server's settings): a backend reads its
+    # own (PluginOptions.of(config.options)) from them.
+    options: Any = None
     # Token ids an engine will list in ``allowed_token_ids``; backends may precompute masks.
     extra: dict = field(default_factory=dict)
 
     @classmethod
     def from_options(cls, options, llm_path: Path) -> "BackendConfig":
         """The configuration for an engine's LLM folder, from the model options (EngineOptions)."""
-        tensorrt = options.llm_tensorrt_path
-        if tensorrt is None and options.model_path is not None:
-            tensorrt = Path(options.model_path) / "tensorrt-engine"
         return cls(
             model_path=Path(llm_path),
             device=options.llm_device,
@@ -51,7 +50,7 @@ class BackendConfig:
             cache_implementation=options.cache_implementation,
             quantization=options.llm_quantization,
             seed=options.seed,
-            tensorrt_path=tensorrt,
+            options=options,
         )
 
 

@@ -28,7 +28,6 @@ class Capabilities:
     named_voices: bool = False
     pitch_speed: bool = False
     speed: bool = False  # speed control without pitch (MegaTTS3: the duration model's length scale)
-    diffusion: bool = False  # takes the diffusion fields time_step, p_w, t_w (MegaTTS3's DiT)
     multi_speaker: bool = True
     streaming: bool = True
 
@@ -100,6 +99,18 @@ class Engine(ABC):
         }
 
     # -- shared checks ----------------------------------------------------------------------------
+    def check_options(self, request: SynthesisRequest) -> None:
+        """Refuse a request field of a plugin's options when neither this engine nor its backend owns
+        it (``time_step`` is MegaTTS3's: other engines answer 400 rather than ignore it)."""
+        loaded = {self.name, self.backend_name}
+        taken = {name for owner, values in request.options.items() if owner in loaded for name in values}
+        for owner, values in request.options.items():
+            for name in values:
+                if owner not in loaded and name not in taken:
+                    raise UnsupportedCapability(
+                        f"engine {self.name!r} does not take {name} (an option of {owner!r})", param=name
+                    )
+
     def check_request(self, request: SynthesisRequest) -> None:
         """Refuse what this engine cannot do, with a 4xx naming the problem."""
         caps = self.capabilities
@@ -110,11 +121,7 @@ class Engine(ABC):
             raise UnsupportedCapability(f"engine {self.name!r} has no {what}", param="pitch")
         if request.speed is not None and not (caps.pitch_speed or caps.speed):
             raise UnsupportedCapability(f"engine {self.name!r} has no pitch or speed control", param="speed")
-        if request.diffusion is not None and not request.diffusion.is_default() and not caps.diffusion:
-            raise UnsupportedCapability(
-                f"engine {self.name!r} is not a diffusion model: time_step, p_w and t_w do not apply",
-                param=request.diffusion.first_set(),
-            )
+        self.check_options(request)
         if request.reference is None:
             if request.voice is None:
                 if not self.voices:

@@ -60,6 +60,22 @@ def register_formats(register):
 
 
 @hookspec
+def register_options(register):
+    """Register an engine's or backend's own options: ``register(OptionsClass)``.
+
+    ``OptionsClass`` subclasses :class:`flashtts_core.options.PluginOptions`; its ``owner`` is the
+    name of the engine or backend the options belong to, and each field is declared with
+    :func:`flashtts_core.options.option` (name, type, default, help, and ``scope``: a server flag, a
+    request field, or both). At startup the server turns the installed plugins' options into flags
+    (``flashtts serve``/``flashtts infer``), ``FLASHTTS_*`` environment variables, fields of the
+    native and OpenAI request bodies, ``/server_info``'s ``options`` and the web page's inputs. The
+    engine reads its values with ``OptionsClass.of(options)`` at load and
+    ``OptionsClass.of(options, request)`` per request; a request setting a field of an engine or
+    backend that is not loaded gets a 400.
+    """
+
+
+@hookspec
 def register_commands(register):
     """Register CLI commands: ``register(name, configure, help="...", description=None)``.
 

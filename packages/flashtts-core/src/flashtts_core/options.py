@@ -1,41 +1,51 @@
-"""The model-related options every engine and backend reads (the server adds host, port, keys …)."""
+"""Options: the model options every engine and backend reads, and the options each plugin declares.
+
+Core holds only what every engine shares (:class:`EngineOptions`). An engine or backend that needs a
+setting of its own declares it in its plugin (:class:`PluginOptions`, registered through the
+``register_options`` hook); the server assembles its flags, environment variables and request
+models from the installed plugins at startup, and the engine reads its values back with
+``MyOptions.of(options)`` (server flags) or ``MyOptions.of(options, request)`` (with the request's
+fields on top).
+"""
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Any, ClassVar, Iterable, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.fields import FieldInfo
+
+from .errors import InvalidRequest
+
+logger = logging.getLogger("flashtts.options")
 
 Dtype = Literal["float16", "bfloat16", "float32", "auto"]
 AttnImpl = Literal["sdpa", "flash_attention_2", "eager"]
+# Where users set a plugin's option: a server flag (``--name``, ``FLASHTTS_NAME``), a field of each
+# synthesis request, or both (the flag is the default a request may change).
+OptionScope = Literal["server", "request", "both"]
+SCOPES = ("server", "request", "both")
+_SCOPE_KEY = "x-flashtts-scope"  # an OpenAPI extension key in the request schemas
 
 
 class EngineOptions(BaseModel):
-    """Options of ``reference/server-api.md`` §2 that concern loading and running a model."""
+    """Options of ``reference/server-api.md`` §2 that concern loading and running any model.
 
-    model_config = ConfigDict(extra="ignore", protected_namespaces=())
+    Values of plugin options ride along as extra attributes (``EngineOptions(snac_path=...)``); the
+    plugin that declared them reads them with :meth:`PluginOptions.of`."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
 
     model_path: Optional[Path] = Field(None, description="Path to the TTS model directory.")
     backend: Optional[str] = Field(
         None, description="LLM backend: llama-cpp, vllm, sglang, torch, mlx-lm, tensorrt-llm."
     )
-    snac_path: Optional[Path] = Field(None, description="Path to the Orpheus SNAC codec folder (default: MODEL/snac).")
-    llm_tensorrt_path: Optional[Path] = Field(
-        None, description="TensorRT-LLM engine directory (tensorrt-llm backend); default {model_path}/tensorrt-engine."
-    )
-    lang: Optional[str] = Field(
-        None, description="Orpheus language (english, french, german, korean, hindi, mandarin, spanish, italian)."
-    )
     llm_device: str = Field("auto", description="Device for the LLM (cpu, cuda, cuda:1, mps, auto).")
     tokenizer_device: str = Field("auto", description="Device for the audio tokenizer.")
     detokenizer_device: str = Field("auto", description="Device for the audio detokenizer.")
-    wav2vec_attn_implementation: AttnImpl = Field("eager", description="wav2vec2 attention in Spark-TTS.")
-    detokenizer_dtype: Literal["float32", "bfloat16"] = Field(
-        "float32",
-        description="Precision of Spark-TTS's BiCodec decoder; bfloat16 is faster on CPUs with AMX and "
-        "differs from float32 by up to ~3e-2 of the peak.",
-    )
     llm_attn_implementation: AttnImpl = Field("eager", description="LLM attention (torch backend).")
     max_length: int = Field(32768, gt=0, description="Maximum LLM context length.")
     llm_gpu_memory_utilization: float = Field(0.6, gt=0, le=1, description="GPU memory share for vllm/sglang.")
@@ -62,13 +72,121 @@ class EngineOptions(BaseModel):
     batch_size: int = Field(1, gt=0, description="Maximum batch size of audio (de)tokenization.")
     llm_batch_size: int = Field(256, gt=0, description="Maximum number of concurrent LLM sequences.")
     wait_timeout: float = Field(0.01, ge=0, description="Seconds the dynamic batcher waits to fill a batch.")
-    fix_voice: bool = Field(False, description="Keep Spark-TTS's built-in female/male timbres fixed.")
     # A str too: pydantic's Path would turn "s3://bucket/roles" into "s3:/bucket/roles".
     role_dir: Optional[str | Path] = Field(
         None,
         description="Saved roles: a directory, or an fsspec URL such as s3://bucket/prefix shared by replicas "
         "(default data/roles, data/mega-roles for Mega).",
     )
+
+
+# -- options of one plugin ---------------------------------------------------------------------------
+def option(default: Any = None, *, help: str, scope: OptionScope = "server", **constraints: Any) -> Any:
+    """Declare one option of a plugin: a pydantic ``Field`` that also says where users set it.
+
+    ``constraints`` are ``Field``'s (``ge``, ``le``, ``title`` for the web page's label …); the type is
+    the annotation, and a ``Literal`` becomes the flag's choices."""
+    if scope not in SCOPES:
+        raise ValueError(f"option scope must be one of {', '.join(SCOPES)}, not {scope!r}")
+    return Field(default, description=help, json_schema_extra={_SCOPE_KEY: scope}, **constraints)
+
+
+def option_scope(field: FieldInfo) -> str:
+    """``server``, ``request`` or ``both`` (a field declared without :func:`option` is a server flag)."""
+    extra = field.json_schema_extra
+    scope = extra.get(_SCOPE_KEY) if isinstance(extra, dict) else None
+    return scope if scope in SCOPES else "server"
+
+
+class PluginOptions(BaseModel):
+    """The options of one engine or backend, declared by its plugin::
+
+        class ToneOptions(PluginOptions):
+            owner = "tone"  # the engine's (or backend's) name
+            tone_gain: float = option(0.3, gt=0, le=1, help="Amplitude of the tone.")
+            tone_octave: int = option(0, ge=-2, le=2, scope="request", help="Octaves up or down.")
+
+    registered with ``@hookimpl def register_options(register): register(ToneOptions)``. The field
+    names are what users type (``--tone_gain``, ``FLASHTTS_TONE_GAIN``, ``{"tone_octave": 1}``), so
+    they share one namespace with core's: pick names that say whose they are.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False, protected_namespaces=())
+
+    owner: ClassVar[str]
+
+    @classmethod
+    def fields_in(cls, where: Literal["server", "request"]) -> dict[str, FieldInfo]:
+        """The fields users set as server flags (``server``) or in requests (``request``)."""
+        return {name: f for name, f in cls.model_fields.items() if option_scope(f) in (where, "both")}
+
+    @classmethod
+    def of(cls, options: Any = None, request: Any = None):
+        """This plugin's values: the server flags from ``options`` (the server's settings, or an
+        :class:`EngineOptions` carrying them as extras), then the fields ``request`` (a
+        :class:`~flashtts_core.request.SynthesisRequest`) set; anything unset keeps its default."""
+        values: dict[str, Any] = {}
+        if options is not None:
+            for name in cls.fields_in("server"):
+                value = getattr(options, name, None)
+                if value is not None:
+                    values[name] = value
+        if request is not None:
+            values.update(getattr(request, "options", {}).get(cls.owner, {}))
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            name = ".".join(str(p) for p in err.get("loc", ())) or None
+            raise InvalidRequest(f"{name}: {err.get('msg')} (got {err.get('input')!r})", param=name) from None
+
+
+# -- assembling the options of every installed plugin -------------------------------------------------
+@dataclass(frozen=True)
+class DeclaredOption:
+    """One option name as the installed plugins declare it, with every plugin that declares it."""
+
+    name: str
+    field: FieldInfo
+    owners: tuple[str, ...]
+    scope: str
+
+
+def declared_options(
+    classes: Iterable[type[PluginOptions]], where: Literal["server", "request"], taken: Iterable[str] = ()
+) -> dict[str, DeclaredOption]:
+    """The options of ``classes`` users set in ``where``, one per name. A name in ``taken`` (core's
+    own flags or request fields) is refused; a name two plugins declare is shared when its type and
+    default agree (a value reaches both), otherwise the later plugin's is refused. Refusals are
+    logged as warnings: a plugin's mistake must not stop the server."""
+    reserved = set(taken)
+    found: dict[str, DeclaredOption] = {}
+    for cls in classes:
+        owner = getattr(cls, "owner", None)
+        for name, field in cls.fields_in(where).items():
+            if name in reserved:
+                logger.warning("option %r of %r is refused: the name is one of FlashTTS's own", name, owner)
+                continue
+            seen = found.get(name)
+            if seen is None:
+                found[name] = DeclaredOption(name, field, (owner,), option_scope(field))
+            elif seen.field.annotation == field.annotation and seen.field.default == field.default:
+                found[name] = DeclaredOption(name, seen.field, (*seen.owners, owner), seen.scope)
+            else:
+                logger.warning(
+                    "option %r of %r is refused: %r declares it with another type or default",
+                    name,
+                    owner,
+                    seen.owners[0],
+                )
+    return found
+
+
+def field_definitions(declared: dict[str, DeclaredOption]) -> dict[str, tuple[Any, FieldInfo]]:
+    """``pydantic.create_model`` arguments for the declared options (each field as its plugin wrote it)."""
+    from copy import copy
+
+    return {name: (d.field.annotation, copy(d.field)) for name, d in declared.items()}
 
 
 def resolve_device(device: str) -> str:

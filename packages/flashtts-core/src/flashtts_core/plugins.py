@@ -1,5 +1,5 @@
 """Plugin discovery: every module named in the ``flashtts`` entry-point group is loaded and asked to
-register its engines, backends, codecs, output formats and CLI commands."""
+register its engines, backends, codecs, output formats, options and CLI commands."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from .errors import BackendUnavailable, InvalidRequest, ModelLoadError
 logger = logging.getLogger("flashtts.plugins")
 
 ENTRY_POINT_GROUP = "flashtts"
-KINDS = ("engines", "backends", "codecs", "formats", "commands")
+KINDS = ("engines", "backends", "codecs", "formats", "options", "commands")
 # Commands of the flashtts CLI itself, which a plugin's command cannot replace.
 BUILTIN_COMMANDS = ("serve", "infer", "plugins", "tiny-model")
 
@@ -36,6 +36,7 @@ class PluginInfo:
     backends: list[str] = field(default_factory=list)
     codecs: list[str] = field(default_factory=list)
     formats: list[str] = field(default_factory=list)
+    options: list[str] = field(default_factory=list)  # owners (engine or backend names) of registered options
     commands: list[str] = field(default_factory=list)
     error: str | None = None
 
@@ -49,6 +50,7 @@ class PluginInfo:
             "backends": self.backends,
             "codecs": self.codecs,
             "formats": self.formats,
+            "options": self.options,
             "commands": self.commands,
             "error": self.error,
         }
@@ -65,6 +67,8 @@ class PluginManager:
         self.backends: dict[str, type] = {}
         self.codecs: dict[str, type] = {}
         self.formats: dict[str, type] = {}
+        # owner (an engine's or backend's name) -> its PluginOptions subclass
+        self.options: dict[str, type] = {}
         self.commands: dict[str, Command] = {}
 
     # -- loading ---------------------------------------------------------------------------------
@@ -125,6 +129,10 @@ class PluginManager:
         def register(*args):
             if kind == "formats":
                 name, obj = args
+            elif kind == "options":
+                (obj,) = args
+                _check_options_class(obj)
+                name = obj.owner
             else:
                 (obj,) = args
                 name = obj.name
@@ -219,6 +227,15 @@ class PluginManager:
             except BackendUnavailable as exc:
                 status[name] = exc.message
         return status
+
+
+def _check_options_class(cls: object) -> None:
+    from .options import PluginOptions
+
+    if not (isinstance(cls, type) and issubclass(cls, PluginOptions)):
+        raise TypeError(f"register_options takes a PluginOptions subclass, not {cls!r}")
+    if not isinstance(getattr(cls, "owner", None), str) or not cls.owner:
+        raise TypeError(f"{cls.__name__}.owner must name the engine or backend the options belong to")
 
 
 _default: PluginManager | None = None

@@ -28,7 +28,6 @@ class MegaEngineBase(Engine):
         named_voices=False,
         pitch_speed=False,
         speed=True,
-        diffusion=True,
         multi_speaker=True,
         streaming=True,
     )

@@ -50,6 +50,7 @@ from .base import MegaEngineBase
 from .frontend import prepare_text
 from .g2p import G2P
 from .layout import SAMPLE_RATE, SUBFOLDERS
+from .options import MegaOptions
 from .reference import check_latent
 
 logger = logging.getLogger("flashtts.mega")
@@ -270,7 +271,7 @@ class MegaPipeline(MegaEngineBase):
         alpha = SPEED_TO_DUR_ALPHA[request.speed] if request.speed is not None else 1.0
         max_tokens = request.sampling.max_tokens
         bound = (request.speaking_rate_bound, request.bound_report)
-        diffusion = request.diffusion
+        diffusion = MegaOptions.of(None, request)
         logger.debug("request %s: %s, %d segment(s), seed %d", request.request_id, lang, len(segments), seed)
 
         # Seconds each stage took for this request (waits in the batchers included), logged at the end.
@@ -322,7 +323,7 @@ class MegaPipeline(MegaEngineBase):
         alpha: float,
         max_tokens: Optional[int],
         bound: tuple[float, Optional[BoundReport]],
-        diffusion,
+        diffusion: MegaOptions,
         times: dict[str, float],
     ):
         from .dit import DiTInput
@@ -344,9 +345,9 @@ class MegaPipeline(MegaEngineBase):
         return DiTInput(
             **inputs,
             generator=_generator(_derive_seed(seed, "dit", index)),
-            time_step=diffusion.time_step if diffusion is not None else None,
-            p_w=diffusion.p_w if diffusion is not None else None,
-            t_w=diffusion.t_w if diffusion is not None else None,
+            time_step=diffusion.time_step,
+            p_w=diffusion.p_w,
+            t_w=diffusion.t_w,
         )
 
     def _predict_durations(self, voice: Voice, ph, tone, index: int, count: int, alpha: float, seed: int):

@@ -26,6 +26,7 @@ from flashtts_core.text import split_text
 
 from . import frames
 from .frames import FrameParser, build_prompt, frames_to_codes
+from .options import OrpheusOptions
 from .snac_codec import SnacCodec, is_snac_folder
 from .voices import LANGUAGE_CODES, VOICES, resolve_lang
 
@@ -107,10 +108,11 @@ class OrpheusEngine(Engine):
     @classmethod
     async def load(cls, options: EngineOptions, create_backend: BackendFactory) -> "OrpheusEngine":
         model_path = Path(options.model_path)
-        lang = cls._choose_lang(options.lang, model_path)
-        snac_path = Path(options.snac_path) if options.snac_path is not None else model_path / "snac"
+        own = OrpheusOptions.of(options)
+        lang = cls._choose_lang(own.lang, model_path)
+        snac_path = Path(own.snac_path) if own.snac_path is not None else model_path / "snac"
         if not is_snac_folder(snac_path):
-            where = "--snac_path" if options.snac_path is not None else f"{model_path / 'snac'} (no --snac_path given)"
+            where = "--snac_path" if own.snac_path is not None else f"{model_path / 'snac'} (no --snac_path given)"
             raise ModelLoadError(
                 f"Orpheus needs the SNAC codec (snac_24khz: config.json + pytorch_model.bin); not found in {where}"
             )

@@ -4,6 +4,7 @@ transformers are imported when a model is loaded."""
 from flashtts_core.hookspecs import hookimpl
 
 from .engine import OrpheusEngine
+from .options import OrpheusOptions
 from .snac_codec import SnacCodec
 
 
@@ -15,3 +16,8 @@ def register_engines(register):
 @hookimpl
 def register_codecs(register):
     register(SnacCodec)
+
+
+@hookimpl
+def register_options(register):
+    register(OrpheusOptions)

@@ -16,6 +16,7 @@ from .errors import install_error_handlers
 from .lifecycle import Lifecycle, Phase
 from .limits import BodySizeLimit, body_limit_bytes
 from .metrics import RequestMetrics, install_metrics
+from .plugin_options import request_models
 from .replica import ReplicaHeader
 from .request_id import RequestIdMiddleware
 from .route_table import RouteTable
@@ -69,8 +70,9 @@ def create_app(
         after SIGTERM/SIGINT (shutting down) or when loading failed."""
         return JSONResponse({"status": lifecycle.phase.value}, status_code=200 if lifecycle.ready else 503)
 
+    plugins = runtime.plugins if runtime is not None else None
     table = RouteTable()
-    include_routes(app, table)
+    include_routes(app, table, request_models(plugins))
     table.add_app_routes(app)
     table.check()
     app.state.route_table = table

@@ -12,6 +12,11 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 LEVELS = ("very_low", "low", "moderate", "high", "very_high")
+# `flashtts infer`'s own flags (a plugin's request field of one of these names is refused).
+INFER_FLAGS = (
+    "input", "output", "name", "reference_audio", "reference_text", "latent_file", "pitch", "speed", "temperature",
+    "top_k", "top_p", "repetition_penalty", "max_tokens", "length_threshold", "window_size", "log_level",
+)  # fmt: skip
 
 
 class CLIError(Exception):
@@ -32,21 +37,29 @@ def add_settings_arguments(parser: argparse.ArgumentParser, model_cls, exclude: 
     """One ``--NAME`` flag per settings field, named exactly like the field."""
     group = parser.add_argument_group("model and server options (also FLASHTTS_<NAME> environment variables)")
     for name, field in model_cls.model_fields.items():
-        if name in exclude:
-            continue
-        kind, choices = _field_kind(field.annotation)
-        default = field.default
-        help_text = f"{field.description or ''} (default: {default})"
-        if kind is bool:
-            group.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, default=None, help=help_text)
-        else:
-            group.add_argument(
-                f"--{name}",
-                default=None,
-                choices=choices,
-                metavar=name.upper() if not choices else None,
-                help=help_text,
-            )
+        if name not in exclude:
+            _add_flag(group, name, field.annotation, f"{field.description or ''} (default: {field.default})")
+
+
+def _add_flag(group, name: str, annotation: Any, help_text: str) -> None:
+    """``--NAME``: on/off for a bool, the values of a Literal as choices, else one value (None: unset)."""
+    kind, choices = _field_kind(annotation)
+    if kind is bool:
+        group.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, default=None, help=help_text)
+    else:
+        group.add_argument(
+            f"--{name}", default=None, choices=choices, metavar=name.upper() if not choices else None, help=help_text
+        )
+
+
+def add_request_option_arguments(parser: argparse.ArgumentParser, declared: dict) -> None:
+    """One ``--NAME`` flag per request field of the plugins' options (``--time_step`` …)."""
+    if not declared:
+        return
+    group = parser.add_argument_group("request options of the installed plugins (per synthesis)")
+    for name, option in declared.items():
+        owners = ", ".join(option.owners)
+        _add_flag(group, name, option.field.annotation, f"{option.field.description or ''} ({owners})")
 
 
 def _settings_from_args(model_cls, args: argparse.Namespace):
@@ -72,9 +85,9 @@ def _setup_logging(level: str = "info") -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from .lifecycle import serve
     from .logging_setup import configure_logging
-    from .settings import ServerSettings
+    from .settings import settings_model
 
-    settings = _settings_from_args(ServerSettings, args)
+    settings = _settings_from_args(settings_model(), args)
     configure_logging(settings.log_level, settings.log_format)
     if settings.model_path is None:
         raise CLIError("--model_path is required (try `flashtts tiny-model spark demo-model` for a demo model)")
@@ -160,9 +173,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
     import asyncio
 
     from flashtts_core.errors import FlashTTSError
-    from flashtts_core.options import EngineOptions
 
-    options = _settings_from_args(EngineOptions, args)
+    options = _settings_from_args(infer_options_model(), args)
     _setup_logging(args.log_level)
     if options.model_path is None:
         raise CLIError("--model_path is required")
@@ -180,11 +192,43 @@ def cmd_infer(args: argparse.Namespace) -> int:
     return 0
 
 
-def _diffusion(args):
-    from flashtts_core.request import DiffusionParams
+def infer_options_model():
+    """EngineOptions with the server flags of the installed plugins (``--fix_voice``, ``--snac_path`` …)."""
+    from flashtts_core.options import EngineOptions, declared_options, field_definitions
+    from flashtts_core.plugins import get_plugin_manager
+    from pydantic import create_model
 
-    params = DiffusionParams(time_step=args.time_step, p_w=args.p_w, t_w=args.t_w)
-    return None if params.is_default() else params
+    declared = declared_options(get_plugin_manager().options.values(), "server", taken=EngineOptions.model_fields)
+    return create_model("EngineOptions", __base__=EngineOptions, **field_definitions(declared))
+
+
+def infer_request_options():
+    """The request fields of the installed plugins' options that are not server flags too (``--time_step`` …)."""
+    from flashtts_core.options import declared_options
+    from flashtts_core.plugins import get_plugin_manager
+
+    from .plugin_options import CLONE_FILES
+
+    taken = {*INFER_FLAGS, *CLONE_FILES, *infer_options_model().model_fields}
+    return declared_options(get_plugin_manager().options.values(), "request", taken=taken)
+
+
+def _request_options(args) -> dict:
+    """``SynthesisRequest.options`` from the plugins' request flags given on the command line."""
+    from pydantic import TypeAdapter, ValidationError
+
+    options: dict = {}
+    for name, declared in infer_request_options().items():
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        try:
+            value = TypeAdapter(declared.field.annotation).validate_python(value)
+        except ValidationError as exc:
+            raise CLIError(f"--{name}: {exc.errors()[0].get('msg')} (got {value!r})") from None
+        for owner in declared.owners:
+            options.setdefault(owner, {})[name] = value
+    return options
 
 
 def _read_file(path: str, flag: str) -> bytes:
@@ -234,7 +278,7 @@ async def _infer(options, args, text: str, output: Path, fmt: str) -> None:
             ),
             length_threshold=args.length_threshold,
             window_size=args.window_size,
-            diffusion=_diffusion(args),
+            options=_request_options(args),
         )
         start = time.perf_counter()
         audio = await runtime.render(runtime.synthesize(request))
@@ -251,16 +295,14 @@ async def _infer(options, args, text: str, output: Path, fmt: str) -> None:
 
 # -- parser ----------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    from flashtts_core.options import EngineOptions
-
-    from .settings import ServerSettings
+    from .settings import settings_model
 
     parser = argparse.ArgumentParser(prog="flashtts", description="FlashTTS: fast LLM-based text-to-speech server")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
     serve = sub.add_parser("serve", help="start the HTTP server", description="Start the FlashTTS HTTP server.")
-    add_settings_arguments(serve, ServerSettings)
+    add_settings_arguments(serve, settings_model())
     serve.set_defaults(func=cmd_serve)
 
     plugins = sub.add_parser("plugins", help="list installed plugins")
@@ -279,9 +321,6 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--reference_audio", help="reference audio file to clone")
     infer.add_argument("--reference_text", help="transcript of the reference audio")
     infer.add_argument("--latent_file", help="MegaTTS3: the reference's latent (.npy, float32 [1, T, 32])")
-    infer.add_argument("--time_step", type=int, help="MegaTTS3: flow-matching steps (default 32)")
-    infer.add_argument("--p_w", type=float, help="MegaTTS3: intelligibility weight (default 1.6)")
-    infer.add_argument("--t_w", type=float, help="MegaTTS3: similarity weight (default 2.5)")
     infer.add_argument("--pitch", choices=LEVELS)
     infer.add_argument("--speed", choices=LEVELS)
     infer.add_argument("--temperature", type=float)
@@ -292,7 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--length_threshold", type=int, default=50)
     infer.add_argument("--window_size", type=int, default=50)
     infer.add_argument("--log_level", default="warning")
-    add_settings_arguments(infer, EngineOptions)
+    add_settings_arguments(infer, infer_options_model())
+    add_request_option_arguments(infer, infer_request_options())
     infer.set_defaults(func=cmd_infer)
 
     tiny = sub.add_parser("tiny-model", help="write a tiny random checkpoint of an engine (for tests and demos)")

@@ -23,8 +23,6 @@ APP_NAME = "flashtts"
 DEPLOYMENT_NAME = "FlashTTS"
 # Settings that shape the deployment; a replica is an ordinary single server without them.
 SCALE_OUT_FIELDS = ("replicas", "ray_address", "ray_num_cpus", "ray_num_gpus", "min_replicas", "max_replicas")
-# Local paths a replica must read as the launching command meant them, whatever its working directory.
-PATH_FIELDS = ("model_path", "snac_path", "llm_tensorrt_path", "role_dir")
 # A replica that cannot load its model is retried this often, then the deployment fails (Ray's default: 20).
 CONSTRUCTOR_RETRIES = 3
 
@@ -73,7 +71,7 @@ def replica_values(settings: ServerSettings, cwd: Path | None = None) -> dict[st
     """The settings every replica starts from: JSON values, relative local paths made absolute."""
     values = settings.model_dump(mode="json", exclude=set(SCALE_OUT_FIELDS))
     cwd = cwd or Path.cwd()
-    for name in PATH_FIELDS:
+    for name in path_fields(type(settings)):
         value = values.get(name)
         if isinstance(value, str) and "://" not in value:  # fsspec URLs (s3://…) stay as they are
             values[name] = str((cwd / Path(value).expanduser()).absolute())
@@ -84,6 +82,17 @@ def replica_values(settings: ServerSettings, cwd: Path | None = None) -> dict[st
         engine_cls = get_plugin_manager().detect_engine(settings.model_path)
         values["role_dir"] = str((cwd / engine_cls.default_role_dir).absolute())
     return values
+
+
+def path_fields(model: type) -> list[str]:
+    """Local paths a replica must read as the launching command meant them, whatever its working
+    directory: every settings field typed as a Path (model_path, role_dir, plugins' such as snac_path)."""
+    import typing
+
+    def has_path(annotation: Any) -> bool:
+        return annotation is Path or any(has_path(a) for a in typing.get_args(annotation))
+
+    return [name for name, field in model.model_fields.items() if has_path(field.annotation)]
 
 
 def replica_app_builder(values: dict[str, Any]) -> Callable[[], Any]:
@@ -100,9 +109,9 @@ def replica_app_builder(values: dict[str, Any]) -> Callable[[], Any]:
 
         from flashtts_server.app import create_app
         from flashtts_server.replica import set_replica_name
-        from flashtts_server.settings import ServerSettings
+        from flashtts_server.settings import settings_model
 
-        settings = ServerSettings(**values)
+        settings = settings_model()(**values)
         replica = serve.get_replica_context().replica_id.unique_id
         name = f"{socket.gethostname()}:{os.getpid()}/{replica}"
         set_replica_name(name)

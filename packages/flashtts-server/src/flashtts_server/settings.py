@@ -1,16 +1,21 @@
 """Server settings: every option of server-api.md §2 (same names and defaults) plus server limits.
 
 Filled, in order of precedence, from CLI flags (``--model_path`` …), ``FLASHTTS_*`` environment
-variables, and the defaults below.
+variables, and the defaults below. :class:`ServerSettings` holds what core and the server know;
+:func:`settings_model` adds the server flags the installed plugins declare (Spark's ``fix_voice``,
+Orpheus' ``snac_path`` …, see ``register_options``): ``flashtts serve`` reads that class.
 """
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import TYPE_CHECKING, Literal, Optional
 
-from flashtts_core.options import EngineOptions
-from pydantic import Field, field_validator
+from flashtts_core.options import EngineOptions, declared_options, field_definitions
+from pydantic import Field, create_model, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from flashtts_core.plugins import PluginManager
 
 
 class ServerSettings(EngineOptions, BaseSettings):
@@ -122,3 +127,25 @@ def parse_voice_aliases(value: Optional[str]) -> dict[str, str]:
             raise ValueError(f"voice_alias names {alias!r} twice")
         aliases[alias] = target
     return aliases
+
+
+_assembled: dict[int, tuple["PluginManager", type[ServerSettings]]] = {}
+
+
+def settings_model(plugins: "Optional[PluginManager]" = None) -> type[ServerSettings]:
+    """:class:`ServerSettings` with the server flags of the installed plugins (``plugins``, by default
+    the entry-point plugins), as real fields: ``--fix_voice``, ``FLASHTTS_FIX_VOICE``, typed and
+    validated at startup. Built once per plugin manager."""
+    if plugins is None:
+        from flashtts_core.plugins import get_plugin_manager
+
+        plugins = get_plugin_manager()
+    cached = _assembled.get(id(plugins))
+    if cached is not None and cached[0] is plugins:
+        return cached[1]
+    declared = declared_options(plugins.options.values(), "server", taken=ServerSettings.model_fields)
+    model = create_model(
+        "ServerSettings", __base__=ServerSettings, __module__=__name__, **field_definitions(declared)
+    )
+    _assembled[id(plugins)] = (plugins, model)
+    return model

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, ClassVar, Optional, TypeVar
 
 from flashtts_core.errors import InvalidRequest, PayloadTooLarge
-from flashtts_core.request import DiffusionParams, Level, SynthesisRequest, VoiceReference
+from flashtts_core.options import DeclaredOption, field_definitions
+from flashtts_core.request import Level, SynthesisRequest, VoiceReference
 from flashtts_core.sampling import SamplingOverrides
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from .settings import ServerSettings
 
@@ -67,22 +68,19 @@ class SamplingFields(BaseModel):
     @classmethod
     def _clamp_split_fields(cls, value: object) -> object:
         return clamp_split_field(value)
-    # Diffusion engines only (MegaTTS3's DiT); other engines answer 400 when one is set.
-    time_step: Optional[int] = Field(
-        None, ge=1, le=DiffusionParams.MAX_TIME_STEP, description="MegaTTS3: flow-matching steps (default 32)."
-    )
-    p_w: Optional[float] = Field(
-        None,
-        ge=0,
-        le=DiffusionParams.MAX_WEIGHT,
-        description="MegaTTS3: intelligibility (text guidance) weight (default 1.6).",
-    )
-    t_w: Optional[float] = Field(
-        None,
-        ge=0,
-        le=DiffusionParams.MAX_WEIGHT,
-        description="MegaTTS3: similarity (speaker guidance) weight (default 2.5).",
-    )
+
+    # Request fields of the installed plugins' options (with_plugin_fields): name -> owners.
+    plugin_fields: ClassVar[dict[str, tuple[str, ...]]] = {}
+
+    def plugin_options(self) -> dict[str, dict[str, Any]]:
+        """The plugin fields this request set, by owner (``SynthesisRequest.options``)."""
+        options: dict[str, dict[str, Any]] = {}
+        for name, owners in self.plugin_fields.items():
+            value = getattr(self, name, None)
+            if name in self.model_fields_set and value is not None:
+                for owner in owners:
+                    options.setdefault(owner, {})[name] = value
+        return options
 
 
 class OutputFields(BaseModel):
@@ -139,10 +137,22 @@ def synthesis_request(
         window_size=fields.window_size,
         stream=stream,
         instructions=instructions,
-        diffusion=diffusion_params(fields),
+        options=fields.plugin_options(),
     )
 
 
-def diffusion_params(fields: SamplingFields) -> Optional[DiffusionParams]:
-    params = DiffusionParams(time_step=fields.time_step, p_w=fields.p_w, t_w=fields.t_w)
-    return None if params.is_default() else params
+M = TypeVar("M", bound=BaseModel)
+
+
+def with_plugin_fields(model: type[M], declared: dict[str, DeclaredOption]) -> type[M]:
+    """``model`` (a SamplingFields subclass) with the request fields of the installed plugins' options,
+    under the same class name (the OpenAPI schema shows them with their owner's bounds and help)."""
+    fields = {n: d for n, d in declared.items() if n not in model.model_fields}
+    if not fields:
+        return model
+    assembled = create_model(
+        model.__name__, __base__=model, __module__=model.__module__, **field_definitions(fields)
+    )
+    assembled.__doc__ = model.__doc__
+    assembled.plugin_fields = {n: d.owners for n, d in fields.items()}
+    return assembled

@@ -40,6 +40,7 @@ from flashtts_core.text import split_text
 from .codec import BiCodecCodec
 from .fixed_voices import FOLDER as FIXED_VOICE_FOLDER
 from .fixed_voices import FixedVoice, FixedVoiceStore
+from .options import SparkOptions
 from .vocabulary import GENDERS, GLOBAL_TOKENS_PER_VOICE, NUM_GLOBAL_CODES, NUM_SEMANTIC_CODES, SparkVocabulary
 
 logger = logging.getLogger("flashtts.spark")
@@ -110,11 +111,12 @@ class SparkEngine(Engine):
         self.tokenizer_codec = tokenizer_codec
         self.detokenizer_codec = detokenizer_codec
         self.hop_length = detokenizer_codec.hop_length
-        if options.detokenizer_dtype != "float32":
-            detokenizer_codec.set_decoder_dtype(options.detokenizer_dtype)
-            logger.info("BiCodec decodes in %s", options.detokenizer_dtype)
+        own = SparkOptions.of(options)
+        if own.detokenizer_dtype != "float32":
+            detokenizer_codec.set_decoder_dtype(own.detokenizer_dtype)
+            logger.info("BiCodec decodes in %s", own.detokenizer_dtype)
         self.tokens_per_second = self.sample_rate / self.hop_length  # semantic tokens: 50 a second
-        self.fix_voice = bool(options.fix_voice)
+        self.fix_voice = own.fix_voice
         role_dir = Path(options.role_dir) if options.role_dir is not None else Path(self.default_role_dir)
         if is_store_url(options.role_dir):  # roles in s3://…: fixed voices stay a local file of this process
             role_dir = Path(self.default_role_dir)
@@ -164,7 +166,7 @@ class SparkEngine(Engine):
                 BiCodecCodec.load,
                 model_path,
                 tokenizer_device,
-                wav2vec_attn_implementation=options.wav2vec_attn_implementation,
+                wav2vec_attn_implementation=SparkOptions.of(options).wav2vec_attn_implementation,
             )
             loading.done(
                 "BiCodec audio tokenizer (BiCodec/ + wav2vec2-large-xlsr-53/) on %s, float32%s",

@@ -9,6 +9,7 @@ from flashtts_core.hookspecs import hookimpl
 
 from .codec import BiCodecCodec
 from .engine import SparkEngine
+from .options import SparkOptions
 
 
 @hookimpl
@@ -19,3 +20,8 @@ def register_engines(register):
 @hookimpl
 def register_codecs(register):
     register(BiCodecCodec)
+
+
+@hookimpl
+def register_options(register):
+    register(SparkOptions)

@@ -2,38 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Optional
 
 from fastapi import Request, Response, UploadFile
 from flashtts_core.errors import InvalidRequest, UnsupportedCapability
-from flashtts_core.request import Level
 
 from .. import __version__
 from ..audio_response import audio_response, output_spec
 from ..limits import read_upload
+from ..plugin_options import RequestModels, option_infos
 from ..reference_audio import audio_from_string, build_reference, max_upload_bytes, require_clone
 from ..runtime import TTSRuntime
 from ..settings import ServerSettings
-from ..synthesis_fields import SamplingFields, check_text_length, synthesis_request
-from .protocol import MultiSpeakRequest, ServerInfo, SpeakRequest
-
-
-@dataclass
-class CloneForm:
-    """The fields of POST /clone_voice (multipart)."""
-
-    text: str
-    sampling: SamplingFields
-    stream: bool
-    response_format: str
-    sample_rate: Optional[int]
-    reference_audio: Optional[str] = None
-    reference_audio_file: Optional[UploadFile] = None
-    latent_file: Optional[UploadFile] = None
-    reference_text: Optional[str] = None
-    pitch: Optional[Level] = None
-    speed: Optional[Level] = None
+from ..synthesis_fields import check_text_length, synthesis_request
+from .protocol import CloneForm, MultiSpeakRequest, ServerInfo, SpeakRequest
 
 
 def _present(upload: Optional[UploadFile]) -> bool:
@@ -41,13 +23,20 @@ def _present(upload: Optional[UploadFile]) -> bool:
     return upload is not None and bool(upload.filename or upload.size)
 
 
-async def clone_voice(request: Request, runtime: TTSRuntime, settings: ServerSettings, form: CloneForm) -> Response:
+async def clone_voice(
+    request: Request,
+    runtime: TTSRuntime,
+    settings: ServerSettings,
+    form: CloneForm,
+    reference_audio_file: Optional[UploadFile] = None,
+    latent_file: Optional[UploadFile] = None,
+) -> Response:
     check_text_length(form.text, settings)
     require_clone(runtime)
     spec = output_spec(runtime, form.response_format, form.sample_rate, form.stream)
     limit = max_upload_bytes(settings)
-    if _present(form.reference_audio_file):
-        audio = await read_upload(form.reference_audio_file, limit, "reference_audio_file")
+    if _present(reference_audio_file):
+        audio = await read_upload(reference_audio_file, limit, "reference_audio_file")
     elif form.reference_audio and form.reference_audio.strip():
         audio = await audio_from_string(form.reference_audio, settings, "reference_audio")
     else:
@@ -55,10 +44,10 @@ async def clone_voice(request: Request, runtime: TTSRuntime, settings: ServerSet
             "give the reference voice as reference_audio_file (upload) or reference_audio (URL or base64)",
             param="reference_audio",
         )
-    latent = await read_upload(form.latent_file, limit, "latent_file") if _present(form.latent_file) else None
+    latent = await read_upload(latent_file, limit, "latent_file") if _present(latent_file) else None
     reference = await build_reference(runtime, settings, audio, form.reference_text, latent)
     synthesis = synthesis_request(
-        form.text, form.sampling, stream=form.stream, reference=reference, pitch=form.pitch, speed=form.speed
+        form.text, form, stream=form.stream, reference=reference, pitch=form.pitch, speed=form.speed
     )
     return await audio_response(
         request, runtime, runtime.synthesize(synthesis), spec, form.stream, synthesis.bound_report
@@ -92,8 +81,9 @@ async def multi_speak(
     return await audio_response(request, runtime, chunks, spec, body.stream, base.bound_report)
 
 
-def server_info(runtime: TTSRuntime, settings: ServerSettings) -> ServerInfo:
+def server_info(runtime: TTSRuntime, settings: ServerSettings, models: Optional[RequestModels] = None) -> ServerInfo:
     engine = runtime.engine
+    fields = models.speak.plugin_fields if models is not None else {}
     model = engine.model_path.name if engine.model_path is not None else engine.name
     return ServerInfo(
         model=model,
@@ -116,4 +106,5 @@ def server_info(runtime: TTSRuntime, settings: ServerSettings) -> ServerInfo:
         },
         auth_required=bool(settings.api_key),
         version=__version__,
+        options=option_infos(runtime.plugins, (engine.name, engine.backend_name), fields),
     )

@@ -3,6 +3,7 @@
 from flashtts_core import hookimpl
 
 from .markov_backend import MarkovBackend
+from .options import ToneOptions
 from .tone_engine import ToneEngine
 
 
@@ -14,6 +15,11 @@ def register_engines(register):
 @hookimpl
 def register_backends(register):
     register(MarkovBackend)
+
+
+@hookimpl
+def register_options(register):
+    register(ToneOptions)
 
 
 @hookimpl

@@ -11,6 +11,8 @@ import numpy as np
 from flashtts_core import BackendConfig, Capabilities, Engine, SamplingParams, SynthesisRequest, VoiceReference
 from flashtts_core.text import split_text
 
+from .options import ToneOptions
+
 SAMPLE_RATE = 16000
 FRAME = 320  # 20 ms per token
 VOCAB = 64
@@ -25,8 +27,9 @@ class ToneEngine(Engine):
     voices = ["low", "high"]
     default_sampling = SamplingParams(temperature=1.0, top_k=0, top_p=1.0, max_tokens=50)
 
-    def __init__(self, backend):
+    def __init__(self, backend, gain: float = 0.3):
         self.backend = backend
+        self.gain = gain
 
     @classmethod
     def detect(cls, path: Path) -> bool:
@@ -41,7 +44,8 @@ class ToneEngine(Engine):
 
     @classmethod
     async def load(cls, options, create_backend) -> "ToneEngine":
-        return cls(await create_backend(BackendConfig.from_options(options, Path(options.model_path))))
+        backend = await create_backend(BackendConfig.from_options(options, Path(options.model_path)))
+        return cls(backend, gain=ToneOptions.of(options).tone_gain)  # the server flag --tone_gain
 
     async def prepare_reference(self, reference: VoiceReference) -> VoiceReference:
         # The "voice" of a reference: its dominant frequency.
@@ -58,13 +62,14 @@ class ToneEngine(Engine):
             base = BASE_HZ[request.voice or "low"]
         if request.pitch is not None:
             base *= 2 ** ((request.pitch.rank - 2) / 4)
+        base *= 2.0 ** ToneOptions.of(None, request).tone_octave  # the request field tone_octave
         params = self.default_sampling.with_overrides(request.sampling)
         for segment in split_text(request.text, request.length_threshold, request.window_size):
             prompt = [b % VOCAB for b in segment.encode()]
             async for delta in self.backend.stream(prompt, params):
                 for token in delta:
                     t = np.arange(FRAME) / SAMPLE_RATE
-                    yield (0.3 * np.sin(2 * np.pi * base * (1 + token / VOCAB) * t)).astype(np.float32)
+                    yield (self.gain * np.sin(2 * np.pi * base * (1 + token / VOCAB) * t)).astype(np.float32)
 
     async def close(self) -> None:
         await self.backend.close()
