@@ -133,12 +133,14 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         print(f"{p.name} ({where})")
         if p.error:
             print(f"  FAILED: {p.error}")
-        for kind in ("engines", "backends", "codecs", "formats", "commands"):
+        for kind in ("engines", "backends", "codecs", "formats", "options", "commands"):
             names = getattr(p, kind)
             if not names:
                 continue
             if kind == "backends":
                 shown = [n if status.get(n) is None else f"{n} (unavailable)" for n in names]
+            elif kind == "options":  # owner: its fields
+                shown = [f"{n} ({', '.join(pm.options[n].model_fields)})" for n in names if n in pm.options]
             else:
                 shown = names
             print(f"  {kind}: {', '.join(shown)}")
