@@ -224,6 +224,26 @@ def test_the_example_plugins_own_flag_and_request_field_reach_its_engine(example
     assert "an option of 'mega'" in foreign.json()["error"]["message"]
 
 
+def test_infer_takes_the_example_plugins_flag_and_field(example_plugin, tmp_path):
+    """`flashtts infer` derives its flags from the same declarations: --tone_gain, --tone_octave."""
+    import soundfile as sf
+
+    model = tmp_path / "tone-model"
+    flashtts("tiny-model", "tone", str(model))
+    common = ["--model_path", str(model), "--backend", "markov", "--name", "low", "--max_tokens", "20", "-i", "Hi there."]
+    runs = {}
+    for label, extra in (("plain", []), ("octave", ["--tone_octave", "1"])):
+        target = tmp_path / f"{label}.wav"
+        out = flashtts("infer", *common, "--seed", "3", "--tone_gain", "0.8", *extra, "-o", str(target))
+        assert out.returncode == 0, out.stderr
+        audio, _ = sf.read(target, dtype="int16")
+        runs[label] = _tone(audio.tobytes())
+    assert abs(runs["plain"][0] - 0.8) < 0.02
+    assert 1.9 < runs["octave"][1] / runs["plain"][1] < 2.1
+    bad = flashtts("infer", *common, "--tone_octave", "5", "-o", str(tmp_path / "x.wav"))
+    assert bad.returncode == 2 and "--tone_octave" in bad.stderr and "Traceback" not in bad.stderr
+
+
 # -- commands from plugins (register_commands) ------------------------------------------------------
 SERVER_SRC = ROOT / "packages" / "flashtts-server" / "src"
 

@@ -4,6 +4,8 @@ through the ``register_commands`` hook (``convert gguf`` comes from flashtts-bac
 from __future__ import annotations
 
 import argparse
+import enum
+import functools
 import json
 import logging
 import sys
@@ -11,12 +13,10 @@ import typing
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-LEVELS = ("very_low", "low", "moderate", "high", "very_high")
-# `flashtts infer`'s own flags (a plugin's request field of one of these names is refused).
-INFER_FLAGS = (
-    "input", "output", "name", "reference_audio", "reference_text", "latent_file", "pitch", "speed", "temperature",
-    "top_k", "top_p", "repetition_penalty", "max_tokens", "length_threshold", "window_size", "log_level",
-)  # fmt: skip
+# Fields of /clone_voice's form that `flashtts infer` does not take as flags: the text is -i, the
+# reference a file (--reference_audio), the output a file whose extension is its format; the request's
+# seed is the engine's --seed.
+NOT_INFER_FLAGS = ("text", "reference_audio", "stream", "response_format", "sample_rate", "seed")
 
 
 class CLIError(Exception):
@@ -30,6 +30,8 @@ def _field_kind(annotation: Any) -> tuple[type, Optional[tuple]]:
         return _field_kind(args[0])
     if origin is typing.Literal:
         return str, typing.get_args(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return str, tuple(member.value for member in annotation)
     return annotation, None
 
 
@@ -52,14 +54,13 @@ def _add_flag(group, name: str, annotation: Any, help_text: str) -> None:
         )
 
 
-def add_request_option_arguments(parser: argparse.ArgumentParser, declared: dict) -> None:
-    """One ``--NAME`` flag per request field of the plugins' options (``--time_step`` …)."""
-    if not declared:
-        return
-    group = parser.add_argument_group("request options of the installed plugins (per synthesis)")
-    for name, option in declared.items():
-        owners = ", ".join(option.owners)
-        _add_flag(group, name, option.field.annotation, f"{option.field.description or ''} ({owners})")
+def add_request_arguments(parser: argparse.ArgumentParser, model_cls, exclude: Sequence[str]) -> None:
+    """One ``--NAME`` flag per field of a request model (``flashtts infer``: /clone_voice's form, the
+    plugins' request fields included), named and described as the API's field."""
+    group = parser.add_argument_group("synthesis fields (as in /speak and /clone_voice; default: the engine's)")
+    for name, field in model_cls.model_fields.items():
+        if name not in exclude:
+            _add_flag(group, name, field.annotation, field.description or "")
 
 
 def _settings_from_args(model_cls, args: argparse.Namespace):
@@ -187,13 +188,15 @@ def cmd_infer(args: argparse.Namespace) -> int:
         text = Path(text).read_text(encoding="utf-8")
     output = Path(args.output)
     fmt = output.suffix.lstrip(".").lower()
+    fields = _request_from_args(args, text)
     try:
-        asyncio.run(_infer(options, args, text, output, fmt))
+        asyncio.run(_infer(options, args, fields, output, fmt))
     except FlashTTSError as exc:
         raise CLIError(exc.message) from None
     return 0
 
 
+@functools.lru_cache(maxsize=1)
 def infer_options_model():
     """EngineOptions with the server flags of the installed plugins (``--fix_voice``, ``--snac_path`` …)."""
     from flashtts_core.options import EngineOptions, declared_options, field_definitions
@@ -204,33 +207,32 @@ def infer_options_model():
     return create_model("EngineOptions", __base__=EngineOptions, **field_definitions(declared))
 
 
-def infer_request_options():
-    """The request fields of the installed plugins' options that are not server flags too (``--time_step`` …)."""
-    from flashtts_core.options import declared_options
-    from flashtts_core.plugins import get_plugin_manager
+@functools.lru_cache(maxsize=1)
+def infer_request_model():
+    """/clone_voice's form model with the installed plugins' request fields: ``flashtts infer``'s
+    synthesis flags and their validation."""
+    from .plugin_options import request_models
 
-    from .plugin_options import CLONE_FILES
-
-    taken = {*INFER_FLAGS, *CLONE_FILES, *infer_options_model().model_fields}
-    return declared_options(get_plugin_manager().options.values(), "request", taken=taken)
+    return request_models().clone
 
 
-def _request_options(args) -> dict:
-    """``SynthesisRequest.options`` from the plugins' request flags given on the command line."""
-    from pydantic import TypeAdapter, ValidationError
+def _infer_request_flags() -> list[str]:
+    taken = {*NOT_INFER_FLAGS, *infer_options_model().model_fields}
+    return [name for name in infer_request_model().model_fields if name not in taken]
 
-    options: dict = {}
-    for name, declared in infer_request_options().items():
-        value = getattr(args, name, None)
-        if value is None:
-            continue
-        try:
-            value = TypeAdapter(declared.field.annotation).validate_python(value)
-        except ValidationError as exc:
-            raise CLIError(f"--{name}: {exc.errors()[0].get('msg')} (got {value!r})") from None
-        for owner in declared.owners:
-            options.setdefault(owner, {})[name] = value
-    return options
+
+def _request_from_args(args: argparse.Namespace, text: str):
+    """The synthesis fields of the command line, validated as the API validates them."""
+    from pydantic import ValidationError
+
+    values = {name: getattr(args, name) for name in _infer_request_flags() if getattr(args, name, None) is not None}
+    try:
+        return infer_request_model()(text=text, **values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err.get("loc", ())) or "input"
+        flag = "--input" if field == "text" else f"--{field}"
+        raise CLIError(f"{flag}: {err.get('msg')} (got {err.get('input')!r})") from None
 
 
 def _read_file(path: str, flag: str) -> bytes:
@@ -240,14 +242,13 @@ def _read_file(path: str, flag: str) -> bytes:
         raise CLIError(f"{flag}: cannot read {path}: {exc.strerror or exc}") from None
 
 
-async def _infer(options, args, text: str, output: Path, fmt: str) -> None:
+async def _infer(options, args, fields, output: Path, fmt: str) -> None:
     import time
 
     from flashtts_core.formats import encode_all
-    from flashtts_core.request import SynthesisRequest
-    from flashtts_core.sampling import SamplingOverrides
 
     from .runtime import TTSRuntime
+    from .synthesis_fields import synthesis_request
 
     runtime = await TTSRuntime.load(options)
     try:
@@ -260,27 +261,13 @@ async def _infer(options, args, text: str, output: Path, fmt: str) -> None:
                 from .reference_audio import load_latent
 
                 latent = load_latent(_read_file(args.latent_file, "--latent_file"), "--latent_file")
-            reference = await runtime.reference_from_bytes(data, args.reference_text, latent=latent)
+            reference = await runtime.reference_from_bytes(data, fields.reference_text, latent=latent)
         elif args.latent_file:
             raise CLIError("--latent_file goes with --reference_audio (the latent of that clip)")
         elif args.name:
             voice, reference = await runtime.resolve_voice(args.name)
-        request = SynthesisRequest(
-            text=text,
-            voice=voice,
-            reference=reference,
-            pitch=args.pitch,
-            speed=args.speed,
-            sampling=SamplingOverrides(
-                temperature=args.temperature,
-                top_k=args.top_k,
-                top_p=args.top_p,
-                repetition_penalty=args.repetition_penalty,
-                max_tokens=args.max_tokens,
-            ),
-            length_threshold=args.length_threshold,
-            window_size=args.window_size,
-            options=_request_options(args),
+        request = synthesis_request(
+            fields.text, fields, stream=False, voice=voice, reference=reference, pitch=fields.pitch, speed=fields.speed
         )
         start = time.perf_counter()
         audio = await runtime.render(runtime.synthesize(request))
@@ -321,20 +308,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     infer.add_argument("--name", help="a built-in voice or a saved role")
     infer.add_argument("--reference_audio", help="reference audio file to clone")
-    infer.add_argument("--reference_text", help="transcript of the reference audio")
     infer.add_argument("--latent_file", help="MegaTTS3: the reference's latent (.npy, float32 [1, T, 32])")
-    infer.add_argument("--pitch", choices=LEVELS)
-    infer.add_argument("--speed", choices=LEVELS)
-    infer.add_argument("--temperature", type=float)
-    infer.add_argument("--top_k", type=int)
-    infer.add_argument("--top_p", type=float)
-    infer.add_argument("--repetition_penalty", type=float)
-    infer.add_argument("--max_tokens", type=int)
-    infer.add_argument("--length_threshold", type=int, default=50)
-    infer.add_argument("--window_size", type=int, default=50)
     infer.add_argument("--log_level", default="warning")
+    add_request_arguments(infer, infer_request_model(), exclude=[*NOT_INFER_FLAGS, *infer_options_model().model_fields])
     add_settings_arguments(infer, infer_options_model())
-    add_request_option_arguments(infer, infer_request_options())
     infer.set_defaults(func=cmd_infer)
 
     tiny = sub.add_parser("tiny-model", help="write a tiny random checkpoint of an engine (for tests and demos)")

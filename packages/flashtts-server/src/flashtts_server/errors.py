@@ -9,9 +9,30 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from flashtts_core.errors import FlashTTSError, InvalidRequest
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger("flashtts.server")
+
+
+class ErrorDetail(BaseModel):
+    message: str = Field(description="What is wrong, in one line.")
+    type: str = Field(description="invalid_request_error, authentication_error, not_found_error, …")
+    param: Optional[str] = Field(None, description="The request field the error is about, when there is one.")
+    code: Optional[str] = Field(None, description="A machine-readable code, when there is one.")
+
+
+class ErrorResponse(BaseModel):
+    """The body of every 4xx and 5xx answer."""
+
+    error: ErrorDetail
+
+
+# The routers' documented errors: a 400 for bad input (never FastAPI's 422) and the other 4xx, one shape.
+ERROR_RESPONSES: dict = {
+    400: {"model": ErrorResponse, "description": "Bad input; error.param names the field."},
+    "4XX": {"model": ErrorResponse, "description": "Other client errors (401, 404, 409, 413, 415 …)."},
+}
 
 _TYPES = {
     400: "invalid_request_error",

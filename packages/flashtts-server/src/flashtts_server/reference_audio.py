@@ -1,4 +1,5 @@
-"""Reference audio from any of the ways a client can send it: an upload, a URL or base64 text."""
+"""Reference audio from any of the ways a client can send it: an upload, a URL or base64 text, with
+an optional MegaTTS3 latent beside it (/clone_voice and /add_speaker share :func:`reference_from_parts`)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ import re
 from typing import Optional
 
 import numpy as np
+from fastapi import UploadFile
 from flashtts_core.errors import AudioDecodeError, InvalidRequest, PayloadTooLarge, UnsupportedCapability
 from flashtts_core.request import VoiceReference
 
-from .limits import MIB
+from .limits import MIB, read_upload
 from .runtime import TTSRuntime
 from .settings import ServerSettings
 from .url_fetch import fetch_url, looks_like_url
@@ -114,3 +116,35 @@ async def build_reference(
     except AudioDecodeError as exc:
         exc.param = exc.param or param
         raise
+
+
+def upload_present(upload: Optional[UploadFile]) -> bool:
+    """A file part with content. Browsers send an empty part with filename "" for an untouched file input."""
+    return upload is not None and bool(upload.filename or upload.size)
+
+
+async def reference_from_parts(
+    runtime: TTSRuntime,
+    settings: ServerSettings,
+    *,
+    upload: Optional[UploadFile],
+    text: Optional[str],
+    reference_text: Optional[str],
+    latent_file: Optional[UploadFile],
+    upload_param: str,
+    text_param: str,
+) -> VoiceReference:
+    """A prepared clone reference from a form's parts: the audio as an upload (``upload_param``) or as
+    an http(s) URL / base64 string (``text_param``; the upload wins), its transcript, and a latent
+    upload. Every refusal is a 4xx naming the part."""
+    limit = max_upload_bytes(settings)
+    if upload_present(upload):
+        audio = await read_upload(upload, limit, upload_param)
+    elif text and text.strip():
+        audio = await audio_from_string(text, settings, text_param)
+    else:
+        raise InvalidRequest(
+            f"give the reference voice as {upload_param} (upload) or {text_param} (URL or base64)", param=text_param
+        )
+    latent = await read_upload(latent_file, limit, "latent_file") if upload_present(latent_file) else None
+    return await build_reference(runtime, settings, audio, reference_text, latent, param=text_param)

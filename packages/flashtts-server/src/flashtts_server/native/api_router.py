@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFil
 
 from ..auth import require_api_key
 from ..dependencies import get_runtime, get_settings
+from ..errors import ERROR_RESPONSES
 from ..plugin_options import RequestModels
 from ..route_table import synthesis_route
 from ..runtime import TTSRuntime
@@ -31,13 +32,13 @@ AUDIO_RESPONSES = {
             "audio/flac": {},
         },
     },
-    400: {"description": 'Bad input, in the error shape {"error": {...}}.'},
+    **ERROR_RESPONSES,
 }
 
 
 def build_router(models: RequestModels) -> APIRouter:
     """The native routes, their bodies being ``models`` (the plugins' request fields included)."""
-    router = APIRouter(tags=["native"], dependencies=[Depends(require_api_key)])
+    router = APIRouter(tags=["native"], dependencies=[Depends(require_api_key)], responses=ERROR_RESPONSES)
 
     @router.post("/clone_voice", response_class=Response, responses=AUDIO_RESPONSES)
     @synthesis_route

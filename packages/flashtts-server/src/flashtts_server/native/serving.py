@@ -9,18 +9,12 @@ from flashtts_core.errors import InvalidRequest, UnsupportedCapability
 
 from .. import __version__
 from ..audio_response import audio_response, output_spec
-from ..limits import read_upload
 from ..plugin_options import RequestModels, option_infos
-from ..reference_audio import audio_from_string, build_reference, max_upload_bytes, require_clone
+from ..reference_audio import reference_from_parts, require_clone
 from ..runtime import TTSRuntime
 from ..settings import ServerSettings
 from ..synthesis_fields import check_text_length, synthesis_request
 from .protocol import CloneForm, MultiSpeakRequest, ServerInfo, SpeakRequest
-
-
-def _present(upload: Optional[UploadFile]) -> bool:
-    # Browsers send an empty part with filename "" for an untouched file input.
-    return upload is not None and bool(upload.filename or upload.size)
 
 
 async def clone_voice(
@@ -34,18 +28,16 @@ async def clone_voice(
     check_text_length(form.text, settings)
     require_clone(runtime)
     spec = output_spec(runtime, form.response_format, form.sample_rate, form.stream)
-    limit = max_upload_bytes(settings)
-    if _present(reference_audio_file):
-        audio = await read_upload(reference_audio_file, limit, "reference_audio_file")
-    elif form.reference_audio and form.reference_audio.strip():
-        audio = await audio_from_string(form.reference_audio, settings, "reference_audio")
-    else:
-        raise InvalidRequest(
-            "give the reference voice as reference_audio_file (upload) or reference_audio (URL or base64)",
-            param="reference_audio",
-        )
-    latent = await read_upload(latent_file, limit, "latent_file") if _present(latent_file) else None
-    reference = await build_reference(runtime, settings, audio, form.reference_text, latent)
+    reference = await reference_from_parts(
+        runtime,
+        settings,
+        upload=reference_audio_file,
+        text=form.reference_audio,
+        reference_text=form.reference_text,
+        latent_file=latent_file,
+        upload_param="reference_audio_file",
+        text_param="reference_audio",
+    )
     synthesis = synthesis_request(
         form.text, form, stream=form.stream, reference=reference, pitch=form.pitch, speed=form.speed
     )

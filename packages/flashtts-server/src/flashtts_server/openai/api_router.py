@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from ..auth import require_api_key
 from ..dependencies import get_runtime, get_settings
+from ..errors import ERROR_RESPONSES
 from ..native.api_router import AUDIO_RESPONSES
 from ..plugin_options import RequestModels
 from ..route_table import synthesis_route
@@ -21,7 +22,9 @@ from .protocol import ModelCard, ModelList, VoiceList
 
 def build_router(models: RequestModels) -> APIRouter:
     """The OpenAI-compatible routes, the speech body being ``models.speech``."""
-    router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_api_key)])
+    router = APIRouter(
+        prefix="/v1", tags=["openai"], dependencies=[Depends(require_api_key)], responses=ERROR_RESPONSES
+    )
 
     @router.post(
         "/audio/speech",

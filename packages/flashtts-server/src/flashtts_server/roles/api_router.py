@@ -9,12 +9,13 @@ from fastapi import APIRouter, Depends, File, Form, UploadFile
 
 from ..auth import require_api_key
 from ..dependencies import get_runtime, get_settings
+from ..errors import ERROR_RESPONSES
 from ..runtime import TTSRuntime
 from ..settings import ServerSettings
 from . import serving
 from .protocol import RoleChanged, RoleList
 
-router = APIRouter(tags=["roles"], dependencies=[Depends(require_api_key)])
+router = APIRouter(tags=["roles"], dependencies=[Depends(require_api_key)], responses=ERROR_RESPONSES)
 
 
 @router.get("/audio_roles", response_model=RoleList)

@@ -8,8 +8,7 @@ from fastapi import UploadFile
 from flashtts_core.errors import Conflict, InvalidRequest, NotFound
 from flashtts_core.role_store import validate_role_name
 
-from ..limits import read_upload
-from ..reference_audio import audio_from_string, build_reference, max_upload_bytes, require_clone
+from ..reference_audio import reference_from_parts, require_clone
 from ..runtime import TTSRuntime
 from ..settings import ServerSettings
 from .protocol import RoleChanged, RoleList
@@ -17,10 +16,6 @@ from .protocol import RoleChanged, RoleList
 
 def list_roles(runtime: TTSRuntime) -> RoleList:
     return RoleList(roles=runtime.voice_names(), saved=runtime.roles.names(), builtin=list(runtime.engine.voices))
-
-
-def _present(upload: Optional[UploadFile]) -> bool:
-    return upload is not None and bool(upload.filename or upload.size)
 
 
 async def add_speaker(
@@ -38,15 +33,16 @@ async def add_speaker(
     require_clone(runtime, "audio")
     if not overwrite and await runtime.saved_role_version(name) is not None:
         raise Conflict(f"role {name!r} exists already; delete it first or send overwrite=true", param="name")
-    limit = max_upload_bytes(settings)
-    if _present(audio_file):
-        data = await read_upload(audio_file, limit, "audio_file")
-    elif audio and audio.strip():
-        data = await audio_from_string(audio, settings, "audio")
-    else:
-        raise InvalidRequest("give the role's audio as audio_file (upload) or audio (URL or base64)", param="audio")
-    latent = await read_upload(latent_file, limit, "latent_file") if _present(latent_file) else None
-    reference = await build_reference(runtime, settings, data, reference_text, latent, param="audio")
+    reference = await reference_from_parts(
+        runtime,
+        settings,
+        upload=audio_file,
+        text=audio,
+        reference_text=reference_text,
+        latent_file=latent_file,
+        upload_param="audio_file",
+        text_param="audio",
+    )
     saved = await runtime.add_role(name, reference, overwrite=overwrite)
     return RoleChanged(role=saved)
 
