@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from flashtts_core.errors import AudioDecodeError, Conflict, InvalidRequest, NotFound
-from flashtts_core.role_store import RoleStore, validate_role_name
+from flashtts_core.role_store import open_role_store, validate_role_name
 
 
 @pytest.mark.parametrize(
@@ -32,13 +32,13 @@ def test_good_names(name):
 def test_names_are_compared_in_nfc(tmp_path):
     nfc, nfd = unicodedata.normalize("NFC", "Åsa"), unicodedata.normalize("NFD", "Åsa")
     assert nfc != nfd and validate_role_name(nfd) == nfc
-    store = RoleStore(tmp_path)
+    store = open_role_store(tmp_path)
     store.save(nfd, np.full(1600, 0.1, np.float32), 16000)
     assert store.names() == [nfc] and store.exists(nfd) and store.exists(nfc)
 
 
 def test_concurrent_saves_without_overwrite_create_the_role_once(tmp_path):
-    store = RoleStore(tmp_path)
+    store = open_role_store(tmp_path)
     audio = np.full(1600, 0.1, np.float32)
     results: list[str] = []
     start = threading.Barrier(8)
@@ -64,10 +64,10 @@ def test_concurrent_saves_without_overwrite_create_the_role_once(tmp_path):
 
 
 def test_save_load_delete_roundtrip(tmp_path):
-    store = RoleStore(tmp_path)
+    store = open_role_store(tmp_path)
     audio = np.random.default_rng(0).uniform(-0.5, 0.5, 16000).astype(np.float32)
     store.save("alice", audio, 16000, "hello there", {"global_tokens": np.arange(32)}, engine="spark")
-    again = RoleStore(tmp_path)  # a restart finds it
+    again = open_role_store(tmp_path)  # a restart finds it
     assert again.names() == ["alice"]
     role = again.load("alice", engine="spark")
     np.testing.assert_array_equal(role.audio, audio)
@@ -85,7 +85,7 @@ def test_dropped_in_folder_is_a_role(tmp_path):
     (tmp_path / "bob").mkdir()
     sf.write(tmp_path / "bob" / "bob_voice.wav", np.full(8000, 0.1, np.float32), 8000)
     (tmp_path / "bob" / "reference_text.txt").write_text("hi I am bob\n")
-    store = RoleStore(tmp_path)
+    store = open_role_store(tmp_path)
     role = store.load("bob")
     assert role.sample_rate == 8000 and role.text == "hi I am bob"
     store.save_features("bob", "spark", {"semantic_tokens": np.ones(5, np.int64)})
@@ -93,7 +93,7 @@ def test_dropped_in_folder_is_a_role(tmp_path):
 
 
 def test_features_refuse_pickles(tmp_path):
-    store = RoleStore(tmp_path)
+    store = open_role_store(tmp_path)
     with pytest.raises(ValueError):
         store.save("x", np.ones(100, np.float32), 16000, None, {"bad": np.array([object()])}, engine="spark")
     assert store.names() == []
@@ -103,7 +103,7 @@ def test_features_refuse_pickles(tmp_path):
 def test_a_broken_dropped_in_role_is_a_clear_400_and_a_damaged_cache_is_ignored(tmp_path):
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "voice.wav").write_bytes(b"not a wav at all")
-    store = RoleStore(tmp_path)
+    store = open_role_store(tmp_path)
     with pytest.raises(AudioDecodeError) as err:
         store.load("broken")
     assert err.value.status == 400 and err.value.param == "name" and "voice.wav" in err.value.message
@@ -116,7 +116,7 @@ def test_a_broken_dropped_in_role_is_a_clear_400_and_a_damaged_cache_is_ignored(
 def test_a_role_dir_removed_while_running_is_empty_and_recreated_on_save(tmp_path):
     import shutil
 
-    store = RoleStore(tmp_path / "roles")
+    store = open_role_store(tmp_path / "roles")
     shutil.rmtree(tmp_path / "roles")
     assert store.names() == [] and not store.exists("alice")
     store.save("alice", np.full(1600, 0.1, np.float32), 16000)
@@ -124,12 +124,12 @@ def test_a_role_dir_removed_while_running_is_empty_and_recreated_on_save(tmp_pat
 
 
 def test_a_latent_is_kept_with_the_role_and_is_not_cache(tmp_path):
-    store = RoleStore(tmp_path)
+    store = open_role_store(tmp_path)
     latent = np.random.default_rng(0).standard_normal((1, 40, 32)).astype(np.float32)
     store.save(
         "mega", np.full(2400, 0.1, np.float32), 24000, latent=latent, features={"ph": np.arange(3)}, engine="mega"
     )
-    role = RoleStore(tmp_path).load("mega", "mega")  # a new store: as after a restart
+    role = open_role_store(tmp_path).load("mega", "mega")  # a new store: as after a restart
     assert role.latent is not None and role.latent.dtype == np.float32
     np.testing.assert_array_equal(role.latent, latent)
     assert set(role.features) == {"ph"}
@@ -138,7 +138,7 @@ def test_a_latent_is_kept_with_the_role_and_is_not_cache(tmp_path):
 
 
 def test_an_unreadable_latent_names_the_role(tmp_path):
-    store = RoleStore(tmp_path)
+    store = open_role_store(tmp_path)
     store.save("mega", np.full(2400, 0.1, np.float32), 24000, latent=np.zeros((1, 4, 32), np.float32))
     (tmp_path / "mega" / "latent.npy").write_bytes(b"not an npy file")
     with pytest.raises(InvalidRequest, match="mega"):
@@ -161,11 +161,11 @@ def _tone(seconds: float, freq: float, rate: int = 16000) -> np.ndarray:
 
 
 def test_the_version_stamp_is_a_content_hash_in_the_manifest(location):
-    store = RoleStore(location)
+    store = open_role_store(location)
     name, v1 = store.save_versioned("alice", _tone(0.5, 200), 16000, "one", {"t": np.arange(3)}, "spark")
     assert store.version("alice") == v1 == store.load("alice").version
-    assert RoleStore(location).save_versioned("alice", _tone(0.5, 200), 16000, "one")[1] == v1  # same bytes
-    other = RoleStore(location)  # another process's view
+    assert open_role_store(location).save_versioned("alice", _tone(0.5, 200), 16000, "one")[1] == v1  # same bytes
+    other = open_role_store(location)  # another process's view
     _, v2 = store.save_versioned("alice", _tone(0.5, 300), 16000, "two")
     assert v2 != v1 and other.version("alice") == v2 and other.load("alice").text == "two"
     assert other.load("alice", "spark").features == {}  # the cache of version one is not this voice
@@ -176,7 +176,7 @@ def test_the_version_stamp_is_a_content_hash_in_the_manifest(location):
 
 
 def test_features_computed_from_an_old_version_are_never_used(location):
-    store = RoleStore(location)
+    store = open_role_store(location)
     _, v1 = store.save_versioned("bob", _tone(0.5, 200), 16000, "one")
     store.save("bob", _tone(0.5, 300), 16000, "two")  # another replica overwrites meanwhile
     store.save_features("bob", "spark", {"t": np.arange(4)}, version=v1)  # tokens of the old voice
@@ -187,9 +187,9 @@ def test_features_computed_from_an_old_version_are_never_used(location):
 
 def _add_once(location: str, name: str, i: int, start: float, out) -> None:
     from flashtts_core.errors import Conflict
-    from flashtts_core.role_store import RoleStore
+    from flashtts_core.role_store import open_role_store
 
-    store = RoleStore(location)
+    store = open_role_store(location)
     time.sleep(max(0.0, start - time.time()))  # all processes write at the same moment
     try:
         store.save(name, _tone(0.3, 150 + 10 * i), 16000, f"take {i}", overwrite=False)
@@ -202,7 +202,7 @@ def test_processes_adding_one_new_name_at_once_save_it_once(location):
     import multiprocessing
 
     ctx = multiprocessing.get_context("fork")
-    RoleStore(location)
+    open_role_store(location)
     for round_ in range(2):
         out = ctx.Queue()
         name, start = f"racer{round_}", time.time() + 1.0
@@ -214,11 +214,11 @@ def test_processes_adding_one_new_name_at_once_save_it_once(location):
         results = sorted(out.get(timeout=5) for _ in procs)
         assert [r for r, _ in results] == ["conflict"] * 3 + ["saved"], results
         winner = next(i for r, i in results if r == "saved")
-        assert RoleStore(location).load(name).text == f"take {winner}"  # the winner's voice, whole
+        assert open_role_store(location).load(name).text == f"take {winner}"  # the winner's voice, whole
 
 
 def test_a_reader_never_sees_half_of_an_overwrite(location):
-    store, reader = RoleStore(location), RoleStore(location)
+    store, reader = open_role_store(location), open_role_store(location)
     voices = {f"take {i}": _tone(0.3, 150 + 50 * i) for i in range(2)}
     store.save("flip", voices["take 0"], 16000, "take 0")
     stop = threading.Event()
@@ -242,7 +242,7 @@ def test_a_reader_never_sees_half_of_an_overwrite(location):
 
 def _write_roles(location: str, prefix: str, fd: int) -> None:
     """Save roles until killed; after each save returns, say so on ``fd``."""
-    store = RoleStore(location)
+    store = open_role_store(location)
     os.write(fd, b"ready\n")
     for i in range(10**6):
         audio = (0.3 * np.sin(np.arange(16000 * 8) * (0.05 + 0.001 * (i % 50)))).astype(np.float32)
@@ -277,7 +277,7 @@ def test_a_writer_killed_at_random_moments_never_leaves_a_half_role(location):
             os.kill(proc.pid, signal.SIGKILL)
             proc.join()
             finished |= {f"k{kill}-{line.split()[1]}" for line in lines.read().splitlines() if line.startswith("saved")}
-    store = RoleStore(location)
+    store = open_role_store(location)
     if location.startswith("s3://"):
         store.cleanup(stale_after=0)  # no writer is alive: every unreferenced upload is abandoned
     names = set(store.names())
@@ -297,13 +297,13 @@ def test_a_writer_killed_at_random_moments_never_leaves_a_half_role(location):
 
 def test_a_missing_bucket_is_a_clear_error_at_startup(s3_endpoint):
     with pytest.raises(InvalidRequest, match="no-such-bucket"):
-        RoleStore("s3://no-such-bucket-r1/roles")
+        open_role_store("s3://no-such-bucket-r1/roles")
 
 
 def test_a_dropped_in_folder_gets_a_new_stamp_when_its_files_change(tmp_path):
     (tmp_path / "carol").mkdir()
     sf.write(tmp_path / "carol" / "voice.wav", _tone(0.5, 200), 16000)
-    store = RoleStore(f"file://{tmp_path}")  # a file:// URL is the local folder
+    store = open_role_store(f"file://{tmp_path}")  # a file:// URL is the local folder
     first = store.version("carol")
     store.save_features("carol", "spark", {"t": np.arange(3)})
     assert first is not None and store.load("carol", "spark").features["t"].tolist() == [0, 1, 2]
@@ -311,3 +311,13 @@ def test_a_dropped_in_folder_gets_a_new_stamp_when_its_files_change(tmp_path):
     sf.write(tmp_path / "carol" / "voice.wav", _tone(0.5, 400), 16000)  # replaced by hand
     assert store.version("carol") != first
     assert store.load("carol", "spark").features == {}  # tokens of the old clip are not used
+
+
+def test_the_factory_opens_a_folder_or_an_object_store(location, tmp_path):
+    from flashtts_core.role_store import FolderRoleStore, ObjectRoleStore, RoleStore
+
+    kind = ObjectRoleStore if location.startswith("s3://") else FolderRoleStore
+    assert type(open_role_store(location)) is kind
+    assert type(open_role_store(f"file://{tmp_path / 'local'}")) is FolderRoleStore
+    with pytest.raises(TypeError):
+        RoleStore()  # the interface alone stores nothing

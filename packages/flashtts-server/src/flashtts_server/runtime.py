@@ -20,7 +20,7 @@ from flashtts_core.formats import AudioEncoder
 from flashtts_core.options import EngineOptions
 from flashtts_core.plugins import PluginManager, get_plugin_manager
 from flashtts_core.request import SynthesisRequest, VoiceReference
-from flashtts_core.role_store import RoleStore, validate_role_name
+from flashtts_core.role_store import RoleStore, open_role_store, validate_role_name
 
 from .reference_cache import ReferenceCache, reference_key
 
@@ -142,7 +142,7 @@ class TTSRuntime:
         )
         role_dir = options.role_dir or Path(engine.default_role_dir)
         # A local folder or an fsspec URL (s3://bucket/prefix); opening it may list a remote store.
-        roles = await asyncio.to_thread(RoleStore, role_dir)
+        roles = await asyncio.to_thread(open_role_store, role_dir)
         runtime = cls(
             engine, options, plugins, roles, tokens, reference_cache_size=getattr(options, "reference_cache_size", 32)
         )
