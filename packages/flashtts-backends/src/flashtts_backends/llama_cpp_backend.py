@@ -124,11 +124,7 @@ class LlamaCppBackend(LLMBackend):
 
         if not prompt_ids:
             raise InvalidRequest("empty prompt")
-        room = self.context_length - len(prompt_ids)
-        if room <= 0:
-            raise InvalidRequest(
-                f"prompt of {len(prompt_ids)} tokens does not fit max_length {self.context_length}", param="text"
-            )
+        room = self.prompt_room(prompt_ids, self.context_length)
         if any(not 0 <= t < self.vocab_size for t in prompt_ids):
             raise InvalidRequest(f"prompt token ids must be in [0, {self.vocab_size})")
         seed = params.seed if params.seed is not None else self._seeds.randrange(2**63)

@@ -74,11 +74,7 @@ class SglangBackend(LLMBackend):
         return cls(engine, config, _allowed_ids_processor().to_str())
 
     def _sampling_params(self, prompt_ids: list[int], params: SamplingParams) -> dict:
-        room = self.config.max_length - len(prompt_ids)
-        if room <= 0:
-            raise InvalidRequest(
-                f"prompt of {len(prompt_ids)} tokens does not fit max_length {self.config.max_length}", param="text"
-            )
+        room = self.prompt_room(prompt_ids, self.config.max_length)
         sampling = {
             "max_new_tokens": min(params.max_tokens, room),
             "temperature": params.temperature,

@@ -66,11 +66,7 @@ class TensorRTBackend(LLMBackend):
     def _sampling_params(self, prompt_ids: list[int], params: SamplingParams):
         from tensorrt_llm import SamplingParams as TrtSamplingParams
 
-        room = self.config.max_length - len(prompt_ids)
-        if room <= 0:
-            raise InvalidRequest(
-                f"prompt of {len(prompt_ids)} tokens does not fit max_length {self.config.max_length}", param="text"
-            )
+        room = self.prompt_room(prompt_ids, self.config.max_length)
         greedy = params.temperature == 0
         processor = (
             _AllowedTokenIds(params, len(prompt_ids))

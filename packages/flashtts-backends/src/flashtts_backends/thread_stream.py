@@ -91,11 +91,7 @@ class SerialThreadBackend(LLMBackend):
     async def stream(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[list[int]]:
         if not prompt_ids:
             raise InvalidRequest("empty prompt")
-        room = self.context_length - len(prompt_ids)
-        if room <= 0:
-            raise InvalidRequest(
-                f"prompt of {len(prompt_ids)} tokens does not fit max_length {self.context_length}", param="text"
-            )
+        room = self.prompt_room(prompt_ids, self.context_length)
         max_new = min(params.max_tokens, room)
         seed = params.seed if params.seed is not None else self._seeds.randrange(2**63)
         prompt = list(prompt_ids)

@@ -108,11 +108,7 @@ class TorchBackend(LLMBackend):
         return cls(model, config, device)
 
     def _max_new(self, prompt_ids: list[int], params: SamplingParams) -> int:
-        room = self.config.max_length - len(prompt_ids)
-        if room <= 0:
-            raise InvalidRequest(
-                f"prompt of {len(prompt_ids)} tokens does not fit max_length {self.config.max_length}", param="text"
-            )
+        room = self.prompt_room(prompt_ids, self.config.max_length)
         return min(params.max_tokens, room)
 
     async def stream(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[list[int]]:

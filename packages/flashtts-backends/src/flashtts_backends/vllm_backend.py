@@ -103,11 +103,7 @@ class VllmBackend(LLMBackend):
         from vllm import SamplingParams as VllmSamplingParams
         from vllm.sampling_params import RequestOutputKind
 
-        room = self.max_model_len - len(prompt_ids)
-        if room <= 0:
-            raise InvalidRequest(
-                f"prompt of {len(prompt_ids)} tokens does not fit max_length {self.max_model_len}", param="text"
-            )
+        room = self.prompt_room(prompt_ids, self.max_model_len)
         allowed = None
         if params.allowed_token_ids is not None:
             allowed = sorted({*params.allowed_token_ids, *params.stop_token_ids})

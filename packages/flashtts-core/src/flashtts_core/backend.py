@@ -80,6 +80,19 @@ class LLMBackend(ABC):
     tensor_parallel: ClassVar[bool] = False
     # Values of ``--llm_quantization`` this backend applies when it loads the model.
     quantizations: ClassVar[tuple[str, ...]] = ()
+    # Sequences generating or waiting in this backend now (0 where a backend does not count them).
+    active: int = 0
+
+    @staticmethod
+    def prompt_room(prompt_ids: list[int], context_length: int) -> int:
+        """How many tokens may follow the prompt in a context of ``context_length``; a 4xx (naming
+        ``max_length``) when the prompt alone fills it."""
+        room = context_length - len(prompt_ids)
+        if room <= 0:
+            raise InvalidRequest(
+                f"prompt of {len(prompt_ids)} tokens does not fit max_length {context_length}", param="text"
+            )
+        return room
 
     @classmethod
     def check_options(cls, options) -> None:
