@@ -160,3 +160,12 @@ async def test_sampling_parameters_change_the_output(backend):
     assert top1 == greedy, "top_k=1 is greedy"
     tiny_p = (await backend.generate(PROMPT, SamplingParams(temperature=1.5, top_k=0, top_p=1e-6, **base))).token_ids
     assert tiny_p == greedy, "a tiny top_p keeps only the most likely token"
+
+
+async def test_a_prompt_longer_than_max_length_is_a_clear_4xx(backend):
+    from flashtts_core.errors import InvalidRequest
+
+    too_long = PROMPT * 5000  # 40,000 tokens: far past the test backends' max_length
+    with pytest.raises(InvalidRequest, match="does not fit max_length") as refused:
+        await collect(backend, too_long, GREEDY)
+    assert refused.value.status == 400 and refused.value.param == "text"
