@@ -57,29 +57,49 @@ class TokenCount:
         self.total = 0
 
     def watch(self, backend: LLMBackend) -> LLMBackend:
-        """Count what ``backend.stream`` yields; ``generate`` and every engine go through ``stream``."""
-        stream = backend.stream
+        """``backend`` with what its ``stream`` yields counted; ``generate`` and every engine go through
+        ``stream``."""
+        return CountedBackend(backend, self)
 
-        async def counted(prompt_ids: list[int], params) -> AsyncIterator[list[int]]:
-            deltas = stream(prompt_ids, params)
-            generated = 0
-            try:
-                async for delta in deltas:
-                    self.total += len(delta)
-                    generated += len(delta)
-                    yield delta
-                # Ran into the speaking-rate bound of its text (speaking_rate.bounded_params): say so.
-                report = getattr(params, "bound_report", None)
-                if report is not None and generated >= params.max_tokens:
-                    report.note_cut(params.bound_seconds or 0.0)
-            finally:
-                # Closed now, not at garbage collection: the backend frees its slot when its stream closes.
-                aclose = getattr(deltas, "aclose", None)
-                if aclose is not None:
-                    await aclose()
 
-        backend.stream = counted  # the instance attribute shadows the method
-        return backend
+class CountedBackend(LLMBackend):
+    """A backend whose stream is counted into a ``TokenCount``; all else is the wrapped backend's."""
+
+    def __init__(self, backend: LLMBackend, count: TokenCount) -> None:
+        self.backend = backend
+        self._count = count
+
+    @classmethod
+    async def create(cls, config: BackendConfig) -> LLMBackend:
+        raise TypeError("CountedBackend wraps a backend that is created already (TokenCount.watch)")
+
+    def __getattr__(self, name: str):  # what LLMBackend does not declare: config, vocab_size, …
+        return getattr(self.backend, name)
+
+    @property
+    def active(self) -> int:  # type: ignore[override]
+        return self.backend.active
+
+    async def stream(self, prompt_ids: list[int], params) -> AsyncIterator[list[int]]:
+        deltas = self.backend.stream(prompt_ids, params)
+        generated = 0
+        try:
+            async for delta in deltas:
+                self._count.total += len(delta)
+                generated += len(delta)
+                yield delta
+            # Ran into the speaking-rate bound of its text (speaking_rate.bounded_params): say so.
+            report = getattr(params, "bound_report", None)
+            if report is not None and generated >= params.max_tokens:
+                report.note_cut(params.bound_seconds or 0.0)
+        finally:
+            # Closed now, not at garbage collection: the backend frees its slot when its stream closes.
+            aclose = getattr(deltas, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    async def close(self) -> None:
+        await self.backend.close()
 
 
 class TTSRuntime:
