@@ -4,6 +4,7 @@ lands in the JSON (the full-size run is `nox -s bench`; this only checks the scr
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -33,3 +34,34 @@ def test_e2e_bench_tiny_measures_every_model(tmp_path):
     assert orpheus[0]["rtf"]["1"] > 0 and orpheus[0]["aggregate"]["2"] > 0 and orpheus[0]["first_audio_s"] > 0
     assert mega[0]["rtf"]["speak"] > 0 and mega[0]["rtf"]["clone"] > 0 and mega[0]["aggregate"]["2"] > 0
     assert "TINY test model" in run.stdout
+
+
+def _gpu_script(mode: str, tmp_path, timeout: int) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path / "out"), "VENV": str(tmp_path / "venv")}
+    return subprocess.run(
+        ["bash", str(ROOT / "bench" / "gpu.sh"), mode], capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+def test_gpu_script_dry_run_checks_every_step(tmp_path):
+    """bench/gpu.sh --dry-run: every e2e flag it uses exists, and each run is planned with the GPU flags."""
+    run = _gpu_script("--dry-run", tmp_path, 120)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "accepts every flag used here" in run.stdout
+    for step in ("spark-vllm", "spark-torch", "orpheus-torch", "mega-torch"):
+        assert f"] {step}: " in run.stdout
+    assert "--cache_implementation\\ static" in run.stdout and "--concurrency 1\\,16\\,64" in run.stdout
+    assert not (tmp_path / "out" / "spark-torch.json").exists()  # a dry run measures nothing
+
+
+@pytest.mark.slow
+def test_gpu_script_cpu_path_runs_the_same_bench_tiny(tmp_path):
+    """bench/gpu.sh --cpu: the GPU script's own invocations on the tiny models, summary included."""
+    run = _gpu_script("--cpu", tmp_path, 600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    for name in ("spark-torch", "orpheus-torch", "mega-torch"):
+        report = json.loads((tmp_path / "out" / f"{name}.json").read_text())
+        section = report["results"] if name.startswith("spark") else report[name.split("-")[0]]["results"]
+        assert section[0]["status"] == "ok", section[0]["status"]
+    summary = run.stdout.split("summary (from")[1]
+    assert "x RT c=2" in summary and "spark-torch" in summary and "mega-torch" in summary
