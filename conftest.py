@@ -8,7 +8,6 @@ uvicorn on 127.0.0.1, and waits for /health.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.server_process import Server, free_port, start_server
+
+__all__ = ["Server", "free_port", "start_server"]  # imported from here by the tests
 
 
 def _tiny_model(tmp_path_factory, engine: str) -> Path:
@@ -81,63 +84,9 @@ def with_gguf(model_dir: Path, folder: Path) -> Path:
     return folder
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """A running ``flashtts serve`` process."""
-
-    def __init__(self, proc: subprocess.Popen, port: int, log: Path):
-        self.proc = proc
-        self.port = port
-        self.log = log
-        self.url = f"http://127.0.0.1:{port}"
-
-    def client(self, **kwargs) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=kwargs.pop("timeout", 120), **kwargs)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-
 def torch_server_args(model: Path, tmp_path: Path, *flags: str) -> list[str]:
     """``flashtts serve`` arguments for ``model`` on the torch backend with its roles under ``tmp_path``."""
     return ["--model_path", str(model), "--backend", "torch", "--role_dir", str(tmp_path / "roles"), *flags]
-
-
-def start_server(args: list[str], tmp_path: Path, env: dict | None = None, timeout: float = 180) -> Server:
-    port = free_port()
-    log = tmp_path / f"server-{port}.log"
-    cmd = [sys.executable, "-m", "flashtts_server.cli", "serve", "--host", "127.0.0.1", "--port", str(port), *args]
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=full_env, cwd=tmp_path)
-    server = Server(proc, port, log)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}:\n{server.output()[-4000:]}")
-        try:
-            r = httpx.get(f"{server.url}/health", timeout=2)
-            if r.status_code == 200 and r.json().get("status") == "ok":
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    server.stop()
-    raise RuntimeError(f"server did not become healthy in {timeout} s:\n{server.output()[-4000:]}")
 
 
 @pytest.fixture

@@ -8,22 +8,18 @@ One server serves the whole module; the last test stops it with a real SIGTERM.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import httpx
 import pytest
 from flashtts_server import __version__
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import Server, free_port
+from tests.server_process import Server, spawn_server
 
 KEY = "ops-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -43,17 +39,6 @@ FAMILIES = {
     "flashtts_rejected_requests": "counter",
     "flashtts_info": "gauge",  # an info metric, as the text format writes one
 }
-
-
-def _spawn(args: list[str], tmp: Path, name: str) -> Server:
-    port = free_port()
-    log = tmp / f"{name}.log"
-    cmd = [sys.executable, "-m", "flashtts_server.cli", "serve", "--host", "127.0.0.1", "--port", str(port), *args]
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(
-            cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=tmp
-        )
-    return Server(proc, port, log)
 
 
 def _wait_ready(server: Server, timeout: float = 240) -> list[tuple[int, str, int, str]]:
@@ -84,7 +69,7 @@ def servers(tiny_spark, tmp_path_factory):
     flags += ["--shutdown_timeout", str(SHUTDOWN_TIMEOUT), "--role_dir", str(tmp / "roles")]
     # The speaking-rate bound off (the flag's 0): max_tokens alone sets how long the held streams run.
     flags += ["--speaking_rate_bound", "0"]
-    server = _spawn(["--model_path", str(tiny_spark), "--backend", "torch", *flags], tmp, "ops")
+    server = spawn_server(["--model_path", str(tiny_spark), "--backend", "torch", *flags], tmp, log=tmp / "ops.log")
     try:
         server.startup = _wait_ready(server)
         yield {"ops": server}
