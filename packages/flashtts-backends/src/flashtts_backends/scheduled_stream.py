@@ -1,15 +1,116 @@
-"""The consumer side of a batching scheduler thread (torch, llama-cpp): one sequence's tokens on the loop.
+"""A batching scheduler thread (torch, llama-cpp) and its consumer side: one sequence's tokens on the loop.
 
-The scheduler thread calls the sequence's ``emit`` with token lists, an exception, and finally
-``done``; ``emit`` is thread-safe. A consumer that stops iterating cancels the sequence and waits,
-without blocking the loop, until the scheduler has dropped its row, so the slot is really free when
-the consumer moves on.
+``SchedulerThread`` is what both schedulers share: sequences wait in a list, one thread sleeps until
+there is work, admits what fits and runs one batched step over every active sequence; ``submit``,
+``wake`` and ``close`` are called from other threads. The scheduler thread calls a sequence's ``emit``
+with token lists, an exception, and finally ``DONE``; ``emit`` is thread-safe. A consumer that stops
+iterating cancels the sequence and waits, without blocking the loop, until the scheduler has dropped
+its row, so the slot is really free when the consumer moves on.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import AsyncIterator, Callable, Protocol
+import logging
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Callable, Protocol
+
+from flashtts_core.sampling import SamplingParams
+
+# What a scheduler hands to a sequence's consumer: a list of new ids, an exception, or DONE.
+DONE = object()
+
+
+@dataclass(eq=False)
+class ScheduledSequence:
+    """One request in flight. ``emit`` is thread-safe and delivers to the consumer on its loop."""
+
+    prompt_ids: list[int]
+    params: SamplingParams
+    max_new: int
+    sampler: Any  # the backend's sampler for this row
+    emit: Callable[[object], None]
+    cancel: threading.Event = field(default_factory=threading.Event)
+    generated: int = 0
+    next_input: int = -1  # the last sampled token, fed in the next decode step
+
+
+class SchedulerThread(ABC):
+    """Waiting and active sequences served by one thread; a subclass admits and steps them.
+
+    ``_take_joining`` (under the lock) picks the waiting sequences that join now; ``_step`` runs with
+    them outside the lock; ``_failed`` clears the batch after a step raised (every sequence in it
+    then hears the exception and DONE, and the thread keeps serving)."""
+
+    def __init__(self, backend: str, logger: logging.Logger):
+        self.backend = backend
+        self._logger = logger
+        self._waiting: list[ScheduledSequence] = []
+        self._active: list[ScheduledSequence] = []
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=f"flashtts-{backend}-scheduler", daemon=True)
+        self._thread.start()
+
+    def submit(self, seq: ScheduledSequence) -> None:
+        with self._cond:
+            if self._closed:
+                raise RuntimeError(f"{self.backend} backend is closed")
+            self._waiting.append(seq)
+            self._cond.notify()
+
+    def wake(self) -> None:
+        """Called when a consumer cancels, so an idle-looking scheduler drops the row promptly."""
+        with self._cond:
+            self._cond.notify()
+
+    def close(self, timeout: float = 30) -> bool:
+        """Stop the thread (waiting and active sequences hear an error); False if it is still busy."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join(timeout=timeout)
+        return not self._thread.is_alive()
+
+    @abstractmethod
+    def _take_joining(self) -> tuple[list, list]:
+        """(sequences that join now, cancelled ones that never ran), taken off ``_waiting``; under the lock."""
+
+    @abstractmethod
+    def _step(self, joining: list) -> None:
+        """Drop cancelled rows, admit ``joining``, run one batched decode step."""
+
+    @abstractmethod
+    def _failed(self, sequences: list) -> None:
+        """Free what ``sequences`` (those joining and active when a step raised) held; empty the batch."""
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed and not self._waiting and not self._active:
+                    self._cond.wait()
+                if self._closed:
+                    break
+                joining, dropped = self._take_joining()
+            for seq in dropped:
+                seq.emit(DONE)
+            try:
+                self._step(joining)
+            except BaseException as exc:  # every consumer hears of it; the scheduler keeps serving
+                self._logger.exception("%s backend: batched step failed", self.backend)
+                failed = list(dict.fromkeys(joining + self._active))  # admitted ones are in both
+                self._failed(failed)
+                self._active = []
+                for seq in failed:
+                    seq.emit(exc)
+                    seq.emit(DONE)
+        with self._cond:
+            left, self._waiting = self._waiting + self._active, []
+        for seq in left:
+            seq.emit(RuntimeError(f"{self.backend} backend closed"))
+            seq.emit(DONE)
 
 
 class Scheduled(Protocol):

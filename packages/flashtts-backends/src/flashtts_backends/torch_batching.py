@@ -10,38 +10,24 @@ cancelled rows leave the batch at the next step and free their slot.
 from __future__ import annotations
 
 import logging
-import threading
-from dataclasses import dataclass, field
-from typing import Callable
+from dataclasses import dataclass
 
 import torch
-from flashtts_core.sampling import SamplingParams
 
+from .scheduled_stream import DONE, ScheduledSequence, SchedulerThread
 from .torch_sampler import TorchSampler
 
 logger = logging.getLogger("flashtts.backend.torch")
 
-# What a scheduler hands to a sequence's consumer: a list of new ids, an exception, or DONE.
-DONE = object()
-
 
 @dataclass(eq=False)
-class Sequence:
-    """One request in flight. ``emit`` is thread-safe and delivers to the consumer on its loop."""
-
-    prompt_ids: list[int]
-    params: SamplingParams
-    max_new: int
+class Sequence(ScheduledSequence):
     sampler: TorchSampler
-    emit: Callable[[object], None]
-    cancel: threading.Event = field(default_factory=threading.Event)
     seen: torch.Tensor | None = None  # prompt + output ids, for the repetition penalty
-    generated: int = 0
-    next_input: int = -1  # the last sampled token, fed in the next decode step
     pad: int = 0  # left-padding columns of this row in the batch cache
 
 
-class BatchScheduler:
+class BatchScheduler(SchedulerThread):
     """Runs prefill and batched decode steps in one thread for up to ``max_batch`` sequences."""
 
     def __init__(self, model, device: str, max_batch: int, restrict_head: bool = True):
@@ -51,70 +37,36 @@ class BatchScheduler:
         self.head = OutputHead(model, enabled=restrict_head)
         self.device = device
         self.max_batch = max_batch
-        self._waiting: list[Sequence] = []
-        self._active: list[Sequence] = []
         self._kv: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer (B, heads, L, head_dim)
         # The cache decode steps write into (torch_kv); None after rows joined or left (built anew).
         self._cache = None
-        self._cond = threading.Condition()
-        self._closed = False
-        self._thread = threading.Thread(target=self._run, name="flashtts-torch-scheduler", daemon=True)
-        self._thread.start()
+        super().__init__("torch", logger)
 
     @property
     def active(self) -> int:
         """Sequences holding a batch slot right now."""
         return len(self._active)
 
-    def submit(self, seq: Sequence) -> None:
-        with self._cond:
-            if self._closed:
-                raise RuntimeError("torch backend is closed")
-            self._waiting.append(seq)
-            self._cond.notify()
-
-    def wake(self) -> None:
-        """Called when a consumer cancels, so an idle-looking scheduler drops the row promptly."""
-        with self._cond:
-            self._cond.notify()
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
-        self._thread.join(timeout=30)
-
     # -- the scheduler thread ------------------------------------------------------------------
 
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._closed and not self._waiting and not self._active:
-                    self._cond.wait()
-                if self._closed:
-                    break
-                room = self.max_batch - len(self._active)
-                joining, self._waiting = self._waiting[:room], self._waiting[room:]
-            try:
-                with torch.inference_mode():
-                    cancelled = [s for s in self._active if s.cancel.is_set()]
-                    self._drop(cancelled)
-                    for seq in cancelled:
-                        seq.emit(DONE)
-                    for seq in joining:
-                        self._admit(seq)
-                    if self._active:
-                        self._decode_step()
-            except BaseException as exc:  # every consumer hears of it; the scheduler keeps serving
-                logger.exception("torch backend: batched step failed")
-                failed = list(dict.fromkeys(joining + self._active))  # admitted ones are in both
-                self._active, self._kv, self._cache = [], [], None
-                for seq in failed:
-                    seq.emit(exc)
-                    seq.emit(DONE)
-        for seq in self._waiting + self._active:
-            seq.emit(RuntimeError("torch backend closed"))
-            seq.emit(DONE)
+    def _take_joining(self) -> tuple[list, list]:
+        room = self.max_batch - len(self._active)
+        joining, self._waiting = self._waiting[:room], self._waiting[room:]
+        return joining, []
+
+    def _step(self, joining: list) -> None:
+        with torch.inference_mode():
+            cancelled = [s for s in self._active if s.cancel.is_set()]
+            self._drop(cancelled)
+            for seq in cancelled:
+                seq.emit(DONE)
+            for seq in joining:
+                self._admit(seq)
+            if self._active:
+                self._decode_step()
+
+    def _failed(self, sequences: list) -> None:
+        self._kv, self._cache = [], None
 
     def _admit(self, seq: Sequence) -> None:
         """Prefill one prompt alone, sample its first token, and add its cache to the batch."""
