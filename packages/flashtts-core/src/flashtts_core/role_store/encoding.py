@@ -38,6 +38,17 @@ class StoredRole:
     version: Optional[str] = None  # the store's stamp of what was read (see RoleStore.version)
 
 
+@dataclass
+class EncodedRole:
+    """A role as a store writes it: its source files, their manifest, and one engine's cache files."""
+
+    name: str
+    files: dict[str, bytes]
+    manifest: dict
+    engine: Optional[str] = None
+    cache: Optional[dict[str, bytes]] = None
+
+
 def is_cache_key(name: str) -> bool:
     """An engine name or feature key usable as a file name in the cache."""
     return bool(_KEY.match(name))

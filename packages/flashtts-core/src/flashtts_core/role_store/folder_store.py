@@ -39,6 +39,7 @@ from .encoding import (
     LATENT_FILE,
     MANIFEST,
     TEXT_FILE,
+    EncodedRole,
     StoredRole,
     decode_features,
     decode_role,
@@ -151,15 +152,8 @@ class FolderRoleStore(RoleStore):
         raise NotFound(f"unknown role {path.name!r}", param="name")
 
     # -- writing --------------------------------------------------------------------------------
-    def _commit(
-        self,
-        name: str,
-        files: dict[str, bytes],
-        manifest: dict,
-        engine: Optional[str],
-        cache: Optional[dict[str, bytes]],
-        overwrite: bool,
-    ) -> None:
+    def _commit(self, role: EncodedRole, overwrite: bool) -> None:
+        name, files, manifest, engine, cache = role.name, role.files, role.manifest, role.engine, role.cache
         with locked_scratch(self.root) as tmp:
             for fname, data in files.items():
                 fsync_write(tmp / fname, data)

@@ -28,6 +28,7 @@ from .encoding import (
     AUDIO_FILE,
     CACHE_SOURCE,
     MANIFEST,
+    EncodedRole,
     StoredRole,
     decode_features,
     decode_role,
@@ -124,15 +125,8 @@ class ObjectRoleStore(RoleStore):
             return stored
         raise NotFound(f"unknown role {name!r}", param="name")
 
-    def _commit(
-        self,
-        name: str,
-        files: dict[str, bytes],
-        manifest: dict,
-        engine: Optional[str],
-        cache: Optional[dict[str, bytes]],
-        overwrite: bool,
-    ) -> None:
+    def _commit(self, role: EncodedRole, overwrite: bool) -> None:
+        name, files, manifest, engine, cache = role.name, role.files, role.manifest, role.engine, role.cache
         previous = self._manifest_of(name)
         if previous is not None and not overwrite:
             raise exists_already(name)

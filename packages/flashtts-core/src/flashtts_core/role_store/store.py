@@ -10,7 +10,7 @@ from typing import Optional
 import numpy as np
 
 from ..errors import Conflict, InvalidRequest
-from .encoding import StoredRole, content_version, encode_features, encode_role, role_manifest
+from .encoding import EncodedRole, StoredRole, content_version, encode_features, encode_role, role_manifest
 from .names import validate_role_name
 
 logger = logging.getLogger("flashtts.roles")
@@ -65,16 +65,8 @@ class RoleStore(ABC):
         """Remove what killed writers left (``stale_after``: the age that counts as abandoned)."""
 
     @abstractmethod
-    def _commit(
-        self,
-        name: str,
-        files: dict[str, bytes],
-        manifest: dict,
-        engine: Optional[str],
-        cache: Optional[dict[str, bytes]],
-        overwrite: bool,
-    ) -> None:
-        """Make the role ``files`` + ``manifest`` (and ``engine``'s ``cache``) visible in one step;
+    def _commit(self, role: EncodedRole, overwrite: bool) -> None:
+        """Make ``role`` (its files, manifest and cache) visible in one step;
         Conflict when ``overwrite`` is false and the name is taken at that moment."""
 
     def exists(self, name: str) -> bool:
@@ -119,6 +111,6 @@ class RoleStore(ABC):
         version = content_version(audio, sample_rate, text or None, latent)
         manifest = role_manifest(name, files, version, sample_rate, engine)
         cache = encode_features(engine, features, manifest["version"]) if features and engine else None
-        self._commit(name, files, manifest, engine, cache, overwrite)
+        self._commit(EncodedRole(name, files, manifest, engine, cache), overwrite)
         logger.info("saved role %r in %s", name, self.root)
         return name, manifest["version"]
