@@ -16,34 +16,21 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import threading
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
-from flashtts_core.sampling import SamplingParams
 
 from .numpy_sampler import NumpySampler
+from .scheduled_stream import DONE, ScheduledSequence, SchedulerThread
 
 logger = logging.getLogger("flashtts.backend.llama_cpp")
 
-DONE = object()
-
 
 @dataclass(eq=False)
-class Sequence:
-    """One request in flight. ``emit`` is thread-safe and delivers to the consumer on its loop."""
-
-    prompt_ids: list[int]
-    params: SamplingParams
-    max_new: int
+class Sequence(ScheduledSequence):
     sampler: NumpySampler
-    emit: Callable[[object], None]
-    cancel: threading.Event = field(default_factory=threading.Event)
     slot: int = -1
     position: int = 0  # cells this sequence holds in its slot
-    generated: int = 0
-    next_input: int = -1
 
 
 @dataclass
@@ -53,7 +40,7 @@ class _Slot:
     used: int = 0  # a counter for least-recently-used eviction
 
 
-class LlamaBatchScheduler:
+class LlamaBatchScheduler(SchedulerThread):
     """Owns ``ctx`` (a llama_context with ``n_seq`` sequence ids and ``n_ctx`` unified cells)."""
 
     def __init__(self, ctx, n_vocab: int, n_ctx: int, n_seq: int, n_batch: int):
@@ -68,75 +55,42 @@ class LlamaBatchScheduler:
         self._batch = lc.llama_batch_init(max(n_batch, n_seq), 0, 1)
         self._slots = [_Slot() for _ in range(n_seq)]
         self._clock = 0
-        self._waiting: list[Sequence] = []
-        self._active: list[Sequence] = []
         self._reserved = 0  # cells promised to running sequences (worst case)
         self.steps = 0  # batched decode steps so far (each one llama_decode over every running row)
-        self._cond = threading.Condition()
-        self._closed = False
-        self._thread = threading.Thread(target=self._run, name="flashtts-llama-cpp-scheduler", daemon=True)
-        self._thread.start()
+        super().__init__("llama-cpp", logger)
 
     @property
     def active(self) -> int:
         return len(self._active) + len(self._waiting)
 
-    def submit(self, seq: Sequence) -> None:
-        with self._cond:
-            if self._closed:
-                raise RuntimeError("llama-cpp backend is closed")
-            self._waiting.append(seq)
-            self._cond.notify()
-
-    def wake(self) -> None:
-        with self._cond:
-            self._cond.notify()
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
-        self._thread.join(timeout=60)
-        if not self._thread.is_alive():
+    def close(self, timeout: float = 60) -> bool:
+        stopped = super().close(timeout)
+        if stopped:
             self._lc.llama_batch_free(self._batch)
+        return stopped
 
     # -- the scheduler thread ------------------------------------------------------------------
 
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._closed and not self._waiting and not self._active:
-                    self._cond.wait()
-                if self._closed:
-                    break
-                waiting = [s for s in self._waiting if s.cancel.is_set()]
-                self._waiting = [s for s in self._waiting if not s.cancel.is_set()]
-                joining = []
-                while self._waiting and self._fits(self._waiting[0], joining):
-                    joining.append(self._waiting.pop(0))
-            for seq in waiting:
-                seq.emit(DONE)
-            try:
-                for seq in [s for s in self._active if s.cancel.is_set()]:
-                    self._finish(seq)
-                for seq in joining:
-                    self._admit(seq)
-                if self._active:
-                    self._decode_step()
-            except BaseException as exc:  # every consumer hears of it; the scheduler keeps serving
-                logger.exception("llama-cpp backend: batched step failed")
-                for seq in dict.fromkeys(joining + self._active):
-                    if seq.slot >= 0:
-                        self._release(seq, keep=False)
-                    seq.emit(exc)
-                    seq.emit(DONE)
-                self._active = []
-        with self._cond:
-            left = self._waiting + self._active
-            self._waiting = []
-        for seq in left:
-            seq.emit(RuntimeError("llama-cpp backend closed"))
-            seq.emit(DONE)
+    def _take_joining(self) -> tuple[list, list]:
+        dropped = [s for s in self._waiting if s.cancel.is_set()]
+        self._waiting = [s for s in self._waiting if not s.cancel.is_set()]
+        joining = []
+        while self._waiting and self._fits(self._waiting[0], joining):
+            joining.append(self._waiting.pop(0))
+        return joining, dropped
+
+    def _step(self, joining: list) -> None:
+        for seq in [s for s in self._active if s.cancel.is_set()]:
+            self._finish(seq)
+        for seq in joining:
+            self._admit(seq)
+        if self._active:
+            self._decode_step()
+
+    def _failed(self, sequences: list) -> None:
+        for seq in sequences:
+            if seq.slot >= 0:
+                self._release(seq, keep=False)
 
     def _fits(self, seq: Sequence, joining: list[Sequence]) -> bool:
         busy = len(self._active) + len(joining)
