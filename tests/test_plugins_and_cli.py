@@ -20,17 +20,41 @@ SIX_BACKENDS = {"torch", "vllm", "sglang", "llama-cpp", "mlx-lm", "tensorrt-llm"
 
 # server-api.md §2, every flag.
 CONTRACT_FLAGS = [
-    "model_path", "backend", "snac_path", "llm_tensorrt_path", "role_dir", "api_key", "llm_device",
-    "tokenizer_device", "detokenizer_device", "wav2vec_attn_implementation", "llm_attn_implementation",
-    "max_length", "llm_gpu_memory_utilization", "torch_dtype", "cache_implementation", "seed", "batch_size",
-    "llm_batch_size", "wait_timeout", "host", "port", "fix_voice",
+    "model_path",
+    "backend",
+    "snac_path",
+    "llm_tensorrt_path",
+    "role_dir",
+    "api_key",
+    "llm_device",
+    "tokenizer_device",
+    "detokenizer_device",
+    "wav2vec_attn_implementation",
+    "llm_attn_implementation",
+    "max_length",
+    "llm_gpu_memory_utilization",
+    "torch_dtype",
+    "cache_implementation",
+    "seed",
+    "batch_size",
+    "llm_batch_size",
+    "wait_timeout",
+    "host",
+    "port",
+    "fix_voice",
 ]
 
 
-def flashtts(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def flashtts(
+    *args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "flashtts_server.cli", *args],
-        capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd=cwd, timeout=timeout,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+        timeout=timeout,
     )
 
 
@@ -137,22 +161,41 @@ def test_third_party_engine_and_backend_synthesize_through_infer(example_plugin,
     out = flashtts("tiny-model", "tone", str(model))
     assert out.returncode == 0 and "noise" in out.stdout
     target = tmp_path / "out.mp3"
-    out = flashtts("infer", "--model_path", str(model), "--backend", "markov", "--name", "high", "--pitch", "high",
-                   "--max_tokens", "25", "-i", "Hello from a plugin.", "-o", str(target))
+    out = flashtts(
+        "infer",
+        "--model_path",
+        str(model),
+        "--backend",
+        "markov",
+        "--name",
+        "high",
+        "--pitch",
+        "high",
+        "--max_tokens",
+        "25",
+        "-i",
+        "Hello from a plugin.",
+        "-o",
+        str(target),
+    )
     assert out.returncode == 0, out.stderr
     with av.open(str(target)) as c:
         s = c.streams.audio[0]
         n = sum(f.samples for f in c.decode(s))
         assert s.rate == 16000
     assert abs(n - 25 * 320) < 2000
-    bad = flashtts("infer", "--model_path", str(model), "--backend", "markov", "--name", "nobody", "-i", "x", "-o", str(target))
+    bad = flashtts(
+        "infer", "--model_path", str(model), "--backend", "markov", "--name", "nobody", "-i", "x", "-o", str(target)
+    )
     assert bad.returncode == 2 and "unknown voice or role 'nobody'" in bad.stderr
 
 
 def test_server_answers_health_and_docs_with_a_third_party_engine(example_plugin, tmp_path):
     model = tmp_path / "tone-model"
     flashtts("tiny-model", "tone", str(model))
-    server = start_server(["--model_path", str(model), "--backend", "markov", "--role_dir", str(tmp_path / "roles")], tmp_path)
+    server = start_server(
+        ["--model_path", str(model), "--backend", "markov", "--role_dir", str(tmp_path / "roles")], tmp_path
+    )
     try:
         with server.client() as client:
             assert client.get("/health").json()["engine"] == "tone"
@@ -230,7 +273,18 @@ def test_infer_takes_the_example_plugins_flag_and_field(example_plugin, tmp_path
 
     model = tmp_path / "tone-model"
     flashtts("tiny-model", "tone", str(model))
-    common = ["--model_path", str(model), "--backend", "markov", "--name", "low", "--max_tokens", "20", "-i", "Hi there."]
+    common = [
+        "--model_path",
+        str(model),
+        "--backend",
+        "markov",
+        "--name",
+        "low",
+        "--max_tokens",
+        "20",
+        "-i",
+        "Hi there.",
+    ]
     runs = {}
     for label, extra in (("plain", []), ("octave", ["--tone_octave", "1"])):
         target = tmp_path / f"{label}.wav"
@@ -266,8 +320,7 @@ def test_the_server_package_imports_no_backends_module():
     assert not offenders, offenders
     # Without flashtts-backends the CLI still works; `convert` is simply not there.
     code = (
-        "import sys; sys.modules['flashtts_backends'] = None; from flashtts_server.cli import main;"
-        "main(sys.argv[1:])"
+        "import sys; sys.modules['flashtts_backends'] = None; from flashtts_server.cli import main;main(sys.argv[1:])"
     )
     out = subprocess.run([sys.executable, "-c", code, "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "serve" in out.stdout and "convert" not in out.stdout, out.stderr
@@ -310,7 +363,12 @@ def test_a_command_clashing_with_a_builtin_or_another_plugin_is_refused(tmp_path
     out = flashtts("plugins", "--json", env=env)
     plugins = {p["name"]: p for p in json.loads(out.stdout)}
     assert plugins["clashy"]["commands"] == ["clashy say"] and plugins["backends"]["commands"] == ["convert gguf"]
-    for refused in ("'serve' is a built-in", "'tiny-model' is a built-in", "registered it first", "overlaps 'convert gguf'"):
+    for refused in (
+        "'serve' is a built-in",
+        "'tiny-model' is a built-in",
+        "registered it first",
+        "overlaps 'convert gguf'",
+    ):
         assert refused in out.stderr
     out = flashtts("clashy", "say", "hello", env=env)
     assert out.returncode == 0 and out.stdout.strip() == "clashy says hello"

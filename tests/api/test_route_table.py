@@ -29,7 +29,7 @@ def scope(path: str, method: str = "POST") -> dict:
 
 def test_the_app_guards_every_synthesis_route_under_every_prefix():
     table = create_app(ServerSettings()).state.route_table
-    assert table.synthesis_paths == SYNTHESIS | {"/tts/websocket"}
+    assert table.synthesis_paths == SYNTHESIS | {"/tts/websocket", "/v1/text-to-speech/{voice_id}/multi-stream-input"}
     assert all(table.is_synthesis(scope(p)) for p in SYNTHESIS)
     # The realtime WebSocket (Cartesia's shape) is one too; it admits each context itself (realtime/).
     assert table.is_synthesis({"type": "websocket", "path": "/tts/websocket"})

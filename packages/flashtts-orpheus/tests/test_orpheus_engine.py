@@ -35,8 +35,14 @@ async def engine(request, tiny_orpheus, tmp_path_factory):
     if request.param == "llama-cpp":
         model_path = with_gguf(tiny_orpheus, tmp_path_factory.mktemp("gguf") / "tiny-orpheus")
     options = EngineOptions(
-        model_path=model_path, backend=request.param, llm_device="cpu", detokenizer_device="cpu",
-        torch_dtype="float32", max_length=4096, batch_size=8, wait_timeout=0.05,
+        model_path=model_path,
+        backend=request.param,
+        llm_device="cpu",
+        detokenizer_device="cpu",
+        torch_dtype="float32",
+        max_length=4096,
+        batch_size=8,
+        wait_timeout=0.05,
     )
 
     async def create_backend(config: BackendConfig):
@@ -122,7 +128,12 @@ async def test_voice_and_emotion_tags_reach_the_prompt(engine):
     with observe(engine) as backend:
         await drain(engine, request("Well <laugh> that was fun.", voice="zoe", max_tokens=7))
     (prompt,) = backend.prompts
-    assert prompt[:2] == [frames.START_OF_HUMAN, frames.BEGIN_OF_TEXT] and prompt[-4:] == [128009, 128260, 128261, 128257]
+    assert prompt[:2] == [frames.START_OF_HUMAN, frames.BEGIN_OF_TEXT] and prompt[-4:] == [
+        128009,
+        128260,
+        128261,
+        128257,
+    ]
     assert engine.tokenizer.decode(prompt[2:-4]) == "zoe: Well <laugh> that was fun."
 
 
@@ -198,9 +209,21 @@ async def test_unsupported_requests_are_clear_4xx(engine):
 
 async def test_capabilities_and_sampling_defaults(engine):
     caps = engine.capabilities
-    assert (caps.clone, caps.pitch_speed, caps.named_voices, caps.multi_speaker, caps.streaming) == (False, False, True, True, True)
+    assert (caps.clone, caps.pitch_speed, caps.named_voices, caps.multi_speaker, caps.streaming) == (
+        False,
+        False,
+        True,
+        True,
+        True,
+    )
     d = engine.default_sampling
-    assert (d.temperature, d.top_p, d.repetition_penalty, d.max_tokens, d.stop_token_ids) == (0.6, 0.9, 1.1, 1200, (128258,))
+    assert (d.temperature, d.top_p, d.repetition_penalty, d.max_tokens, d.stop_token_ids) == (
+        0.6,
+        0.9,
+        1.1,
+        1200,
+        (128258,),
+    )
     assert engine.info()["lang"] == "english" and engine.voices[0] == "tara"
 
 
@@ -226,7 +249,9 @@ async def test_codec_from_snac_path_when_the_model_folder_has_none(tiny_orpheus,
         await OrpheusEngine.load(EngineOptions(model_path=model), no_backend)
 
     backend_cls = get_plugin_manager().get_backend("torch")
-    options = EngineOptions(model_path=model, snac_path=tiny_orpheus / "snac", llm_device="cpu", detokenizer_device="cpu")
+    options = EngineOptions(
+        model_path=model, snac_path=tiny_orpheus / "snac", llm_device="cpu", detokenizer_device="cpu"
+    )
     engine = await OrpheusEngine.load(options, backend_cls.create)
     try:
         audio = await drain(engine, request(voice="jess", max_tokens=5 * frames.SLOTS))
@@ -240,7 +265,9 @@ async def test_lang_selects_the_voice_set(tiny_orpheus, tmp_path):
     model = llm_only_copy(tiny_orpheus, tmp_path / "3b-fr-ft-research_release")
     (model / "snac").symlink_to(tiny_orpheus / "snac")
     backend_cls = get_plugin_manager().get_backend("torch")
-    engine = await OrpheusEngine.load(EngineOptions(model_path=model, llm_device="cpu", detokenizer_device="cpu"), backend_cls.create)
+    engine = await OrpheusEngine.load(
+        EngineOptions(model_path=model, llm_device="cpu", detokenizer_device="cpu"), backend_cls.create
+    )
     try:
         assert engine.lang == "french" and engine.voices == ["pierre", "amelie", "marie"]  # from the folder name
         with pytest.raises(NotFound, match="pierre"):

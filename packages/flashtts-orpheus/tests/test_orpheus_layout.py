@@ -19,7 +19,11 @@ def test_tiny_model_has_the_released_layout(tiny_orpheus):
         keys = set(f.keys())
         assert f.get_slice("model.embed_tokens.weight").get_shape() == [156940, 128]
     assert "lm_head.weight" not in keys  # tied, as the release
-    assert {"model.norm.weight", "model.layers.1.mlp.down_proj.weight", "model.layers.0.self_attn.q_proj.weight"} <= keys
+    assert {
+        "model.norm.weight",
+        "model.layers.1.mlp.down_proj.weight",
+        "model.layers.0.self_attn.q_proj.weight",
+    } <= keys
     assert (tiny_orpheus / "snac" / "config.json").is_file() and (tiny_orpheus / "snac" / "pytorch_model.bin").is_file()
 
 
@@ -28,9 +32,15 @@ def test_tiny_tokenizer_ids_line_up_with_the_release(tiny_orpheus):
 
     tok = AutoTokenizer.from_pretrained(str(tiny_orpheus))
     assert len(tok) == 156940
-    expected = {"<|begin_of_text|>": 128000, "<|eot_id|>": 128009, "<custom_token_1>": frames.START_OF_SPEECH,
-                "<custom_token_2>": frames.END_OF_SPEECH, "<custom_token_3>": frames.START_OF_HUMAN,
-                "<custom_token_10>": frames.AUDIO_BASE, "<custom_token_28683>": 156939}
+    expected = {
+        "<|begin_of_text|>": 128000,
+        "<|eot_id|>": 128009,
+        "<custom_token_1>": frames.START_OF_SPEECH,
+        "<custom_token_2>": frames.END_OF_SPEECH,
+        "<custom_token_3>": frames.START_OF_HUMAN,
+        "<custom_token_10>": frames.AUDIO_BASE,
+        "<custom_token_28683>": 156939,
+    }
     assert {t: tok.convert_tokens_to_ids(t) for t in expected} == expected
     assert tok.decode(tok.encode("tara: hi <laugh>", add_special_tokens=False)) == "tara: hi <laugh>"
 
@@ -62,8 +72,13 @@ def test_languages_and_their_voices():
 
 @pytest.mark.parametrize(
     "folder, lang",
-    [("3b-fr-ft-research_release", "french"), ("3b-es_it-ft-research_release", "spanish_italian"),
-     ("orpheus-3b-0.1-ft", None), ("3b-zh-ft-research_release", "mandarin"), ("hidden-model", None)],
+    [
+        ("3b-fr-ft-research_release", "french"),
+        ("3b-es_it-ft-research_release", "spanish_italian"),
+        ("orpheus-3b-0.1-ft", None),
+        ("3b-zh-ft-research_release", "mandarin"),
+        ("hidden-model", None),
+    ],
 )
 def test_language_from_a_multilingual_release_folder_name(tmp_path, folder, lang):
     assert lang_from_folder_name(tmp_path / folder) == lang

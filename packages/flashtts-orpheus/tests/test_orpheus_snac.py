@@ -13,9 +13,17 @@ from flashtts_orpheus.snac_codec import SnacCodec
 
 # snac_24khz's config.json (hubertsiuzdak/snac_24khz), as in reference/models.md.
 RELEASED_SNAC_24KHZ = {
-    "sampling_rate": 24000, "encoder_dim": 48, "encoder_rates": [2, 4, 8, 8], "decoder_dim": 1024,
-    "decoder_rates": [8, 8, 4, 2], "attn_window_size": None, "codebook_size": 4096, "codebook_dim": 8,
-    "vq_strides": [4, 2, 1], "noise": True, "depthwise": True,
+    "sampling_rate": 24000,
+    "encoder_dim": 48,
+    "encoder_rates": [2, 4, 8, 8],
+    "decoder_dim": 1024,
+    "decoder_rates": [8, 8, 4, 2],
+    "attn_window_size": None,
+    "codebook_size": 4096,
+    "codebook_dim": 8,
+    "vq_strides": [4, 2, 1],
+    "noise": True,
+    "depthwise": True,
 }
 
 

@@ -38,13 +38,10 @@ def clips():
     rng = np.random.default_rng(0)
     t1 = np.arange(16000) / 16000
     t2 = np.arange(40000) / 16000
-    a = (
-        0.3 * np.sin(2 * np.pi * 220 * t1) + 0.02 * rng.standard_normal(t1.size)
-    ).astype(np.float32)
-    b = (
-        0.2 * np.sin(2 * np.pi * 140 * t2) * np.sin(2 * np.pi * 3 * t2)
-        + 0.02 * rng.standard_normal(t2.size)
-    ).astype(np.float32)
+    a = (0.3 * np.sin(2 * np.pi * 220 * t1) + 0.02 * rng.standard_normal(t1.size)).astype(np.float32)
+    b = (0.2 * np.sin(2 * np.pi * 140 * t2) * np.sin(2 * np.pi * 3 * t2) + 0.02 * rng.standard_normal(t2.size)).astype(
+        np.float32
+    )
     return [a, b]
 
 

@@ -260,8 +260,14 @@ async def test_a_failed_load_closes_the_backend_it_started(tiny_spark, tmp_path)
         started.append(backend)
         return backend
 
-    options = EngineOptions(model_path=broken, backend="torch", llm_device="cpu", tokenizer_device="cpu",
-                            detokenizer_device="cpu", role_dir=tmp_path / "roles")
+    options = EngineOptions(
+        model_path=broken,
+        backend="torch",
+        llm_device="cpu",
+        tokenizer_device="cpu",
+        detokenizer_device="cpu",
+        role_dir=tmp_path / "roles",
+    )
     from safetensors import SafetensorError
 
     with pytest.raises(SafetensorError):  # the damaged BiCodec weights

@@ -65,9 +65,13 @@ class WAVEncoder(AudioEncoder):
     def _header(self, data_size: int) -> bytes:
         riff = 0xFFFFFFFF if data_size == 0xFFFFFFFF else 36 + data_size
         return (
-            b"RIFF" + struct.pack("<I", riff) + b"WAVE"
-            + b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, self.sample_rate, self.sample_rate * 2, 2, 16)
-            + b"data" + struct.pack("<I", data_size)
+            b"RIFF"
+            + struct.pack("<I", riff)
+            + b"WAVE"
+            + b"fmt "
+            + struct.pack("<IHHIIHH", 16, 1, 1, self.sample_rate, self.sample_rate * 2, 2, 16)
+            + b"data"
+            + struct.pack("<I", data_size)
         )
 
     def write(self, samples: np.ndarray) -> bytes:
@@ -124,7 +128,9 @@ class AVEncoder(AudioEncoder):
 
         super().__init__(sample_rate, stream=stream)
         self._sink = _Sink()
-        self._out = av.open(self._sink, mode="w", format=self.container, buffer_size=4096, options=dict(self.muxer_options))
+        self._out = av.open(
+            self._sink, mode="w", format=self.container, buffer_size=4096, options=dict(self.muxer_options)
+        )
         rate = sample_rate
         if self.rates is not None and rate not in self.rates:
             rate = min((r for r in self.rates if r >= sample_rate), default=max(self.rates))

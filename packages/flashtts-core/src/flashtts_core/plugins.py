@@ -212,9 +212,7 @@ class PluginManager:
         found = ", ".join(sorted(p.name for p in path.iterdir())[:20]) or "nothing"
         if not matches:
             known = ", ".join(sorted(self.engines)) or "none installed"
-            raise ModelLoadError(
-                f"no installed engine recognises {str(path)!r} (it holds: {found}); engines: {known}"
-            )
+            raise ModelLoadError(f"no installed engine recognises {str(path)!r} (it holds: {found}); engines: {known}")
         raise ModelLoadError(f"several engines recognise {str(path)!r}: {', '.join(matches)}")
 
     def backend_status(self) -> dict[str, str | None]:

@@ -37,7 +37,9 @@ def _screen() -> tuple[int, int]:
 class Progress:
     """``total`` steps of one job called ``title``; ``done(message)`` marks one finished."""
 
-    def __init__(self, title: str, total: int, logger: Union[logging.Logger, str] = "flashtts", terminal: Optional[bool] = None):
+    def __init__(
+        self, title: str, total: int, logger: Union[logging.Logger, str] = "flashtts", terminal: Optional[bool] = None
+    ):
         self.title = title
         self.total = total
         self.count = 0

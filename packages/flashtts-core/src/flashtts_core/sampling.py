@@ -54,7 +54,9 @@ class SamplingParams:
         """A copy with every non-None field of ``overrides`` (and ``changes``) applied."""
         values = {}
         if overrides is not None:
-            values = {f.name: getattr(overrides, f.name) for f in fields(overrides) if getattr(overrides, f.name) is not None}
+            values = {
+                f.name: getattr(overrides, f.name) for f in fields(overrides) if getattr(overrides, f.name) is not None
+            }
         values.update({k: v for k, v in changes.items()})
         if "stop_token_ids" in values:
             values["stop_token_ids"] = tuple(values["stop_token_ids"])

@@ -11,15 +11,15 @@ from typing import Callable
 _SENTENCE_END = re.compile(r"([。？！；：…]+[”’」』）)]*|[.!?;:]+[\"'”’)\]]*(?=\s|$)|\n+)")
 _CLAUSE_END = re.compile(r"([，、,]+)")
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]")
-_UNIT = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]|[^\s\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]+")
+_UNIT = re.compile(
+    r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]|[^\s\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]+"
+)
 
 
 def normalize_text(text: str) -> str:
     """Drop control and zero-width characters, unify line ends, collapse runs of spaces."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    text = "".join(
-        ch for ch in text if ch == "\n" or ch == "\t" or unicodedata.category(ch) not in ("Cc", "Cf")
-    )
+    text = "".join(ch for ch in text if ch == "\n" or ch == "\t" or unicodedata.category(ch) not in ("Cc", "Cf"))
     text = re.sub(r"[ \t\u00a0\u3000]+", " ", text)
     text = re.sub(r" *\n[ \n]*", "\n", text)
     return text.strip()

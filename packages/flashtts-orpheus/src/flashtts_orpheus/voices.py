@@ -30,8 +30,16 @@ EMOTION_TAGS: dict[str, tuple[str, ...]] = {
 }
 
 ALIASES = {
-    "en": "english", "fr": "french", "de": "german", "ko": "korean", "hi": "hindi",
-    "zh": "mandarin", "chinese": "mandarin", "es": "spanish", "it": "italian", "es_it": "spanish_italian",
+    "en": "english",
+    "fr": "french",
+    "de": "german",
+    "ko": "korean",
+    "hi": "hindi",
+    "zh": "mandarin",
+    "chinese": "mandarin",
+    "es": "spanish",
+    "it": "italian",
+    "es_it": "spanish_italian",
 }
 
 # ISO 639-1 codes of each release's languages (Engine.languages).

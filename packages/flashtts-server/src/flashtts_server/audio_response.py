@@ -92,9 +92,7 @@ async def _aclose(iterator) -> None:
             await aclose()
 
 
-async def resampled(
-    chunks: AsyncIterator[np.ndarray], source: int, target: int
-) -> AsyncGenerator[np.ndarray, None]:
+async def resampled(chunks: AsyncIterator[np.ndarray], source: int, target: int) -> AsyncGenerator[np.ndarray, None]:
     import soxr
 
     stream = soxr.ResampleStream(source, target, 1, dtype="float32", quality="HQ")

@@ -7,7 +7,7 @@ import logging
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import AsyncIterator, Optional
+from typing import AsyncGenerator, AsyncIterator, Optional
 
 import numpy as np
 from flashtts_core.audio_io import load_audio, resample
@@ -312,7 +312,7 @@ class TTSRuntime:
         raise NotFound(f"unknown voice or role {name[:80]!r}; available: {known}", param="name")
 
     # -- synthesis -------------------------------------------------------------------------------
-    async def synthesize(self, request: SynthesisRequest) -> AsyncIterator[np.ndarray]:
+    async def synthesize(self, request: SynthesisRequest) -> AsyncGenerator[np.ndarray, None]:
         """The one synthesis path: checks, then the engine's chunks."""
         self.engine.check_request(request)
         request.speaking_rate_bound = getattr(self.options, "speaking_rate_bound", 1.0)

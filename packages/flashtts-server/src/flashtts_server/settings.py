@@ -144,8 +144,6 @@ def settings_model(plugins: "Optional[PluginManager]" = None) -> type[ServerSett
     if cached is not None and cached[0] is plugins:
         return cached[1]
     declared = declared_options(plugins.options.values(), "server", taken=ServerSettings.model_fields)
-    model = create_model(
-        "ServerSettings", __base__=ServerSettings, __module__=__name__, **field_definitions(declared)
-    )
+    model = create_model("ServerSettings", __base__=ServerSettings, __module__=__name__, **field_definitions(declared))
     _assembled[id(plugins)] = (plugins, model)
     return model

@@ -307,7 +307,9 @@ class WyomingConnection:
             # for audio it may be silent as long as that takes.
             idle = self.stream is not None or not (self.working or not self.jobs.empty())
             try:
-                event = await asyncio.wait_for(async_read_event(cast(asyncio.StreamReader, self.limited)), IDLE_SECONDS if idle else None)
+                event = await asyncio.wait_for(
+                    async_read_event(cast(asyncio.StreamReader, self.limited)), IDLE_SECONDS if idle else None
+                )
             except asyncio.TimeoutError:
                 logger.info("Wyoming %s: idle for %g s, closed", self.where, IDLE_SECONDS)
                 return

@@ -297,8 +297,8 @@ class SparkEngine(Engine):
         if not segments:
             raise InvalidRequest("text has nothing to speak", param="text")
         params = self.default_sampling.with_overrides(request.sampling)
-        pitch = request.pitch.index if request.pitch is not None else None
-        speed = request.speed.index if request.speed is not None else None
+        pitch = request.pitch.rank if request.pitch is not None else None
+        speed = request.speed.rank if request.speed is not None else None
 
         if request.reference is not None:
             reference = await self.prepare_reference(request.reference)
@@ -311,8 +311,8 @@ class SparkEngine(Engine):
             ]
         else:
             gender = request.voice or "female"
-            pitch_level = Level.moderate.index if pitch is None else pitch
-            speed_level = Level.moderate.index if speed is None else speed
+            pitch_level = Level.moderate.rank if pitch is None else pitch
+            speed_level = Level.moderate.rank if speed is None else speed
             heads = [self.vocab.control_prompt(s, GENDERS[gender], pitch_level, speed_level) for s in segments]
             voice = await self._control_voice(heads[0], params, gender, pitch_level)
             global_tokens = voice.global_tokens

@@ -26,18 +26,13 @@ class Conv1dReluBn(nn.Module):
 class Res2Conv1dReluBn(nn.Module):
     """Splits channels into `scale` groups; each group's conv also sees the previous group's output."""
 
-    def __init__(
-        self, channels: int, kernel_size: int, padding: int, dilation: int, scale: int
-    ):
+    def __init__(self, channels: int, kernel_size: int, padding: int, dilation: int, scale: int):
         super().__init__()
         if channels % scale:
             raise ValueError(f"channels {channels} not divisible by scale {scale}")
         self.width = channels // scale
         self.convs = nn.ModuleList(
-            nn.Conv1d(
-                self.width, self.width, kernel_size, padding=padding, dilation=dilation
-            )
-            for _ in range(scale - 1)
+            nn.Conv1d(self.width, self.width, kernel_size, padding=padding, dilation=dilation) for _ in range(scale - 1)
         )
         self.bns = nn.ModuleList(nn.BatchNorm1d(self.width) for _ in range(scale - 1))
 
@@ -67,9 +62,7 @@ class SE_Connect(nn.Module):
 
 
 class SE_Res2Block(nn.Module):
-    def __init__(
-        self, channels: int, kernel_size: int, padding: int, dilation: int, scale: int
-    ):
+    def __init__(self, channels: int, kernel_size: int, padding: int, dilation: int, scale: int):
         super().__init__()
         self.se_res2block = nn.Sequential(
             Conv1dReluBn(channels, channels),
@@ -111,15 +104,9 @@ class ECAPA_TDNN(nn.Module):
     def __init__(self, feat_dim: int, embed_dim: int, channels: int = 512):
         super().__init__()
         self.layer1 = Conv1dReluBn(feat_dim, channels, kernel_size=5, padding=2)
-        self.layer2 = SE_Res2Block(
-            channels, kernel_size=3, padding=2, dilation=2, scale=8
-        )
-        self.layer3 = SE_Res2Block(
-            channels, kernel_size=3, padding=3, dilation=3, scale=8
-        )
-        self.layer4 = SE_Res2Block(
-            channels, kernel_size=3, padding=4, dilation=4, scale=8
-        )
+        self.layer2 = SE_Res2Block(channels, kernel_size=3, padding=2, dilation=2, scale=8)
+        self.layer3 = SE_Res2Block(channels, kernel_size=3, padding=3, dilation=3, scale=8)
+        self.layer4 = SE_Res2Block(channels, kernel_size=3, padding=4, dilation=4, scale=8)
         self.conv = nn.Conv1d(channels * 3, channels * 3, kernel_size=1)
         self.pool = ASTP(channels * 3)
         self.bn = nn.BatchNorm1d(channels * 6)

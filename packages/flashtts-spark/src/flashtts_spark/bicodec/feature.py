@@ -28,9 +28,7 @@ def volume_normalize(audio: np.ndarray, coeff: float = 0.2) -> np.ndarray:
     return audio / peak if peak > 1 else audio
 
 
-def reference_clip(
-    wav: np.ndarray, sample_rate: int, duration: float, hop_length: int
-) -> np.ndarray:
+def reference_clip(wav: np.ndarray, sample_rate: int, duration: float, hop_length: int) -> np.ndarray:
     """The first `duration` seconds, floored to a multiple of `hop_length`; short clips are tiled."""
     length = int(sample_rate * duration) // hop_length * hop_length
     if len(wav) < length:
@@ -58,9 +56,7 @@ class SemanticFeatures(nn.Module):
         self.strides = list(config.conv_stride)
         needed = max(SEMANTIC_LAYERS)
         if config.num_hidden_layers < needed:
-            raise ValueError(
-                f"wav2vec2 has {config.num_hidden_layers} layers, BiCodec needs {needed}"
-            )
+            raise ValueError(f"wav2vec2 has {config.num_hidden_layers} layers, BiCodec needs {needed}")
         encoder = wav2vec2.encoder
         if len(encoder.layers) > needed:
             # hidden_states[16] is the output of layer 15; with a stable-layer-norm encoder the final
@@ -76,9 +72,7 @@ class SemanticFeatures(nn.Module):
             return wav
         return (wav - wav.mean()) / np.sqrt(wav.var() + 1e-7)
 
-    def forward(
-        self, wavs: list[np.ndarray], device: torch.device
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, wavs: list[np.ndarray], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """Clips → (B, T_max, hidden) features and (B,) valid frame counts."""
         lengths = [len(w) for w in wavs]
         batch = torch.zeros(len(wavs), max(lengths))

@@ -22,9 +22,7 @@ class Attention(nn.Module):
         b, n, _ = latents.shape
         k, v = self.to_kv(torch.cat((latents, context), dim=1)).chunk(2, dim=-1)
         q = self.to_q(latents)
-        q, k, v = (
-            t.reshape(b, t.shape[1], self.heads, -1).transpose(1, 2) for t in (q, k, v)
-        )
+        q, k, v = (t.reshape(b, t.shape[1], self.heads, -1).transpose(1, 2) for t in (q, k, v))
         out = F.scaled_dot_product_attention(q, k, v)
         return self.to_out(out.transpose(1, 2).reshape(b, n, -1))
 
@@ -64,13 +62,10 @@ class PerceiverResampler(nn.Module):
         ff_mult: int = 4,
     ):
         super().__init__()
-        self.proj_context = (
-            nn.Linear(dim_context, dim) if dim_context != dim else nn.Identity()
-        )
+        self.proj_context = nn.Linear(dim_context, dim) if dim_context != dim else nn.Identity()
         self.latents = nn.Parameter(torch.randn(num_latents, dim) * 0.02)
         self.layers = nn.ModuleList(
-            nn.ModuleList([Attention(dim, dim_head, heads), feed_forward(dim, ff_mult)])
-            for _ in range(depth)
+            nn.ModuleList([Attention(dim, dim_head, heads), feed_forward(dim, ff_mult)]) for _ in range(depth)
         )
         self.norm = RMSNorm(dim)
 

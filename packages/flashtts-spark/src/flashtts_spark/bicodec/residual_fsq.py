@@ -26,9 +26,7 @@ class ResidualFSQ(nn.Module):
             self.project_out = nn.Identity()
         levels_t = torch.tensor(self.levels)
         basis = torch.cumprod(torch.tensor([1] + self.levels[:-1]), dim=0)
-        scales = torch.stack(
-            [(levels_t.float() - 1) ** -q for q in range(num_quantizers)]
-        )
+        scales = torch.stack([(levels_t.float() - 1) ** -q for q in range(num_quantizers)])
         self.register_buffer("_levels", levels_t, persistent=False)
         self.register_buffer("_basis", basis, persistent=False)
         self.register_buffer("scales", scales, persistent=False)

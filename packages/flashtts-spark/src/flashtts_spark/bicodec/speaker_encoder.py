@@ -23,15 +23,11 @@ class SpeakerEncoder(nn.Module):
         ecapa_channels: int = 512,
     ):
         super().__init__()
-        self.speaker_encoder = ECAPA_TDNN(
-            feat_dim=input_dim, embed_dim=out_dim, channels=ecapa_channels
-        )
+        self.speaker_encoder = ECAPA_TDNN(feat_dim=input_dim, embed_dim=out_dim, channels=ecapa_channels)
         self.perceiver_sampler = PerceiverResampler(
             dim=latent_dim, dim_context=ecapa_channels * 3, num_latents=token_num
         )
-        self.quantizer = ResidualFSQ(
-            levels=list(fsq_levels), num_quantizers=fsq_num_quantizers, dim=latent_dim
-        )
+        self.quantizer = ResidualFSQ(levels=list(fsq_levels), num_quantizers=fsq_num_quantizers, dim=latent_dim)
         self.project = nn.Linear(latent_dim * token_num, out_dim)
 
     def tokenize(self, mel: torch.Tensor) -> torch.Tensor:
@@ -42,7 +38,5 @@ class SpeakerEncoder(nn.Module):
 
     def detokenize(self, indices: torch.Tensor) -> torch.Tensor:
         """(B, token_num, fsq_num_quantizers) indices → d-vector (B, out_dim)."""
-        zq = self.quantizer.detokenize(
-            indices
-        )  # (B, latent_dim, token_num), flattened channel-major
+        zq = self.quantizer.detokenize(indices)  # (B, latent_dim, token_num), flattened channel-major
         return self.project(zq.reshape(zq.shape[0], -1))

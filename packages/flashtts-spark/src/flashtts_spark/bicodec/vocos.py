@@ -23,9 +23,7 @@ class AdaLayerNorm(nn.Module):
 
     def forward(self, x: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         x = F.layer_norm(x, (self.dim,), eps=self.eps)
-        return x * self.scale(condition).unsqueeze(1) + self.shift(condition).unsqueeze(
-            1
-        )
+        return x * self.scale(condition).unsqueeze(1) + self.shift(condition).unsqueeze(1)
 
 
 class ConvNeXtBlock(nn.Module):
@@ -38,26 +36,16 @@ class ConvNeXtBlock(nn.Module):
     ):
         super().__init__()
         self.dwconv = nn.Conv1d(dim, dim, kernel_size=7, padding=3, groups=dim)
-        self.norm = (
-            AdaLayerNorm(condition_dim, dim)
-            if condition_dim
-            else nn.LayerNorm(dim, eps=1e-6)
-        )
+        self.norm = AdaLayerNorm(condition_dim, dim) if condition_dim else nn.LayerNorm(dim, eps=1e-6)
         self.pwconv1 = nn.Linear(dim, intermediate_dim)
         self.act = nn.GELU()
         self.pwconv2 = nn.Linear(intermediate_dim, dim)
-        self.gamma = (
-            nn.Parameter(layer_scale * torch.ones(dim)) if layer_scale > 0 else None
-        )
+        self.gamma = nn.Parameter(layer_scale * torch.ones(dim)) if layer_scale > 0 else None
 
     def forward(self, x: torch.Tensor, condition=None, mask=None) -> torch.Tensor:
         """x: (B, C, T) → (B, C, T)."""
         h = self.dwconv(masked(x, mask)).transpose(1, 2)
-        h = (
-            self.norm(h, condition)
-            if isinstance(self.norm, AdaLayerNorm)
-            else self.norm(h)
-        )
+        h = self.norm(h, condition) if isinstance(self.norm, AdaLayerNorm) else self.norm(h)
         h = self.pwconv2(self.act(self.pwconv1(h)))
         if self.gamma is not None:
             h = self.gamma * h
@@ -79,15 +67,10 @@ class VocosBackbone(nn.Module):
         super().__init__()
         self.input_channels = input_channels
         self.embed = nn.Conv1d(input_channels, dim, kernel_size=7, padding=3)
-        self.norm = (
-            AdaLayerNorm(condition_dim, dim)
-            if condition_dim
-            else nn.LayerNorm(dim, eps=1e-6)
-        )
+        self.norm = AdaLayerNorm(condition_dim, dim) if condition_dim else nn.LayerNorm(dim, eps=1e-6)
         layer_scale = layer_scale_init_value or 1 / num_layers
         self.convnext = nn.ModuleList(
-            ConvNeXtBlock(dim, intermediate_dim, layer_scale, condition_dim)
-            for _ in range(num_layers)
+            ConvNeXtBlock(dim, intermediate_dim, layer_scale, condition_dim) for _ in range(num_layers)
         )
         self.final_layer_norm = nn.LayerNorm(dim, eps=1e-6)
         self.apply(self._init_weights)
@@ -100,20 +83,14 @@ class VocosBackbone(nn.Module):
 
     def forward(self, x: torch.Tensor, condition=None, mask=None) -> torch.Tensor:
         x = self.embed(masked(x, mask)).transpose(1, 2)
-        x = (
-            self.norm(x, condition)
-            if isinstance(self.norm, AdaLayerNorm)
-            else self.norm(x)
-        )
+        x = self.norm(x, condition) if isinstance(self.norm, AdaLayerNorm) else self.norm(x)
         x = x.transpose(1, 2)
         for block in self.convnext:
             x = block(x, condition, mask)
         return self.final_layer_norm(x.transpose(1, 2))
 
 
-def _sampling_stages(
-    dim: int, intermediate_dim: int, ratios: list[int], upsample: bool
-) -> nn.Sequential:
+def _sampling_stages(dim: int, intermediate_dim: int, ratios: list[int], upsample: bool) -> nn.Sequential:
     """One (SamplingBlock, two-layer VocosBackbone) pair per ratio."""
     stages = []
     for ratio in ratios:
@@ -147,17 +124,11 @@ class Encoder(nn.Module):
         sample_ratios: list[int] = (1, 1),
     ):
         super().__init__()
-        self.encoder = VocosBackbone(
-            input_channels, vocos_dim, vocos_intermediate_dim, vocos_num_layers
-        )
-        self.downsample = _sampling_stages(
-            vocos_dim, vocos_intermediate_dim, list(sample_ratios), upsample=False
-        )
+        self.encoder = VocosBackbone(input_channels, vocos_dim, vocos_intermediate_dim, vocos_num_layers)
+        self.downsample = _sampling_stages(vocos_dim, vocos_intermediate_dim, list(sample_ratios), upsample=False)
         self.project = nn.Linear(vocos_dim, out_channels)
 
-    def forward(
-        self, x: torch.Tensor, mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         x = self.encoder(x, mask=mask)
         x = _run_stages(self.downsample, x, mask)
         return self.project(x).transpose(1, 2)
@@ -180,9 +151,7 @@ class Decoder(nn.Module):
         super().__init__()
         self.linear_pre = nn.Linear(input_channels, vocos_dim)
         # Upstream calls this stack `downsample` although it upsamples; the name is in the checkpoint.
-        self.downsample = _sampling_stages(
-            vocos_dim, vocos_intermediate_dim, list(sample_ratios), upsample=True
-        )
+        self.downsample = _sampling_stages(vocos_dim, vocos_intermediate_dim, list(sample_ratios), upsample=True)
         self.vocos_backbone = VocosBackbone(
             vocos_dim,
             vocos_dim,

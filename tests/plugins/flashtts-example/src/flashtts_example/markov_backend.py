@@ -50,7 +50,11 @@ class MarkovBackend(LLMBackend):
                     logits += allowed
                 if params.repetition_penalty != 1.0:
                     ids = np.unique([s for s in seen if s < vocab])
-                    logits[ids] = np.where(logits[ids] > 0, logits[ids] / params.repetition_penalty, logits[ids] * params.repetition_penalty)
+                    logits[ids] = np.where(
+                        logits[ids] > 0,
+                        logits[ids] / params.repetition_penalty,
+                        logits[ids] * params.repetition_penalty,
+                    )
                 if params.temperature == 0:
                     token = int(np.argmax(logits))
                 else:

@@ -50,7 +50,7 @@ class ToneEngine(Engine):
     async def prepare_reference(self, reference: VoiceReference) -> VoiceReference:
         # The "voice" of a reference: its dominant frequency.
         audio = reference.audio
-        spectrum = np.abs(np.fft.rfft(audio[: SAMPLE_RATE]))
+        spectrum = np.abs(np.fft.rfft(audio[:SAMPLE_RATE]))
         freqs = np.fft.rfftfreq(min(len(audio), SAMPLE_RATE), 1 / SAMPLE_RATE)
         reference.features = {"base_hz": np.array([float(freqs[int(np.argmax(spectrum))]) or 110.0], dtype=np.float32)}
         return reference
