@@ -141,6 +141,27 @@ def test_unknown_backend_is_named(example_plugin, tmp_path):
     assert out.returncode == 2 and "unknown backend 'nope'" in out.stderr and "markov" in out.stderr
 
 
+def test_the_torch_backends_flags_are_refused_with_another_backend(example_plugin, tmp_path):
+    """--llm_quantization is the torch backend's (flashtts-backends declares it, not core): with
+    another backend, serve and infer stop before loading, naming it, rather than run unquantized."""
+    model = tmp_path / "tone"
+    assert flashtts("tiny-model", "tone", str(model)).returncode == 0
+    common = ["--model_path", str(model), "--backend", "markov", "--llm_quantization", "int8"]
+    for args in (["serve", *common], ["infer", *common, "-i", "Hi.", "-o", str(tmp_path / "x.wav")]):
+        out = flashtts(*args)
+        assert out.returncode == 2, out.stderr
+        assert (
+            "backend 'markov' does not quantize the LLM itself; --llm_quantization int8 is for the torch" in out.stderr
+        )
+        assert "Traceback" not in out.stderr
+    # The torch backend's other flags are only read by it: another backend goes on without them.
+    out = flashtts(
+        "infer", "--model_path", str(model), "--backend", "markov", "--llm_attn_implementation", "sdpa",
+        "--cache_implementation", "static", "--max_tokens", "5", "-i", "Hi.", "-o", str(tmp_path / "y.wav"),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+
+
 def test_settings_come_from_environment_and_flags_win(monkeypatch):
     from flashtts_server.settings import settings_model
 
@@ -148,8 +169,11 @@ def test_settings_come_from_environment_and_flags_win(monkeypatch):
     monkeypatch.setenv("FLASHTTS_PORT", "9123")
     monkeypatch.setenv("FLASHTTS_FIX_VOICE", "true")
     monkeypatch.setenv("FLASHTTS_LLM_GPU_MEMORY_UTILIZATION", "0.5")
+    monkeypatch.setenv("FLASHTTS_LLM_QUANTIZATION", "int8")  # the torch backend's flag
+    monkeypatch.setenv("FLASHTTS_CACHE_IMPLEMENTATION", "static")
     s = ServerSettings()
     assert (s.port, s.fix_voice, s.llm_gpu_memory_utilization) == (9123, True, 0.5)
+    assert (s.llm_quantization, s.cache_implementation, s.llm_attn_implementation) == ("int8", "static", "eager")
     assert ServerSettings(port=1234).port == 1234
     defaults = ServerSettings.model_fields
     assert defaults["max_length"].default == 32768 and defaults["llm_batch_size"].default == 256

@@ -37,17 +37,18 @@ def tiny_llm_dir(tmp_path_factory) -> Path:
 
 
 def backend_config(model_path: Path, **changes) -> BackendConfig:
-    values = dict(
-        model_path=model_path,
-        device="cpu",
-        torch_dtype="float32",
-        max_length=512,
-        gpu_memory_utilization=0.5,
-        batch_size=BATCH,
-        seed=0,
-    )
-    values.update(changes)
-    return BackendConfig(**values)
+    """The suite's BackendConfig; a change that is no BackendConfig field is a model option (a
+    backend's own, ``cache_implementation="static"``), read back by the backend from ``options``."""
+    from dataclasses import fields
+
+    from flashtts_core.options import EngineOptions
+
+    values = dict(model_path=model_path, device="cpu", torch_dtype="float32", max_length=512, batch_size=BATCH, seed=0)
+    options = {"llm_gpu_memory_utilization": 0.5}
+    known = {f.name for f in fields(BackendConfig)}
+    for name, value in changes.items():
+        (values if name in known else options)[name] = value
+    return BackendConfig(**values, options=EngineOptions(**options))
 
 
 # Engines that need CUDA: their adapters run against the documented API's stand-ins in standins/.

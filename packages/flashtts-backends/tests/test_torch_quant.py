@@ -8,7 +8,7 @@ import asyncio
 import pytest
 import torch
 from flashtts_core.errors import InvalidRequest
-from flashtts_core.options import EngineOptions
+from flashtts_core.options import EngineOptions, refuse_unread_options
 from flashtts_core.plugins import get_plugin_manager
 from flashtts_core.sampling import SamplingParams
 
@@ -36,7 +36,7 @@ async def test_int8_model_generates_close_to_float_and_the_head_restriction_chan
     from flashtts_backends.torch_backend import TorchBackend
     from flashtts_backends.torch_quant import Int8Linear
 
-    quantized = await TorchBackend.create(make_config(tiny_llm_dir, batch_size=4, quantization="int8"))
+    quantized = await TorchBackend.create(make_config(tiny_llm_dir, batch_size=4, llm_quantization="int8"))
     plain = await TorchBackend.create(make_config(tiny_llm_dir, batch_size=4))
     full = TorchBackend(quantized.model, quantized.config, "cpu", restrict_head=False)
     layers = [m for m in quantized.model.modules() if isinstance(m, Int8Linear)]
@@ -65,13 +65,29 @@ async def test_int8_model_generates_close_to_float_and_the_head_restriction_chan
     assert all(len(o.token_ids) > 0 for o in restricted)
 
 
-def test_backends_that_do_not_quantize_refuse_the_flag():
-    backends = get_plugin_manager().backends
+def test_the_flag_is_the_torch_backends_and_the_others_refuse_it():
+    """``--llm_quantization`` is declared by the torch backend (flashtts_backends.options), not core;
+    any other backend refuses it rather than load an unquantized model."""
+    from flashtts_backends.options import TorchOptions
+
+    pm = get_plugin_manager()
+    assert "llm_quantization" not in EngineOptions.model_fields
+    assert pm.options["torch"] is TorchOptions and "llm_quantization" in TorchOptions.fields_in("server")
     options = EngineOptions(llm_quantization="int8")
-    backends["torch"].check_options(options)
-    for name in ("llama-cpp", "vllm", "mlx-lm"):
+    pm.check_options(options, "spark", "torch")
+    assert TorchOptions.of(options).llm_quantization == "int8"
+    for name in ("llama-cpp", "vllm", "sglang", "mlx-lm", "tensorrt-llm"):
         with pytest.raises(InvalidRequest) as caught:
-            backends[name].check_options(options)
-        assert caught.value.param == "llm_quantization" and "torch" in caught.value.message
-    with pytest.raises(ValueError):
-        EngineOptions(llm_quantization="int4")
+            # What PluginManager.check_options runs once the backend is known to be installed.
+            refuse_unread_options(pm.options.values(), options, "spark", name)
+        assert caught.value.param == "llm_quantization"
+        assert caught.value.message.startswith(f"backend {name!r} does not quantize the LLM itself")
+        assert "torch" in caught.value.message
+        # Unset, the flag is nobody's business.
+        refuse_unread_options(pm.options.values(), EngineOptions(), "spark", name)
+    if pm.backend_status().get("llama-cpp", "not registered") is None:  # installed here: the whole check
+        with pytest.raises(InvalidRequest, match="does not quantize"):
+            pm.check_options(options, "spark", "llama-cpp")
+    with pytest.raises(InvalidRequest) as caught:
+        TorchOptions.of(EngineOptions(llm_quantization="int4"))
+    assert caught.value.param == "llm_quantization"

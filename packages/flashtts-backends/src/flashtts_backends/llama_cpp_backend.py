@@ -43,6 +43,7 @@ class LlamaCppBackend(LLMBackend):
     extra = "llama-cpp"
     requires = ("llama_cpp",)
     description = "llama.cpp through llama-cpp-python (GGUF: f32/f16/q8_0/…; batched; cpu, cuda/metal builds)"
+    weights_dtype = "weights as in the GGUF file"  # not --torch_dtype (progress lines)
 
     def __init__(self, model, ctx, config: BackendConfig, n_ctx: int, n_seq: int, n_batch: int, gguf: Path):
         import llama_cpp as lc

@@ -1,11 +1,59 @@
-"""The backends' own options (registered in plugin.py): declared here, not in flashtts-core."""
+"""The backends' own options (registered in plugin.py): declared here, not in flashtts-core.
+
+A flag two backends read is declared by each with the same type and default (one flag, its value
+reaches both): ``--llm_gpu_memory_utilization`` is vllm's, sglang's and tensorrt-llm's.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
-from flashtts_core.options import PluginOptions, option
+from flashtts_core.options import AttnImpl, PluginOptions, option
+
+GPU_MEMORY_HELP = "GPU memory share for vllm/sglang."
+
+
+def gpu_memory_utilization() -> float:
+    """``--llm_gpu_memory_utilization``, as each backend that reads it declares it."""
+    return option(0.6, gt=0, le=1, help=GPU_MEMORY_HELP)
+
+
+class TorchOptions(PluginOptions):
+    """Options of the torch backend (``--llm_attn_implementation``, ``--llm_quantization``,
+    ``--cache_implementation``)."""
+
+    owner = "torch"
+    refused_elsewhere = {
+        "llm_quantization": "backend {backend!r} does not quantize the LLM itself; --llm_quantization {value} is "
+        "for the torch backend (llama-cpp: convert to a q8_0 GGUF, `flashtts convert gguf`)",
+    }
+
+    llm_attn_implementation: AttnImpl = option("eager", help="LLM attention (torch backend).")
+    llm_quantization: Optional[Literal["int8"]] = option(
+        None,
+        help="torch backend: int8 weight-only linear layers in the LLM body (one scale per output "
+        "channel, bfloat16 activations); half the bytes a CPU decode step reads.",
+    )
+    cache_implementation: Optional[str] = option(
+        None, help="KV-cache strategy for the torch backend: static, offloaded_static, sliding_window, …"
+    )
+
+
+class VllmOptions(PluginOptions):
+    """Options of the vllm backend."""
+
+    owner = "vllm"
+
+    llm_gpu_memory_utilization: float = gpu_memory_utilization()
+
+
+class SglangOptions(PluginOptions):
+    """Options of the sglang backend."""
+
+    owner = "sglang"
+
+    llm_gpu_memory_utilization: float = gpu_memory_utilization()
 
 
 class TensorRTOptions(PluginOptions):
@@ -17,6 +65,8 @@ class TensorRTOptions(PluginOptions):
         None,
         help="TensorRT-LLM engine directory (tensorrt-llm backend); default {model_path}/tensorrt-engine.",
     )
+    # The share of free GPU memory its KV cache takes (KvCacheConfig.free_gpu_memory_fraction).
+    llm_gpu_memory_utilization: float = gpu_memory_utilization()
 
     def engine_dir(self, model_path: Optional[Path]) -> Optional[Path]:
         """``--llm_tensorrt_path``, else ``{model_path}/tensorrt-engine``."""

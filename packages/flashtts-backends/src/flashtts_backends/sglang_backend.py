@@ -12,6 +12,8 @@ from flashtts_core.backend import BackendConfig, LLMBackend
 from flashtts_core.errors import InvalidRequest
 from flashtts_core.sampling import SamplingParams
 
+from .options import SglangOptions
+
 logger = logging.getLogger("flashtts.backend.sglang")
 
 
@@ -58,7 +60,7 @@ class SglangBackend(LLMBackend):
             dtype=config.torch_dtype,
             context_length=config.max_length,
             max_running_requests=config.batch_size,
-            mem_fraction_static=config.gpu_memory_utilization,
+            mem_fraction_static=SglangOptions.of(config.options).llm_gpu_memory_utilization,
             tp_size=config.tensor_parallel_size,
             device=device,
             random_seed=config.seed,

@@ -13,6 +13,8 @@ from flashtts_core.backend import BackendConfig, LLMBackend
 from flashtts_core.errors import BackendUnavailable, InvalidRequest, ModelLoadError
 from flashtts_core.sampling import SamplingParams
 
+from .options import TensorRTOptions
+
 logger = logging.getLogger("flashtts.backend.tensorrt")
 
 
@@ -58,7 +60,9 @@ class TensorRTBackend(LLMBackend):
             model=str(model),
             skip_tokenizer_init=True,
             tensor_parallel_size=config.tensor_parallel_size,
-            kv_cache_config=KvCacheConfig(free_gpu_memory_fraction=config.gpu_memory_utilization),
+            kv_cache_config=KvCacheConfig(
+                free_gpu_memory_fraction=TensorRTOptions.of(config.options).llm_gpu_memory_utilization
+            ),
         )
         logger.info("tensorrt-llm backend: %s ready in %.1f s", model, time.perf_counter() - start)
         return cls(llm, config)
@@ -117,8 +121,6 @@ class TensorRTBackend(LLMBackend):
 def _engine_or_checkpoint(config: BackendConfig) -> Path:
     """The built engine directory if there is one, else the Hugging Face folder (TensorRT-LLM's
     PyTorch flow runs it directly)."""
-    from .options import TensorRTOptions
-
     options = config.options
     engine = TensorRTOptions.of(options).engine_dir(getattr(options, "model_path", None))
     if engine is not None and (engine / "config.json").is_file():

@@ -15,6 +15,7 @@ from flashtts_core.loading import building_modules
 from flashtts_core.options import resolve_device, resolve_dtype
 from flashtts_core.sampling import SamplingParams
 
+from .options import TorchOptions
 from .scheduled_stream import stream_scheduled
 
 logger = logging.getLogger("flashtts.backend.torch")
@@ -34,7 +35,6 @@ class TorchBackend(LLMBackend):
     extra = "torch"
     requires = ("torch", "transformers")
     description = "transformers causal LM with continuous batching (cpu, cuda, mps)"
-    quantizations = ("int8",)
 
     def __init__(self, model, config: BackendConfig, device: str, restrict_head: bool = True):
         """``restrict_head``: with ``allowed_token_ids``, compute logits over those rows only
@@ -46,9 +46,10 @@ class TorchBackend(LLMBackend):
         self.config = config
         self.device = device
         self.vocab_size = int(model.get_output_embeddings().weight.shape[0])
-        if config.cache_implementation:
+        cache_implementation = TorchOptions.of(config.options).cache_implementation
+        if cache_implementation:
             # A requested cache strategy is transformers' to build: decode each sequence with generate().
-            self._scheduler = GenerateRunner(model, device, config.batch_size, config.cache_implementation)
+            self._scheduler = GenerateRunner(model, device, config.batch_size, cache_implementation)
         else:
             self._scheduler = BatchScheduler(model, device, max_batch=config.batch_size, restrict_head=restrict_head)
         self._seeds = random.Random(config.seed)
@@ -70,11 +71,12 @@ class TorchBackend(LLMBackend):
 
         device = resolve_device(config.device)
         dtype = resolve_dtype(config.torch_dtype, device)
-        if config.cache_implementation:
+        own = TorchOptions.of(config.options)  # --llm_attn_implementation, --llm_quantization, --cache_implementation
+        if own.cache_implementation:
             logger.info(
                 "torch backend: cache_implementation=%s: sequences decode one per worker with generate() "
                 "instead of continuous batching",
-                config.cache_implementation,
+                own.cache_implementation,
             )
         start = time.perf_counter()
         logger.info(
@@ -82,11 +84,11 @@ class TorchBackend(LLMBackend):
         )
         with building_modules():  # from_pretrained sets the process-wide default dtype meanwhile
             model = AutoModelForCausalLM.from_pretrained(
-                str(config.model_path), dtype=dtype, attn_implementation=config.attn_implementation
+                str(config.model_path), dtype=dtype, attn_implementation=own.llm_attn_implementation
             )
         model.to(device).eval()
         params = sum(p.numel() for p in model.parameters())
-        if config.quantization == "int8":
+        if own.llm_quantization == "int8":
             from .torch_quant import quantize_int8
 
             if not str(device).startswith("cpu"):
@@ -100,8 +102,8 @@ class TorchBackend(LLMBackend):
             type(model).__name__,
             params / 1e6,
             str(dtype).replace("torch.", ""),
-            ", body int8" if config.quantization else "",
-            config.attn_implementation,
+            ", body int8" if own.llm_quantization else "",
+            own.llm_attn_implementation,
             config.batch_size,
             time.perf_counter() - start,
         )

@@ -14,6 +14,8 @@ from flashtts_core.backend import BackendConfig, LLMBackend
 from flashtts_core.errors import BackendUnavailable, InvalidRequest
 from flashtts_core.sampling import SamplingParams
 
+from .options import VllmOptions
+
 logger = logging.getLogger("flashtts.backend.vllm")
 
 # KV cache on CPU, in GiB, when the user has not set VLLM_CPU_KVCACHE_SPACE: Spark-TTS-0.5B in f32
@@ -76,7 +78,7 @@ class VllmBackend(LLMBackend):
             dtype=_vllm_dtype(config.torch_dtype, on_cpu),
             max_model_len=max_model_len,
             max_num_seqs=config.batch_size,
-            gpu_memory_utilization=config.gpu_memory_utilization,
+            gpu_memory_utilization=VllmOptions.of(config.options).llm_gpu_memory_utilization,
             # Shards over this many GPUs of the process (one Ray replica: --ray_num_gpus of them).
             tensor_parallel_size=config.tensor_parallel_size,
             seed=config.seed,

@@ -6,7 +6,7 @@ import importlib.util
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, ClassVar, Optional
+from typing import Any, AsyncIterator, ClassVar
 
 from .errors import BackendUnavailable, InvalidRequest
 from .sampling import SamplingParams
@@ -20,17 +20,13 @@ class BackendConfig:
     device: str = "auto"
     torch_dtype: str = "auto"
     max_length: int = 32768
-    gpu_memory_utilization: float = 0.6
     # GPUs the engine shards the model over (vllm/tensorrt-llm tensor_parallel_size, sglang tp_size).
     tensor_parallel_size: int = 1
     batch_size: int = 256
-    attn_implementation: str = "eager"
-    cache_implementation: Optional[str] = None
-    # Weight quantization the backend applies at load (``--llm_quantization``; torch: int8).
-    quantization: Optional[str] = None
     seed: int = 0
     # The options the config came from (EngineOptions or the server's settings): a backend reads its
-    # own (PluginOptions.of(config.options)) from them.
+    # own (PluginOptions.of(config.options): torch's --llm_quantization, vllm's
+    # --llm_gpu_memory_utilization …) from them.
     options: Any = None
     # Token ids an engine will list in ``allowed_token_ids``; backends may precompute masks.
     extra: dict = field(default_factory=dict)
@@ -43,12 +39,8 @@ class BackendConfig:
             device=options.llm_device,
             torch_dtype=options.torch_dtype,
             max_length=options.max_length,
-            gpu_memory_utilization=options.llm_gpu_memory_utilization,
             tensor_parallel_size=options.llm_tensor_parallel_size,
             batch_size=options.llm_batch_size,
-            attn_implementation=options.llm_attn_implementation,
-            cache_implementation=options.cache_implementation,
-            quantization=options.llm_quantization,
             seed=options.seed,
             options=options,
         )
@@ -78,8 +70,9 @@ class LLMBackend(ABC):
     description: ClassVar[str] = ""
     # True where ``BackendConfig.tensor_parallel_size`` shards the model over that many GPUs.
     tensor_parallel: ClassVar[bool] = False
-    # Values of ``--llm_quantization`` this backend applies when it loads the model.
-    quantizations: ClassVar[tuple[str, ...]] = ()
+    # What the weights load as where the backend, not ``--torch_dtype``, decides (progress lines,
+    # :func:`flashtts_core.options.llm_dtype_name`); declared only, so a wrapper forwards it.
+    weights_dtype: ClassVar[str]
     # Sequences generating or waiting in this backend now (0 where a backend does not count them).
     active: int = 0
 
@@ -96,15 +89,9 @@ class LLMBackend(ABC):
 
     @classmethod
     def check_options(cls, options) -> None:
-        """Refuse model options this backend would silently ignore (EngineOptions)."""
+        """Refuse model options this backend would silently ignore (EngineOptions). The plugins'
+        own flags are checked by :meth:`flashtts_core.plugins.PluginManager.check_options`."""
         cls.check_tensor_parallel(options.llm_tensor_parallel_size)
-        quantization = getattr(options, "llm_quantization", None)
-        if quantization is not None and quantization not in cls.quantizations:
-            raise InvalidRequest(
-                f"backend {cls.name!r} does not quantize the LLM itself; --llm_quantization {quantization} is for "
-                "the torch backend (llama-cpp: convert to a q8_0 GGUF, `flashtts convert gguf`)",
-                param="llm_quantization",
-            )
 
     @classmethod
     def check_tensor_parallel(cls, size: int) -> None:

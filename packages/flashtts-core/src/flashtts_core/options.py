@@ -46,21 +46,11 @@ class EngineOptions(BaseModel):
     llm_device: str = Field("auto", description="Device for the LLM (cpu, cuda, cuda:1, mps, auto).")
     tokenizer_device: str = Field("auto", description="Device for the audio tokenizer.")
     detokenizer_device: str = Field("auto", description="Device for the audio detokenizer.")
-    llm_attn_implementation: AttnImpl = Field("eager", description="LLM attention (torch backend).")
     max_length: int = Field(32768, gt=0, description="Maximum LLM context length.")
-    llm_gpu_memory_utilization: float = Field(0.6, gt=0, le=1, description="GPU memory share for vllm/sglang.")
     llm_tensor_parallel_size: int = Field(
         1, ge=1, description="GPUs one LLM is split across (tensor parallel; vllm, sglang, tensorrt-llm)."
     )
     torch_dtype: Dtype = Field("auto", description="Model precision.")
-    llm_quantization: Optional[Literal["int8"]] = Field(
-        None,
-        description="torch backend: int8 weight-only linear layers in the LLM body (one scale per output "
-        "channel, bfloat16 activations); half the bytes a CPU decode step reads.",
-    )
-    cache_implementation: Optional[str] = Field(
-        None, description="KV-cache strategy for the torch backend: static, offloaded_static, sliding_window, …"
-    )
     seed: int = Field(0, description="Random seed.")
     speaking_rate_bound: float = Field(
         1.0,
@@ -76,7 +66,7 @@ class EngineOptions(BaseModel):
     role_dir: Optional[str | Path] = Field(
         None,
         description="Saved roles: a directory, or an fsspec URL such as s3://bucket/prefix shared by replicas "
-        "(default data/roles, data/mega-roles for Mega).",
+        "(default: the engine's own, data/roles for most).",
     )
 
 
@@ -114,6 +104,11 @@ class PluginOptions(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False, protected_namespaces=())
 
     owner: ClassVar[str]
+    # Server flags that are an error, not silently ignored, when this plugin's engine or backend is
+    # not the one in use and no plugin in use declares the flag too: name -> the message, formatted
+    # with ``engine``, ``backend`` (the names in use), ``value`` and ``owner``. The torch backend's
+    # ``--llm_quantization``: "backend {backend!r} does not quantize the LLM itself; …".
+    refused_elsewhere: ClassVar[dict[str, str]] = {}
 
     @classmethod
     def fields_in(cls, where: Literal["server", "request"]) -> dict[str, FieldInfo]:
@@ -182,6 +177,29 @@ def declared_options(
     return found
 
 
+def refuse_unread_options(
+    classes: Iterable[type[PluginOptions]], options: Any, engine: Optional[str], backend: Optional[str]
+) -> None:
+    """Raise :class:`InvalidRequest` for a server flag in ``options`` that is set (not its default)
+    where only plugins not in use (neither ``engine`` nor ``backend``) read it and one of them lists
+    it in :attr:`PluginOptions.refused_elsewhere`: the flag would change nothing, and saying so
+    beats a silently different model."""
+    classes = list(classes)
+    in_use = {engine, backend} - {None}
+    read = {name for cls in classes if cls.owner in in_use for name in cls.fields_in("server")}
+    for cls in classes:
+        if cls.owner in in_use:
+            continue
+        for name, message in cls.refused_elsewhere.items():
+            field = cls.model_fields.get(name)
+            value = getattr(options, name, None)
+            if name in read or field is None or value is None or value == field.default:
+                continue
+            raise InvalidRequest(
+                message.format(engine=engine, backend=backend, value=value, owner=cls.owner), param=name
+            )
+
+
 def field_definitions(declared: dict[str, DeclaredOption]) -> dict[str, tuple[Any, FieldInfo]]:
     """``pydantic.create_model`` arguments for the declared options (each field as its plugin wrote it)."""
     from copy import copy
@@ -213,8 +231,10 @@ def resolve_dtype(dtype: str, device: str):
     return {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}[dtype]
 
 
-def llm_dtype_name(options: EngineOptions, device: str) -> str:
-    """What the LLM's weights load as, for progress lines: a dtype, or where the backend takes it from."""
-    if options.backend == "llama-cpp":
-        return "weights as in the GGUF file"
+def llm_dtype_name(options: EngineOptions, device: str, backend: Any = None) -> str:
+    """What the LLM's weights load as, for progress lines: a dtype, or where ``backend`` (the loaded
+    LLM backend) takes it from (its ``weights_dtype``, e.g. a GGUF file's)."""
+    own = getattr(backend, "weights_dtype", None)
+    if own:
+        return own
     return str(resolve_dtype(options.torch_dtype, device)).removeprefix("torch.")

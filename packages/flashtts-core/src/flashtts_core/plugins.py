@@ -180,6 +180,16 @@ class PluginManager:
         cls.check_available()
         return cls
 
+    def check_options(self, options, engine: str | None, backend: str) -> None:
+        """Refuse, before anything loads, model options that ``backend`` (and ``engine``) would
+        silently ignore: the backend's own check (:meth:`LLMBackend.check_options`), then the flags
+        plugins not in use declare as refused elsewhere (``--llm_quantization`` is the torch
+        backend's). Raises InvalidRequest naming the option."""
+        from .options import refuse_unread_options
+
+        self.get_backend(backend).check_options(options)
+        refuse_unread_options(self.options.values(), options, engine, backend)
+
     def get_format(self, name: str) -> type:
         cls = self.formats.get(name)
         if cls is None:

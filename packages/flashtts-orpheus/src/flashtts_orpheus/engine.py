@@ -130,7 +130,7 @@ class OrpheusEngine(Engine):
             tokenizer = await asyncio.to_thread(_load_tokenizer, model_path)
             loading.done("text tokenizer (%d tokens)", len(tokenizer))
             backend = await create_backend(BackendConfig.from_options(options, model_path))
-            loading.done("LLM on %s, %s, %s", options.backend, llm_device, llm_dtype_name(options, llm_device))
+            loading.done("LLM on %s, %s, %s", options.backend, llm_device, llm_dtype_name(options, llm_device, backend))
         engine = cls(backend, tokenizer, codec, lang, options)
         logger.info(
             "Orpheus ready: voices %s; SNAC decode batches of up to %d (wait %.3f s)",

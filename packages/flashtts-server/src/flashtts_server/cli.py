@@ -115,8 +115,8 @@ def _check_model_and_backend(options) -> None:
 
     pm = get_plugin_manager()
     try:
-        pm.detect_engine(options.model_path)
-        pm.get_backend(options.backend).check_options(options)
+        engine = pm.detect_engine(options.model_path)
+        pm.check_options(options, engine.name, options.backend)
     except FlashTTSError as exc:
         raise CLIError(exc.message) from None
 

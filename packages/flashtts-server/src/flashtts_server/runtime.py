@@ -141,7 +141,7 @@ class TTSRuntime:
             raise InvalidRequest(f"--backend is required; one of: {', '.join(sorted(plugins.backends))}")
         engine_cls = plugins.detect_engine(options.model_path)
         backend_cls = plugins.get_backend(options.backend)
-        backend_cls.check_options(options)
+        plugins.check_options(options, engine_cls.name, backend_cls.name)
         logger.info("model %s: engine %s, backend %s", options.model_path, engine_cls.name, backend_cls.name)
         await asyncio.to_thread(_import_heavy_libraries, backend_cls)
 

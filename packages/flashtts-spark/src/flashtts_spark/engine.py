@@ -190,7 +190,9 @@ class SparkEngine(Engine):
 
         async def load_llm():
             backend = await create_backend(BackendConfig.from_options(options, model_path / "LLM"))
-            loading.done("LLM (LLM/) on %s, %s, %s", options.backend, llm_device, llm_dtype_name(options, llm_device))
+            loading.done(
+                "LLM (LLM/) on %s, %s, %s", options.backend, llm_device, llm_dtype_name(options, llm_device, backend)
+            )
             return backend
 
         try:
