@@ -38,7 +38,13 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        async with lifecycle.running(app, settings, runtime, background=background_load):
+        listeners = []
+        if getattr(settings, "wyoming_port", None) is not None:
+            # Home Assistant's Wyoming listener, open at once like the HTTP port (wyoming_service.py).
+            from .wyoming_service import start_wyoming
+
+            listeners.append(lambda: start_wyoming(app, settings))
+        async with lifecycle.running(app, settings, runtime, background=background_load, listeners=listeners):
             yield
 
     body_limit = body_limit_bytes(settings.max_upload_mb)

@@ -84,8 +84,8 @@ def _setup_logging(level: str = "info") -> None:
 
 # -- commands --------------------------------------------------------------------------------------
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .lifecycle import serve
     from .logging_setup import configure_logging
+    from .runner import serve
     from .settings import settings_model
 
     settings = _settings_from_args(settings_model(), args)

@@ -1,11 +1,12 @@
-"""The server's life: loading, ready, shutting down (or failed), and the uvicorn server that runs it.
+"""The server's life: loading, ready, shutting down (or failed), and what the app does at startup and
+shutdown (:meth:`Lifecycle.running`, its lifespan).
 
 ``flashtts serve`` opens its port at once and loads the model behind it, so /health (liveness) and
 /ready (readiness) answer while a large model loads. On SIGTERM or SIGINT the server keeps
 listening but refuses new synthesis (503) and turns /ready 503, lets the running requests and
-streams finish (at most --shutdown_timeout seconds), then closes the engine and its backend. A
-second signal cuts the running requests off at once (the engine still closes); a third stops the
-process without waiting for anything.
+streams finish (at most --shutdown_timeout seconds), then closes the engine and its backend. The
+process that runs the app and turns signals into that drain is runner.py's; this module knows no
+app module (app.py, admission.py and the listeners import it, not the other way round).
 """
 
 from __future__ import annotations
@@ -13,14 +14,9 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-import os
-import signal
-import sys
-import time
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, AsyncIterator, Callable, NoReturn, Optional
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Optional, Sequence
 
-import uvicorn
 from flashtts_core.errors import FlashTTSError
 
 if TYPE_CHECKING:
@@ -45,7 +41,7 @@ class Lifecycle:
     def __init__(self) -> None:
         self.phase = Phase.LOADING
         self.pending = 0
-        # Called when a background load fails; the uvicorn server sets it to stop the process.
+        # Called when a background load fails; the uvicorn server (runner.py) sets it to stop the process.
         self.on_failure: Optional[Callable[[], None]] = None
 
     @property
@@ -88,17 +84,26 @@ class Lifecycle:
 
     @asynccontextmanager
     async def running(
-        self, app: "FastAPI", settings: "ServerSettings", runtime: "Optional[TTSRuntime]", background: bool
+        self,
+        app: "FastAPI",
+        settings: "ServerSettings",
+        runtime: "Optional[TTSRuntime]",
+        background: bool,
+        listeners: Sequence[Callable[[], Awaitable[Any]]] = (),
     ) -> AsyncIterator[None]:
         """The app's lifespan. ``background``: yield at once and load meanwhile (the port opens before
-        the model is ready); otherwise load first, and a failure fails the startup."""
-        wyoming = None
-        if getattr(settings, "wyoming_port", None) is not None:
-            # Home Assistant's Wyoming listener, open at once like the HTTP port (wyoming_service.py); a port
-            # that cannot be opened fails the startup as the HTTP port does (uvicorn exits with status 3).
-            from .wyoming_service import start_wyoming
-
-            wyoming = await start_wyoming(app, settings)
+        the model is ready); otherwise load first, and a failure fails the startup. ``listeners``
+        open other sockets beside the HTTP port (Home Assistant's Wyoming, from app.py): each returns
+        something with an async ``close()``, called once shutdown begins, before the engine closes.
+        One that cannot open fails the startup as the HTTP port does (uvicorn exits with status 3)."""
+        opened = []
+        try:
+            for start in listeners:
+                opened.append(await start())
+        except BaseException:
+            for listener in reversed(opened):
+                await listener.close()
+            raise
         task = None
         if background:
             task = asyncio.create_task(self._load_in_background(app, settings, runtime))
@@ -108,8 +113,8 @@ class Lifecycle:
             yield
         finally:
             self.begin_shutdown()
-            if wyoming is not None:
-                await wyoming.close()
+            for listener in reversed(opened):
+                await listener.close()
             if task is not None and not task.done():
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
@@ -117,91 +122,3 @@ class Lifecycle:
             if rt is not None:
                 await rt.close()
                 logger.info("engine and backend closed")
-
-
-class GracefulServer(uvicorn.Server):
-    """uvicorn, with a drain before its own shutdown: on the first SIGTERM/SIGINT the lifecycle turns
-    to shutting down, and the server exits once no synthesis is pending or ``shutdown_timeout`` passed."""
-
-    def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle, shutdown_timeout: float):
-        super().__init__(config)
-        self.lifecycle = lifecycle
-        self.shutdown_timeout = shutdown_timeout
-        self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self._draining = False
-        self._cut = False
-
-    async def startup(self, sockets=None) -> None:
-        self._loop = asyncio.get_running_loop()
-        await super().startup(sockets=sockets)
-
-    def handle_exit(self, sig: int, frame) -> None:
-        if self._loop is None or not self.started:  # before the port opened: uvicorn's own exit
-            super().handle_exit(sig, frame)
-            return
-        if self._draining:
-            if not self._cut and not self.should_exit:
-                # A second signal while draining: cut the running requests now, then close as usual.
-                logger.info("%s again: cutting the running requests off now", signal.Signals(sig).name)
-                self._cut = True
-            else:  # a third, or one while uvicorn itself winds down: stop without waiting for anything
-                self.force_exit = True
-                super().handle_exit(sig, frame)
-            return
-        self._draining = True
-        self.lifecycle.begin_shutdown()
-        logger.info(
-            "%s: shutting down; new synthesis is refused, %d pending request(s) get up to %g s to finish",
-            signal.Signals(sig).name,
-            self.lifecycle.pending,
-            self.shutdown_timeout,
-        )
-        # A signal handler runs between two bytecodes of the loop's thread: hand the drain to the loop.
-        loop = self._loop
-        loop.call_soon_threadsafe(lambda: loop.create_task(self._drain()))
-
-    async def _drain(self) -> None:
-        deadline = time.monotonic() + self.shutdown_timeout
-        while self.lifecycle.pending and time.monotonic() < deadline and not self._cut:
-            await asyncio.sleep(0.05)
-        if self._cut:
-            self.config.timeout_graceful_shutdown = 0
-        else:
-            if self.lifecycle.pending:
-                logger.warning(
-                    "%d request(s) still running after --shutdown_timeout %g s: cutting them off",
-                    self.lifecycle.pending,
-                    self.shutdown_timeout,
-                )
-            # What is still open (a probe, a role upload) gets the time left, at least a second; then uvicorn
-            # cancels it.
-            self.config.timeout_graceful_shutdown = max(1, int(deadline - time.monotonic() + 0.999))
-        self.should_exit = True
-
-    def stop_after_failed_load(self) -> None:
-        self.should_exit = True
-
-
-def serve(settings: "ServerSettings") -> NoReturn:
-    """Run ``flashtts serve`` until a signal, then exit: 0 after a clean shutdown, 1 when the model
-    failed to load."""
-    from .app import create_app
-
-    app = create_app(settings, background_load=True)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level.lower(),
-        log_config=None,  # our handler (logging_setup) formats uvicorn's lines too
-    )
-    server = GracefulServer(config, app.state.lifecycle, settings.shutdown_timeout)
-    app.state.lifecycle.on_failure = server.stop_after_failed_load
-    server.run()
-    code = 1 if app.state.lifecycle.phase is Phase.FAILED else 0
-    # Everything is closed: leave now. The interpreter's own teardown would spend seconds collecting
-    # the objects torch and transformers made (uvicorn, re-raising the signal, skipped it the same way).
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
