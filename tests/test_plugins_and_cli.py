@@ -162,6 +162,24 @@ def test_the_torch_backends_flags_are_refused_with_another_backend(example_plugi
     assert out.returncode == 0, out.stderr
 
 
+def test_backend_flags_name_the_installed_backends(example_plugin, tmp_path):
+    """Core names no backend: --backend's help, its "required" error and the tensor-parallel refusal
+    list what is installed (the example plugin's markov too)."""
+    text = " ".join(flashtts("serve", "--help").stdout.split())
+    backend_help = text.split("--backend BACKEND LLM backend: ", 1)[1].split(" (default", 1)[0]
+    assert {"torch", "vllm", "markov"} <= set(backend_help.rstrip(".").split(", "))
+    assert "(tensor parallel; vllm, sglang, tensorrt-llm)" in text
+    model = tmp_path / "tone"
+    assert flashtts("tiny-model", "tone", str(model)).returncode == 0
+    out = flashtts("serve", "--model_path", str(model))
+    assert out.returncode == 2 and "--backend is required: " in out.stderr and "markov" in out.stderr
+    out = flashtts("serve", "--model_path", str(model), "--backend", "markov", "--llm_tensor_parallel_size", "2")
+    assert out.returncode == 2, out.stderr
+    assert (
+        "backend 'markov' runs the LLM on one device; --llm_tensor_parallel_size 2 needs vllm, sglang or " in out.stderr
+    )
+
+
 def test_settings_come_from_environment_and_flags_win(monkeypatch):
     from flashtts_server.settings import settings_model
 

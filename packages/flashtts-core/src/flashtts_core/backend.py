@@ -6,7 +6,7 @@ import importlib.util
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, ClassVar
+from typing import Any, AsyncIterator, ClassVar, Sequence
 
 from .errors import BackendUnavailable, InvalidRequest
 from .sampling import SamplingParams
@@ -20,7 +20,7 @@ class BackendConfig:
     device: str = "auto"
     torch_dtype: str = "auto"
     max_length: int = 32768
-    # GPUs the engine shards the model over (vllm/tensorrt-llm tensor_parallel_size, sglang tp_size).
+    # GPUs the engine shards the model over (for backends whose ``tensor_parallel`` is True).
     tensor_parallel_size: int = 1
     batch_size: int = 256
     seed: int = 0
@@ -94,12 +94,14 @@ class LLMBackend(ABC):
         cls.check_tensor_parallel(options.llm_tensor_parallel_size)
 
     @classmethod
-    def check_tensor_parallel(cls, size: int) -> None:
-        """Refuse a tensor-parallel size this backend would silently ignore (it runs on one device)."""
+    def check_tensor_parallel(cls, size: int, sharding: Sequence[str] = ()) -> None:
+        """Refuse a tensor-parallel size this backend would silently ignore (it runs on one device).
+        ``sharding``: the installed backends that do shard (``tensor_parallel``), for the message."""
         if size > 1 and not cls.tensor_parallel:
+            needs = " or ".join(filter(None, [", ".join(sharding[:-1]), *sharding[-1:]]))
             raise InvalidRequest(
                 f"backend {cls.name!r} runs the LLM on one device; --llm_tensor_parallel_size {size} needs "
-                "vllm, sglang or tensorrt-llm (or use --replicas for one model copy per GPU)",
+                f"{needs or 'a backend that shards the LLM'} (or use --replicas for one model copy per GPU)",
                 param="llm_tensor_parallel_size",
             )
 

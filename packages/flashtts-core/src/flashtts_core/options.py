@@ -40,15 +40,14 @@ class EngineOptions(BaseModel):
     model_config = ConfigDict(extra="allow", protected_namespaces=())
 
     model_path: Optional[Path] = Field(None, description="Path to the TTS model directory.")
-    backend: Optional[str] = Field(
-        None, description="LLM backend: llama-cpp, vllm, sglang, torch, mlx-lm, tensorrt-llm."
-    )
+    # The server's flags name the installed backends here (flashtts_server.settings.plugin_described_fields).
+    backend: Optional[str] = Field(None, description="LLM backend (`flashtts plugins` lists those installed).")
     llm_device: str = Field("auto", description="Device for the LLM (cpu, cuda, cuda:1, mps, auto).")
     tokenizer_device: str = Field("auto", description="Device for the audio tokenizer.")
     detokenizer_device: str = Field("auto", description="Device for the audio detokenizer.")
     max_length: int = Field(32768, gt=0, description="Maximum LLM context length.")
     llm_tensor_parallel_size: int = Field(
-        1, ge=1, description="GPUs one LLM is split across (tensor parallel; vllm, sglang, tensorrt-llm)."
+        1, ge=1, description="GPUs one LLM is split across (tensor parallel, on the backends that shard it)."
     )
     torch_dtype: Dtype = Field("auto", description="Model precision.")
     seed: int = Field(0, description="Random seed.")

@@ -187,7 +187,10 @@ class PluginManager:
         backend's). Raises InvalidRequest naming the option."""
         from .options import refuse_unread_options
 
-        self.get_backend(backend).check_options(options)
+        cls = self.get_backend(backend)
+        sharding = [name for name, other in self.backends.items() if other.tensor_parallel]
+        cls.check_tensor_parallel(options.llm_tensor_parallel_size, sharding)  # naming those that shard
+        cls.check_options(options)
         refuse_unread_options(self.options.values(), options, engine, backend)
 
     def get_format(self, name: str) -> type:

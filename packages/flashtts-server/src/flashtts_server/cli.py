@@ -93,7 +93,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if settings.model_path is None:
         raise CLIError("--model_path is required (try `flashtts tiny-model spark demo-model` for a demo model)")
     if not settings.backend:
-        raise CLIError("--backend is required: llama-cpp, vllm, sglang, torch, mlx-lm or tensorrt-llm")
+        raise _backend_required()
     _check_model_and_backend(settings)
     from . import ray_serve  # imports Ray only inside serve_replicas
 
@@ -104,8 +104,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
             return ray_serve.serve_replicas(settings)
         except ray_serve.ScaleOutError as exc:
             raise CLIError(str(exc)) from None
-    # The port opens at once, the model loads behind it; SIGTERM/SIGINT drain before closing (lifecycle.py).
+    # The port opens at once, the model loads behind it; SIGTERM/SIGINT drain before closing (runner.py, lifecycle.py).
     return serve(settings)
+
+
+def _backend_required() -> CLIError:
+    """--backend is missing: name the installed backends (the plugins', not a list of ours)."""
+    from flashtts_core.plugins import get_plugin_manager
+
+    names = list(get_plugin_manager().backends)
+    listed = " or ".join(filter(None, [", ".join(names[:-1]), *names[-1:]])) or "none is installed"
+    return CLIError(f"--backend is required: {listed}")
 
 
 def _check_model_and_backend(options) -> None:
@@ -182,7 +191,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
     if options.model_path is None:
         raise CLIError("--model_path is required")
     if not options.backend:
-        raise CLIError("--backend is required: llama-cpp, vllm, sglang, torch, mlx-lm or tensorrt-llm")
+        raise _backend_required()
     text = args.input
     if text.endswith(".txt") and Path(text).is_file():
         text = Path(text).read_text(encoding="utf-8")
@@ -203,8 +212,16 @@ def infer_options_model():
     from flashtts_core.plugins import get_plugin_manager
     from pydantic import create_model
 
-    declared = declared_options(get_plugin_manager().options.values(), "server", taken=EngineOptions.model_fields)
-    return create_model("EngineOptions", __base__=EngineOptions, **field_definitions(declared))
+    from .settings import plugin_described_fields
+
+    plugins = get_plugin_manager()
+    declared = declared_options(plugins.options.values(), "server", taken=EngineOptions.model_fields)
+    return create_model(
+        "EngineOptions",
+        __base__=EngineOptions,
+        **field_definitions(declared),
+        **plugin_described_fields(EngineOptions, plugins),
+    )
 
 
 @functools.lru_cache(maxsize=1)

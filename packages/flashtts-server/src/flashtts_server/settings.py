@@ -132,6 +132,27 @@ def parse_voice_aliases(value: Optional[str]) -> dict[str, str]:
 _assembled: dict[int, tuple["PluginManager", type[ServerSettings]]] = {}
 
 
+def plugin_described_fields(base: type[EngineOptions], plugins: "PluginManager") -> dict:
+    """``create_model`` arguments that give core's ``backend`` and ``llm_tensor_parallel_size`` help
+    naming the installed backends (core names none): ``LLM backend: torch, vllm, …``."""
+    from copy import copy
+
+    sharding = [name for name, cls in plugins.backends.items() if getattr(cls, "tensor_parallel", False)]
+    texts = {
+        "backend": f"LLM backend: {', '.join(plugins.backends)}." if plugins.backends else None,
+        "llm_tensor_parallel_size": (
+            f"GPUs one LLM is split across (tensor parallel; {', '.join(sharding)})." if sharding else None
+        ),
+    }
+    fields = {}
+    for name, text in texts.items():
+        if text is not None:
+            field = copy(base.model_fields[name])
+            field.description = text
+            fields[name] = (field.annotation, field)
+    return fields
+
+
 def settings_model(plugins: "Optional[PluginManager]" = None) -> type[ServerSettings]:
     """:class:`ServerSettings` with the server flags of the installed plugins (``plugins``, by default
     the entry-point plugins), as real fields: ``--fix_voice``, ``FLASHTTS_FIX_VOICE``, typed and
@@ -144,6 +165,12 @@ def settings_model(plugins: "Optional[PluginManager]" = None) -> type[ServerSett
     if cached is not None and cached[0] is plugins:
         return cached[1]
     declared = declared_options(plugins.options.values(), "server", taken=ServerSettings.model_fields)
-    model = create_model("ServerSettings", __base__=ServerSettings, __module__=__name__, **field_definitions(declared))
+    model = create_model(
+        "ServerSettings",
+        __base__=ServerSettings,
+        __module__=__name__,
+        **field_definitions(declared),
+        **plugin_described_fields(ServerSettings, plugins),
+    )
     _assembled[id(plugins)] = (plugins, model)
     return model
