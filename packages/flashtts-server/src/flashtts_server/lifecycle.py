@@ -105,11 +105,11 @@ class Lifecycle:
                 await listener.close()
             raise
         task = None
-        if background:
-            task = asyncio.create_task(self._load_in_background(app, settings, runtime))
-        else:
-            await self.load(app, settings, runtime)
         try:
+            if background:
+                task = asyncio.create_task(self._load_in_background(app, settings, runtime))
+            else:  # a failed load closes the listeners too
+                await self.load(app, settings, runtime)
             yield
         finally:
             self.begin_shutdown()
