@@ -216,12 +216,8 @@ def infer_options_model():
 
     plugins = get_plugin_manager()
     declared = declared_options(plugins.options.values(), "server", taken=EngineOptions.model_fields)
-    return create_model(
-        "EngineOptions",
-        __base__=EngineOptions,
-        **field_definitions(declared),
-        **plugin_described_fields(EngineOptions, plugins),
-    )
+    fields = {**field_definitions(declared), **plugin_described_fields(EngineOptions, plugins)}
+    return create_model("EngineOptions", __base__=EngineOptions, **fields)
 
 
 @functools.lru_cache(maxsize=1)

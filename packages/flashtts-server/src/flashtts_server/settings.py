@@ -8,10 +8,11 @@ Orpheus' ``snac_path`` …, see ``register_options``): ``flashtts serve`` reads 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal, Optional
+from typing import TYPE_CHECKING, Any, Literal, Optional
 
 from flashtts_core.options import EngineOptions, declared_options, field_definitions
 from pydantic import Field, create_model, field_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
@@ -132,7 +133,7 @@ def parse_voice_aliases(value: Optional[str]) -> dict[str, str]:
 _assembled: dict[int, tuple["PluginManager", type[ServerSettings]]] = {}
 
 
-def plugin_described_fields(base: type[EngineOptions], plugins: "PluginManager") -> dict:
+def plugin_described_fields(base: type[EngineOptions], plugins: "PluginManager") -> dict[str, tuple[Any, FieldInfo]]:
     """``create_model`` arguments that give core's ``backend`` and ``llm_tensor_parallel_size`` help
     naming the installed backends (core names none): ``LLM backend: torch, vllm, …``."""
     from copy import copy
@@ -144,7 +145,7 @@ def plugin_described_fields(base: type[EngineOptions], plugins: "PluginManager")
             f"GPUs one LLM is split across (tensor parallel; {', '.join(sharding)})." if sharding else None
         ),
     }
-    fields = {}
+    fields: dict[str, tuple[Any, FieldInfo]] = {}
     for name, text in texts.items():
         if text is not None:
             field = copy(base.model_fields[name])
@@ -165,12 +166,7 @@ def settings_model(plugins: "Optional[PluginManager]" = None) -> type[ServerSett
     if cached is not None and cached[0] is plugins:
         return cached[1]
     declared = declared_options(plugins.options.values(), "server", taken=ServerSettings.model_fields)
-    model = create_model(
-        "ServerSettings",
-        __base__=ServerSettings,
-        __module__=__name__,
-        **field_definitions(declared),
-        **plugin_described_fields(ServerSettings, plugins),
-    )
+    fields = {**field_definitions(declared), **plugin_described_fields(ServerSettings, plugins)}
+    model = create_model("ServerSettings", __base__=ServerSettings, __module__=__name__, **fields)
     _assembled[id(plugins)] = (plugins, model)
     return model
