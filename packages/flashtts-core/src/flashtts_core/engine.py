@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import AsyncIterator, Callable, ClassVar, Optional
+from typing import AsyncIterator, Awaitable, Callable, ClassVar, Optional
 
 import numpy as np
 
@@ -15,7 +15,8 @@ from .options import EngineOptions
 from .request import SynthesisRequest, VoiceReference
 from .sampling import SamplingParams
 
-BackendFactory = Callable[[BackendConfig], "LLMBackend"]
+# What Engine.load is given: an async callable that builds the chosen backend from a config.
+BackendFactory = Callable[[BackendConfig], Awaitable[LLMBackend]]
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,20 @@ import logging
 from dataclasses import dataclass, field
 from importlib import metadata
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from . import hookspecs
 from .commands import Command, command_name
 from .errors import BackendUnavailable, InvalidRequest, ModelLoadError
+
+if TYPE_CHECKING:
+    from .backend import LLMBackend
+    from .codec import AudioCodec
+    from .engine import Engine
+    from .formats import AudioEncoder
+    from .options import PluginOptions
 
 logger = logging.getLogger("flashtts.plugins")
 
@@ -63,12 +70,12 @@ class PluginManager:
         self._pm = pluggy.PluginManager("flashtts")
         self._pm.add_hookspecs(hookspecs)
         self.plugins: list[PluginInfo] = []
-        self.engines: dict[str, type] = {}
-        self.backends: dict[str, type] = {}
-        self.codecs: dict[str, type] = {}
-        self.formats: dict[str, type] = {}
+        self.engines: dict[str, type[Engine]] = {}
+        self.backends: dict[str, type[LLMBackend]] = {}
+        self.codecs: dict[str, type[AudioCodec]] = {}
+        self.formats: dict[str, type[AudioEncoder]] = {}
         # owner (an engine's or backend's name) -> its PluginOptions subclass
-        self.options: dict[str, type] = {}
+        self.options: dict[str, type[PluginOptions]] = {}
         self.commands: dict[str, Command] = {}
 
     # -- loading ---------------------------------------------------------------------------------
@@ -172,7 +179,7 @@ class PluginManager:
         return None
 
     # -- lookups ---------------------------------------------------------------------------------
-    def get_backend(self, name: str) -> type:
+    def get_backend(self, name: str) -> type[LLMBackend]:
         cls = self.backends.get(name)
         if cls is None:
             known = ", ".join(sorted(self.backends)) or "none"
@@ -180,7 +187,7 @@ class PluginManager:
         cls.check_available()
         return cls
 
-    def get_format(self, name: str) -> type:
+    def get_format(self, name: str) -> type[AudioEncoder]:
         cls = self.formats.get(name)
         if cls is None:
             known = ", ".join(sorted(self.formats))
@@ -189,7 +196,7 @@ class PluginManager:
             )
         return cls
 
-    def detect_engine(self, model_path, name: str | None = None) -> type:
+    def detect_engine(self, model_path, name: str | None = None) -> type[Engine]:
         """The engine class for a model directory: by name if given, else the one whose detect() matches."""
         from pathlib import Path
 
