@@ -182,8 +182,9 @@ def declared_options(
     return found
 
 
-def field_definitions(declared: dict[str, DeclaredOption]) -> dict[str, tuple[Any, FieldInfo]]:
-    """``pydantic.create_model`` arguments for the declared options (each field as its plugin wrote it)."""
+def field_definitions(declared: dict[str, DeclaredOption]) -> dict[str, Any]:
+    """``pydantic.create_model`` arguments for the declared options (each field as its plugin wrote it):
+    name -> (annotation, FieldInfo), typed Any as create_model's keywords mix these with its own."""
     from copy import copy
 
     return {name: (d.field.annotation, copy(d.field)) for name, d in declared.items()}

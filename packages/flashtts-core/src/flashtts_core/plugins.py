@@ -187,7 +187,7 @@ class PluginManager:
         cls.check_available()
         return cls
 
-    def get_format(self, name: str) -> type[AudioEncoder]:
+    def get_format(self, name: str) -> type:
         cls = self.formats.get(name)
         if cls is None:
             known = ", ".join(sorted(self.formats))

@@ -8,7 +8,7 @@ Orpheus' ``snac_path`` …, see ``register_options``): ``flashtts serve`` reads 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal, Optional
+from typing import TYPE_CHECKING, Literal, Optional
 
 from flashtts_core.options import EngineOptions, declared_options, field_definitions
 from pydantic import Field, create_model, field_validator
@@ -144,8 +144,6 @@ def settings_model(plugins: "Optional[PluginManager]" = None) -> type[ServerSett
     if cached is not None and cached[0] is plugins:
         return cached[1]
     declared = declared_options(plugins.options.values(), "server", taken=ServerSettings.model_fields)
-    # Any: create_model's keyword arguments mix its own options (__base__ …) with the fields.
-    fields: dict[str, Any] = field_definitions(declared)
-    model = create_model("ServerSettings", __base__=ServerSettings, __module__=__name__, **fields)
+    model = create_model("ServerSettings", __base__=ServerSettings, __module__=__name__, **field_definitions(declared))
     _assembled[id(plugins)] = (plugins, model)
     return model

@@ -150,9 +150,7 @@ def with_plugin_fields(model: type[M], declared: dict[str, DeclaredOption]) -> t
     fields = {n: d for n, d in declared.items() if n not in model.model_fields}
     if not fields:
         return model
-    # Any: create_model's keyword arguments mix its own options (__base__ …) with the fields.
-    definitions: dict[str, Any] = field_definitions(fields)
-    assembled = create_model(model.__name__, __base__=model, __module__=model.__module__, **definitions)
+    assembled = create_model(model.__name__, __base__=model, __module__=model.__module__, **field_definitions(fields))
     assembled.__doc__ = model.__doc__
     assembled.plugin_fields = {n: d.owners for n, d in fields.items()}
     return assembled
