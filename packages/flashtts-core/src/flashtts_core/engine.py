@@ -15,7 +15,7 @@ from .options import EngineOptions
 from .request import SynthesisRequest, VoiceReference
 from .sampling import SamplingParams
 
-# ``await create_backend(config)``: the user's chosen backend, loaded (engines await it).
+# What Engine.load is given: an async callable that builds the chosen backend from a config.
 BackendFactory = Callable[[BackendConfig], Awaitable[LLMBackend]]
 
 

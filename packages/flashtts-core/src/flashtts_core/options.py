@@ -131,8 +131,8 @@ class PluginOptions(BaseModel):
             return cls.model_validate(values)
         except ValidationError as exc:
             err = exc.errors()[0]
-            name = ".".join(str(p) for p in err.get("loc", ())) or None
-            raise InvalidRequest(f"{name}: {err.get('msg')} (got {err.get('input')!r})", param=name) from None
+            loc = ".".join(str(p) for p in err.get("loc", ())) or None
+            raise InvalidRequest(f"{loc}: {err.get('msg')} (got {err.get('input')!r})", param=loc) from None
 
 
 # -- assembling the options of every installed plugin -------------------------------------------------
@@ -156,7 +156,7 @@ def declared_options(
     reserved = set(taken)
     found: dict[str, DeclaredOption] = {}
     for cls in classes:
-        owner = getattr(cls, "owner", None)
+        owner = cls.owner  # registered classes have one (plugins.py checks)
         for name, field in cls.fields_in(where).items():
             if name in reserved:
                 logger.warning("option %r of %r is refused: the name is one of FlashTTS's own", name, owner)
@@ -199,8 +199,9 @@ def refuse_unread_options(
             )
 
 
-def field_definitions(declared: dict[str, DeclaredOption]) -> dict[str, tuple[Any, FieldInfo]]:
-    """``pydantic.create_model`` arguments for the declared options (each field as its plugin wrote it)."""
+def field_definitions(declared: dict[str, DeclaredOption]) -> dict[str, Any]:
+    """``pydantic.create_model`` arguments for the declared options (each field as its plugin wrote it):
+    name -> (annotation, FieldInfo), typed Any as create_model's keywords mix these with its own."""
     from copy import copy
 
     return {name: (d.field.annotation, copy(d.field)) for name, d in declared.items()}

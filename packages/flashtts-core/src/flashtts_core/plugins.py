@@ -18,7 +18,9 @@ from .errors import BackendUnavailable, InvalidRequest, ModelLoadError
 
 if TYPE_CHECKING:
     from .backend import LLMBackend
+    from .codec import AudioCodec
     from .engine import Engine
+    from .formats import AudioEncoder
     from .options import PluginOptions
 
 logger = logging.getLogger("flashtts.plugins")
@@ -70,8 +72,8 @@ class PluginManager:
         self.plugins: list[PluginInfo] = []
         self.engines: dict[str, type[Engine]] = {}
         self.backends: dict[str, type[LLMBackend]] = {}
-        self.codecs: dict[str, type] = {}
-        self.formats: dict[str, type] = {}
+        self.codecs: dict[str, type[AudioCodec]] = {}
+        self.formats: dict[str, type[AudioEncoder]] = {}
         # owner (an engine's or backend's name) -> its PluginOptions subclass
         self.options: dict[str, type[PluginOptions]] = {}
         self.commands: dict[str, Command] = {}

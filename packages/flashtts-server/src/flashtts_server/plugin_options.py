@@ -81,7 +81,7 @@ def option_infos(plugins: "PluginManager", owners: tuple[Optional[str], ...], fi
     infos = []
     for owner in owners:
         cls = plugins.options.get(owner) if owner else None
-        if cls is None:
+        if cls is None or owner is None:
             continue
         properties = cls.model_json_schema().get("properties", {})
         for name in cls.fields_in("request"):

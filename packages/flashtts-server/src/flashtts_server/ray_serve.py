@@ -84,7 +84,7 @@ def replica_values(settings: ServerSettings, cwd: Path | None = None) -> dict[st
     return values
 
 
-def path_fields(model: type) -> list[str]:
+def path_fields(model: type[ServerSettings]) -> list[str]:
     """Local paths a replica must read as the launching command meant them, whatever its working
     directory: every settings field typed as a Path (model_path, role_dir, plugins' such as snac_path)."""
     import typing

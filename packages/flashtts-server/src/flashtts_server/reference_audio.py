@@ -8,7 +8,7 @@ import base64
 import binascii
 import io
 import re
-from typing import Optional
+from typing import Optional, TypeGuard
 
 import numpy as np
 from fastapi import UploadFile
@@ -118,7 +118,7 @@ async def build_reference(
         raise
 
 
-def upload_present(upload: Optional[UploadFile]) -> bool:
+def upload_present(upload: Optional[UploadFile]) -> TypeGuard[UploadFile]:
     """A file part with content. Browsers send an empty part with filename "" for an untouched file input."""
     return upload is not None and bool(upload.filename or upload.size)
 

@@ -118,8 +118,9 @@ class TTSRuntime:
         self.options = options
         self.plugins = plugins
         self.roles = roles
-        # name -> (the store's version stamp, prepared reference): only a cache, checked on every use.
-        self._role_cache: dict[str, tuple[str, VoiceReference]] = {}
+        # name -> (the store's version stamp, prepared reference): only a cache, checked on every use
+        # (a stamp of None, from a store that gives none, never matches).
+        self._role_cache: dict[str, tuple[Optional[str], VoiceReference]] = {}
         self._role_locks: dict[str, asyncio.Lock] = {}
         # Engine iterators running now; a cancelled or disconnected request leaves this at once.
         self.active_generations = 0
@@ -279,6 +280,8 @@ class TTSRuntime:
         name = validate_role_name(name)
         if not reference.features:
             reference = await self.engine.prepare_reference(reference)
+        if reference.audio is None:
+            raise InvalidRequest("a role needs reference audio")
         name, version = await asyncio.to_thread(
             self.roles.save_versioned,
             name,

@@ -141,7 +141,7 @@ def synthesis_request(
     )
 
 
-M = TypeVar("M", bound=BaseModel)
+M = TypeVar("M", bound=SamplingFields)
 
 
 def with_plugin_fields(model: type[M], declared: dict[str, DeclaredOption]) -> type[M]:

@@ -422,7 +422,7 @@ class WyomingConnection:
             builtin, reference = await self.service.default_voice(runtime)
         else:
             builtin, reference = await runtime.resolve_voice(name)
-        return builtin, reference, builtin or (reference.name if reference is not None else name)
+        return builtin, reference, builtin or (reference.name if reference is not None else None) or name
 
     async def _synthesize(self, text: str, voice: Optional[SynthesizeVoice], sample_rate: Optional[int]) -> None:
         async with self._accounted() as started:

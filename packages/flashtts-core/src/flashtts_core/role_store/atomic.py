@@ -15,12 +15,12 @@ import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 try:
     import fcntl
 except ImportError:  # Windows: temporary folders are judged by age instead
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]  # the module or None, tested before each use
 
 TMP, TRASH = ".tmp-", ".trash-"
 # How often a rename is tried again while other writers keep replacing its target.
@@ -55,7 +55,8 @@ def write_folder(folder: Path, files: dict[str, bytes]) -> None:
     fsync_dir(folder)
 
 
-_renameat2 = None
+# libc's renameat2 (a ctypes function) once looked up; False where there is none.
+_renameat2: Any = None
 
 
 def exchange(a: Path, b: Path) -> bool:

@@ -56,6 +56,8 @@ logger = logging.getLogger("flashtts.roles")
 class FolderRoleStore(RoleStore):
     """Saved roles in a local folder (a path, or a ``file://`` URL)."""
 
+    root: Path
+
     def __init__(self, root: Path | str):
         if isinstance(root, str) and root.startswith("file://"):
             root = root[len("file://") :]
@@ -131,10 +133,10 @@ class FolderRoleStore(RoleStore):
             except (ValueError, KeyError, TypeError, OSError):
                 manifest = None  # reported by version(); the files are used as they are
             if manifest is None:
-                version = self._files_stamp(path)
-                if version is None:
+                stamp, audio = self._files_stamp(path), self._audio_file(path)
+                if stamp is None or audio is None:  # also when removed meanwhile
                     raise NotFound(f"unknown role {path.name!r}", param="name")
-                audio = self._audio_file(path)
+                version = stamp
                 listed = [audio.name] + [f for f in (TEXT_FILE, LATENT_FILE) if (path / f).is_file()]
             try:
                 files = {f: (path / f).read_bytes() for f in listed}
@@ -157,7 +159,7 @@ class FolderRoleStore(RoleStore):
         with locked_scratch(self.root) as tmp:
             for fname, data in files.items():
                 fsync_write(tmp / fname, data)
-            if cache is not None:
+            if cache is not None and engine is not None:  # a cache comes with its engine's name
                 write_folder(tmp / "cache" / engine, cache)
                 fsync_dir(tmp / "cache")
             fsync_write(tmp / MANIFEST, json.dumps(manifest).encode())  # last: the role is complete

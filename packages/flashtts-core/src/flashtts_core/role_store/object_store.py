@@ -119,9 +119,11 @@ class ObjectRoleStore(RoleStore):
             stored = decode_role(name, files, AUDIO_FILE, str(manifest["version"]))
             if engine is not None and is_cache_key(engine):
                 cache = f"{data}/cache/{engine}"
-                stored.features = decode_features(
-                    name, engine, lambda f, cache=cache: self.fs.cat_file(f"{cache}/{f}"), stored.version
-                )
+
+                def read(f: str, cache: str = cache) -> bytes:
+                    return self.fs.cat_file(f"{cache}/{f}")
+
+                stored.features = decode_features(name, engine, read, stored.version)
             return stored
         raise NotFound(f"unknown role {name!r}", param="name")
 

@@ -49,7 +49,7 @@ def build_router(models: RequestModels) -> APIRouter:
     @synthesis_route
     async def clone_voice(
         request: Request,
-        form: Annotated[models.clone_upload, Form()],
+        form: Annotated[models.clone_upload, Form()],  # type: ignore[name-defined]  # built per app: the plugins' fields
         runtime: TTSRuntime = Depends(get_runtime),
         settings: ServerSettings = Depends(get_settings),
     ) -> Response:
@@ -61,7 +61,7 @@ def build_router(models: RequestModels) -> APIRouter:
     @synthesis_route
     async def speak(
         request: Request,
-        body: models.speak,
+        body: models.speak,  # type: ignore[name-defined]  # built per app: the plugins' fields
         runtime: TTSRuntime = Depends(get_runtime),
         settings: ServerSettings = Depends(get_settings),
     ) -> Response:
@@ -72,7 +72,7 @@ def build_router(models: RequestModels) -> APIRouter:
     @synthesis_route
     async def multi_speak(
         request: Request,
-        body: models.multi_speak,
+        body: models.multi_speak,  # type: ignore[name-defined]  # built per app: the plugins' fields
         runtime: TTSRuntime = Depends(get_runtime),
         settings: ServerSettings = Depends(get_settings),
     ) -> Response:

@@ -37,7 +37,7 @@ def build_router(models: RequestModels) -> APIRouter:
     @synthesis_route
     async def create_speech(
         request: Request,
-        body: models.speech,
+        body: models.speech,  # type: ignore[name-defined]  # built per app: the plugins' fields
         runtime: TTSRuntime = Depends(get_runtime),
         settings: ServerSettings = Depends(get_settings),
     ) -> Response:

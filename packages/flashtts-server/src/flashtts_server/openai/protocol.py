@@ -74,7 +74,9 @@ class VoiceCard(BaseModel):
     id: str
     name: str
     type: Literal["role", "builtin", "alias"]
-    alias_of: Optional[str] = Field(None, description="For an alias (--voice_alias): the voice or role it names.")
+    alias_of: Optional[str] = Field(
+        default=None, description="For an alias (--voice_alias): the voice or role it names."
+    )
 
 
 class VoiceList(BaseModel):

@@ -35,7 +35,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, AsyncIterator, Optional, Protocol
+from typing import TYPE_CHECKING, AsyncGenerator, Optional, Protocol
 
 import numpy as np
 from flashtts_core.errors import FlashTTSError, InvalidRequest, PayloadTooLarge
@@ -365,7 +365,7 @@ class RealtimeSession:
         )
         start = context.samples
         ready = time.perf_counter()
-        chunks: AsyncIterator[np.ndarray] = self._measured(self.runtime.synthesize(request), context)
+        chunks: AsyncGenerator[np.ndarray, None] = self._measured(self.runtime.synthesize(request), context)
         if context.rate != context.source_rate:
             chunks = resampled(chunks, context.source_rate, context.rate)
         last = ready
@@ -391,7 +391,9 @@ class RealtimeSession:
             if timings.words:
                 await self.output.timestamps(context, timings)
 
-    async def _measured(self, chunks: AsyncIterator[np.ndarray], context: Context) -> AsyncIterator[np.ndarray]:
+    async def _measured(
+        self, chunks: AsyncGenerator[np.ndarray, None], context: Context
+    ) -> AsyncGenerator[np.ndarray, None]:
         metric = self.metrics.audio_seconds.labels(self.route)
         try:
             async for chunk in chunks:
