@@ -34,46 +34,29 @@ TEXT = "The quick brown fox jumps over the lazy dog, and then it runs back home 
 
 
 def write_full_size(path: Path, seed: int = 0) -> Path:
-    """Every MegaTTS3 folder at upstream's sizes with random weights, plus example.wav / example.npy."""
-    import torch
-    from flashtts_mega.aligner import Aligner
-    from flashtts_mega.checkpoint import save_checkpoint, write_config
-    from flashtts_mega.dit import DiT
-    from flashtts_mega.duration import DurationModel
-    from flashtts_mega.tiny_model import write_example, write_random_wavvae, write_tiny_g2p
+    """Every MegaTTS3 folder at upstream's sizes (the default configurations) with random weights,
+    plus example.wav / example.npy."""
+    from flashtts_mega.config import DiTConfig
+    from flashtts_mega.tiny_model import (
+        write_example,
+        write_random_aligner,
+        write_random_dit,
+        write_random_duration,
+        write_random_wavvae,
+        write_tiny_g2p,
+    )
 
     marker = path / ".complete"
     if marker.is_file():
         return path
     path.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
     start = time.perf_counter()
-    # Default PyTorch initialisation; the DiT's AdaLN-zero layers get small random weights instead of
-    # zeros so that every layer does real work.
-    dit = DiT()
-    with torch.no_grad():
-        for p in dit.parameters():
-            if p.dim() > 1 and not p.abs().sum():
-                p.normal_(0.0, 0.02)
-    write_config(path / "diffusion_transformer", {"frames_multiple": 8, "win_size": 960})
-    save_checkpoint(path / "diffusion_transformer" / "model_only_last.ckpt", "dit", dit.state_dict())
-    del dit
-    aligner = Aligner()
-    write_config(path / "aligner_lm", {"n_audio_head": 8, "n_text_head": 8})
-    save_checkpoint(path / "aligner_lm" / "model_only_last.ckpt", "model", aligner.state_dict())
-    del aligner
-    duration = DurationModel()
-    write_config(
-        path / "duration_lm",
-        {"dur_model_type": "ar", "dur_txt_hs": 512, "dur_model_hidden_size": 512, "dur_model_layers": 8,
-         "dur_code_size": 128, "use_rot_embed": True, "lm_use_enc": True, "encoder_type": "rel_fft",
-         "ling_labels": ["tone"], "use_ph_pos_embed": False, "frames_multiple": 8},
-    )  # fmt: skip
-    save_checkpoint(path / "duration_lm" / "model_only_last.ckpt", "dur_model", duration.state_dict())
-    del duration
+    write_random_dit(path / "diffusion_transformer", seed=seed)
+    write_random_aligner(path / "aligner_lm", seed=seed)
+    write_random_duration(path / "duration_lm", seed=seed)
     write_random_wavvae(path / "wavvae", seed=seed)
     write_tiny_g2p(path / "g2p", seed=seed)
-    write_example(path, win_size=960, seed=seed)
+    write_example(path, win_size=DiTConfig().win_size, seed=seed)
     marker.write_text("ok")
     print(f"wrote a full-size random MegaTTS3 to {path} in {time.perf_counter() - start:.0f} s", flush=True)
     return path

@@ -18,8 +18,9 @@ from flashtts_mega.aligner import (
     mel_filters,
     pad_reference,
 )
-from flashtts_mega.checkpoint import load_state_dict, save_checkpoint, write_config
-from flashtts_mega.tiny_model import write_tiny_aligner
+from flashtts_mega.checkpoint import load_state_dict, read_config, save_checkpoint, write_config
+from flashtts_mega.config import AlignerConfig
+from flashtts_mega.tiny_model import ALIGNER_TINY, write_tiny_aligner
 
 WIN_SIZE = 1536  # any win_size works; the engine passes the DiT config's
 
@@ -55,11 +56,12 @@ def test_tiny_checkpoint_has_upstreams_layout(tiny_dir, aligner):
     raw = torch.load(tiny_dir / CHECKPOINT, weights_only=True)
     assert list(raw) == ["state_dict"] and list(raw["state_dict"]) == [INNER_KEY]
     assert (tiny_dir / CHECKPOINT).stat().st_size < 4_000_000
-    sizes = Aligner.sizes_from_state_dict(
-        load_state_dict(tiny_dir / CHECKPOINT, INNER_KEY), {"n_audio_head": 2, "n_text_head": 2}
+    config = AlignerConfig.from_dict(
+        {"n_audio_head": 2, "n_text_head": 2}, load_state_dict(tiny_dir / CHECKPOINT, INNER_KEY)
     )
-    assert sizes["n_state"] == 32 and sizes["n_audio_layer"] == sizes["n_text_layer"] == 1
-    assert sizes["n_vocab"] == 6800 and sizes["n_mels"] == 80
+    assert config.n_state == 32 and config.n_audio_layer == config.n_text_layer == 1
+    assert config.n_vocab == 6800 and config.n_mels == 80
+    assert config == AlignerConfig.from_dict(read_config(tiny_dir)) == ALIGNER_TINY
     assert not any(p.requires_grad for p in aligner.parameters()) and not aligner.training
 
 

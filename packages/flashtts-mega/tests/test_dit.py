@@ -7,9 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from flashtts_core.errors import ModelLoadError
-from flashtts_mega.checkpoint import load_state_dict, save_checkpoint
+from flashtts_mega.checkpoint import load_state_dict, read_config, save_checkpoint
+from flashtts_mega.config import DiTConfig
 from flashtts_mega.dit import CHECKPOINT, INNER_KEY, DiT, DiTInput, amo_step, sway_schedule
-from flashtts_mega.tiny_model import DIT_TINY_SIZES, write_tiny_dit
+from flashtts_mega.tiny_model import DIT_TINY, write_tiny_dit
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -54,8 +55,9 @@ def test_tiny_checkpoint_has_upstreams_layout_and_loads_strictly(tiny_dit_dir, d
     assert list(raw["state_dict"]) == [INNER_KEY]
     file_keys = set(raw["state_dict"][INNER_KEY])
     assert file_keys == set(dit.state_dict())  # nothing missing, nothing unexpected
-    sizes = DiT.sizes_from_state_dict(raw["state_dict"][INNER_KEY])
-    assert {k: sizes[k] for k in DIT_TINY_SIZES} == DIT_TINY_SIZES
+    # config.yaml holds the configuration, and the tensors' shapes agree with it
+    assert DiTConfig.from_dict(read_config(tiny_dit_dir)) == DIT_TINY
+    assert DiTConfig.from_dict({}, raw["state_dict"][INNER_KEY]) == DIT_TINY
     assert (tiny_dit_dir / CHECKPOINT).stat().st_size < 8_000_000
     assert not dit.training and not any(p.requires_grad for p in dit.parameters())
 

@@ -8,8 +8,9 @@ from flashtts_mega import phones
 from flashtts_mega.aligner import Aligner, pad_reference
 from flashtts_mega.alignment import ReferenceAlignment, length_regulate, mel2token_to_dur
 from flashtts_mega.checkpoint import load_state_dict, read_config, save_checkpoint, write_config
+from flashtts_mega.config import DurationConfig
 from flashtts_mega.duration import CHECKPOINT, INNER_KEY, DurationModel
-from flashtts_mega.tiny_model import write_tiny_aligner, write_tiny_duration
+from flashtts_mega.tiny_model import DURATION_TINY, write_tiny_aligner, write_tiny_duration
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -57,10 +58,12 @@ def test_tiny_checkpoint_has_upstreams_layout_and_keys(tiny_dir, model):
 def test_sizes_come_from_the_tensors(tiny_dir, tmp_path):
     state = load_state_dict(tiny_dir / CHECKPOINT, INNER_KEY)
     config = read_config(tiny_dir)
-    sizes = DurationModel.sizes_from_checkpoint(state, {**config, "dur_model_layers": 7, "dur_code_size": 3})
-    assert (sizes["num_layers"], sizes["code_size"], sizes["dec_hidden_size"]) == (2, 128, 64)
-    assert (sizes["enc_layers"], sizes["enc_num_heads"], sizes["hidden_size"], sizes["dict_size"]) == (1, 2, 32, 174)
-    assert sizes["ling_label_dict_size"] == {"tone": 16} and sizes["char_dict_size"] == 64
+    sizes = DurationConfig.from_dict({**config, "dur_model_layers": 7, "dur_code_size": 3}, state)
+    assert (sizes.num_layers, sizes.code_size, sizes.dec_hidden_size) == (2, 128, 64)
+    assert (sizes.enc_layers, sizes.enc_num_heads, sizes.hidden_size, sizes.dict_size) == (1, 2, 32, 174)
+    assert sizes.ling_label_dict_size == {"tone": 16} and sizes.char_dict_size == 64
+    # without the tensors, config.yaml (upstream's keys) gives the same configuration
+    assert DurationConfig.from_dict(config) == DurationConfig.from_dict(config, state) == DURATION_TINY
 
 
 def test_strict_load_errors_name_the_keys(tiny_dir, tmp_path):

@@ -6,10 +6,9 @@ DiT 484 tensors / 458,834,496 parameters; WaveVAE decoder 256 tensors / 226,081,
 upstream's layer definitions (tts/modules/llm_dit/*, tts/modules/wavvae/decoder/*).
 """
 
-import inspect
-
 import pytest
 import torch
+from flashtts_mega.config import DiTConfig, WaveVAEConfig
 from flashtts_mega.dit import DiT
 from flashtts_mega.wavvae import WaveVAEDecoder
 
@@ -82,9 +81,12 @@ def test_dit_tree_matches_upstream(dit_tree):
         "postnet.weight": (32, 1024),
     }
     assert {k: tuple(state[k].shape) for k in shapes} == shapes
-    # what from_checkpoint reads off a released file's tensors gives back upstream's sizes
-    defaults = {k: p.default for k, p in inspect.signature(DiT).parameters.items()}
-    assert DiT.sizes_from_state_dict(state) == defaults | {"ffn_dim": 2048, "ph_encoder_filter": 2048}
+    # the loader reads the released configuration back off a released file's tensors (its
+    # config.yaml holds no sizes), and the model built from the default configuration is this one
+    assert DiTConfig.from_dict({}, state) == DiTConfig()
+    with torch.device("meta"):
+        rebuilt = DiT.from_config(DiTConfig())
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in state.items()}
 
 
 def test_wavvae_decoder_tree_matches_upstream(vae_tree):
@@ -120,5 +122,5 @@ def test_wavvae_decoder_tree_matches_upstream(vae_tree):
     }
     assert {k: tuple(state[k].shape) for k in shapes} == shapes
     assert vae_tree.hop_length == 960
-    defaults = {k: p.default for k, p in inspect.signature(WaveVAEDecoder).parameters.items()}
-    assert WaveVAEDecoder.sizes_from_state_dict(state, {"melgan_config": {"use_tanh": False}}) == defaults
+    assert WaveVAEConfig.from_dict({"melgan_config": {"use_tanh": False}}, state) == WaveVAEConfig()
+    assert WaveVAEConfig.from_dict({}, state) == WaveVAEConfig()  # no tanh: the final 1×1 conv is there

@@ -12,8 +12,11 @@ builds for ``DURATION_CONFIG`` — our defaults: the released encoder as a publi
 61,376,641 parameters. The loader reads the real sizes from the checkpoint's tensors in any case.
 """
 
+import dataclasses
+
 import torch
 from flashtts_mega.aligner import Aligner
+from flashtts_mega.config import AlignerConfig, DurationConfig
 from flashtts_mega.duration import DurationModel
 
 DURATION_CONFIG = {  # upstream's config keys for the counts above
@@ -66,8 +69,9 @@ def test_full_size_aligner_tree():
     assert shapes["decoder.out_proj.weight"] == (6800, 512)
     assert "decoder.blocks.0.attn.key.bias" not in state and "decoder.blocks.0.attn.value.bias" in state
     assert "decoder.blocks.0.cross_attn_ln.weight" in state and "encoder.blocks.0.cross_attn.query.weight" not in state
-    # the loader reads the same sizes back from the tensors
-    assert Aligner.sizes_from_state_dict(state, {}) == {
+    # the loader reads the same sizes back from the tensors: the default configuration
+    assert AlignerConfig.from_dict({}, state) == AlignerConfig()
+    assert dataclasses.asdict(AlignerConfig()) == {
         "n_mels": 80,
         "n_state": 512,
         "n_audio_ctx": 3000,
@@ -112,14 +116,16 @@ def test_full_size_duration_tree():
     assert shapes["layers.7.op.ffn.ffn_2.weight"] == (512, 2048)
     assert shapes["project_out_dim.weight"] == (129, 512)
     assert "layers.0.op.self_attn.in_proj_bias" not in state and "layers.0.op.self_attn.out_proj.bias" not in state
-    sizes = DurationModel.sizes_from_checkpoint(state, DURATION_CONFIG)
-    assert (sizes["hidden_size"], sizes["dec_hidden_size"], sizes["num_layers"], sizes["code_size"]) == (
+    sizes = DurationConfig.from_dict(DURATION_CONFIG, state)
+    # upstream's keys give the default configuration, with or without the tensors
+    assert sizes == DurationConfig.from_dict(DURATION_CONFIG) == DurationConfig()
+    assert (sizes.hidden_size, sizes.dec_hidden_size, sizes.num_layers, sizes.code_size) == (
         DURATION_CONFIG["dur_txt_hs"],
         DURATION_CONFIG["dur_model_hidden_size"],
         DURATION_CONFIG["dur_model_layers"],
         DURATION_CONFIG["dur_code_size"],
     )
-    assert (sizes["enc_layers"], sizes["enc_num_heads"], sizes["enc_ffn_hidden_size"]) == (4, 4, 1024)
+    assert (sizes.enc_layers, sizes.enc_num_heads, sizes.enc_ffn_hidden_size) == (4, 4, 1024)
     with torch.device("meta"):
-        rebuilt = DurationModel(**sizes)
+        rebuilt = DurationModel.from_config(sizes)
     assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in state.items()}

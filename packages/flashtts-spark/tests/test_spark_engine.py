@@ -15,8 +15,8 @@ from flashtts_core.options import EngineOptions
 from flashtts_core.request import Level, SynthesisRequest, VoiceReference
 from flashtts_core.sampling import SamplingOverrides
 from flashtts_server.runtime import TTSRuntime
-from flashtts_spark.engine import FIRST_CHUNK_TOKENS
 from flashtts_spark.fixed_voices import FOLDER
+from flashtts_spark.streaming import FIRST_CHUNK_TOKENS
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

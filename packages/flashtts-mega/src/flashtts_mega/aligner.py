@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from flashtts_core.audio_io import resample
 from flashtts_core.dsp import slaney_mel_filterbank
-from flashtts_core.errors import AudioDecodeError, ModelLoadError
+from flashtts_core.errors import AudioDecodeError
 from torch import nn
 
 from . import phones
@@ -36,15 +36,14 @@ from .checkpoint import (
     build_checked,
     load_strict,
     million_parameters,
-    read_folder,
     ready_for_inference,
 )
+from .config import AlignerConfig
 from .layout import SAMPLE_RATE
 
 logger = logging.getLogger("flashtts.mega")
 
-CHECKPOINT = "model_only_last.ckpt"
-INNER_KEY = "model"
+CHECKPOINT, INNER_KEY = AlignerConfig.CHECKPOINT, AlignerConfig.INNER_KEY  # upstream's file and key names
 
 MEL_SAMPLE_RATE = 16000  # the aligner resamples the engine's 24 kHz itself
 N_FFT = 400
@@ -213,7 +212,7 @@ def fix_durations(dur: list[int], total: int) -> list[int]:
 
 
 class Aligner(nn.Module):
-    """The Whisper-like aligner (upstream ``Whisper``); sizes default to upstream's."""
+    """The Whisper-like aligner (upstream ``Whisper``); sizes default to upstream's (:class:`config.AlignerConfig`)."""
 
     def __init__(
         self,
@@ -311,30 +310,8 @@ class Aligner(nn.Module):
         return ReferenceAlignment(ph[None], tone[None], mel2ph)
 
     @classmethod
-    def sizes_from_state_dict(cls, state_dict: dict[str, torch.Tensor], config: dict) -> dict:
-        """Constructor sizes from tensor shapes; head counts (not visible in shapes) from the config, else 8."""
-
-        def count(prefix: str) -> int:
-            n = 0
-            while f"{prefix}.{n}.attn.query.weight" in state_dict:
-                n += 1
-            return n
-
-        try:
-            conv1 = state_dict["encoder.conv1.weight"]
-            return {
-                "n_mels": int(conv1.shape[1]),
-                "n_state": int(conv1.shape[0]),
-                "n_audio_ctx": int(state_dict["encoder.positional_embedding"].shape[0]),
-                "n_text_ctx": int(state_dict["decoder.positional_embedding"].shape[0]),
-                "n_vocab": int(state_dict["decoder.token_embedding.weight"].shape[0]),
-                "n_audio_layer": count("encoder.blocks"),
-                "n_text_layer": count("decoder.blocks"),
-                "n_audio_head": int(config.get("n_audio_head", 8)),
-                "n_text_head": int(config.get("n_text_head", 8)),
-            }
-        except KeyError as exc:
-            raise ModelLoadError(f"the aligner checkpoint lacks {exc.args[0]}") from exc
+    def from_config(cls, config: AlignerConfig) -> Aligner:
+        return build_checked(cls, config.model_kwargs(), "aligner")
 
     @classmethod
     def from_checkpoint(
@@ -342,15 +319,14 @@ class Aligner(nn.Module):
     ) -> Aligner:
         """Load ``folder`` (aligner_lm/: config.yaml + model_only_last.ckpt, inner key ``model``) strictly."""
         folder = Path(folder)
-        config, file, state_dict = read_folder(folder, CHECKPOINT, INNER_KEY)
-        sizes = cls.sizes_from_state_dict(state_dict, config)
-        model = build_checked(cls, sizes, f"aligner in {folder}")
+        config, file, state_dict = AlignerConfig.read(folder)
+        model = cls.from_config(config)
         load_strict(model, state_dict, f"aligner checkpoint {file}")
         model = ready_for_inference(model, device, dtype)
         logger.info(
             "aligner loaded from %s (%s, %.1fM parameters) on %s in %s",
             folder,
-            ", ".join(f"{k}={v}" for k, v in sizes.items()),
+            ", ".join(f"{k}={v}" for k, v in config.to_dict().items()),
             million_parameters(model),
             device,
             dtype,

@@ -31,18 +31,19 @@ from torch import nn
 from .alignment import LATENT_STRIDE
 from .checkpoint import (
     SHOWN_KEYS,
+    build_checked,
     build_for_loading,
     load_strict,
     million_parameters,
-    read_folder,
     ready_for_inference,
 )
-from .rel_transformer import RelTransformerEncoder, rel_transformer_sizes
+from .config import DiTConfig
+from .rel_transformer import RelTransformerEncoder
 
 logger = logging.getLogger("flashtts.mega")
 
-CHECKPOINT = "model_only_last.ckpt"
-INNER_KEY = "dit"
+CHECKPOINT, INNER_KEY = DiTConfig.CHECKPOINT, DiTConfig.INNER_KEY  # upstream's file and key names
+
 # A checkpoint may carry tensors of training-only sub-modules the inference graph lacks (the released
 # file has 9 such tensors, which is why upstream loads it with strict=False). More than this many
 # is taken for a wrong file rather than extras.
@@ -284,7 +285,8 @@ def _pad_stack(tensors: list[torch.Tensor], length: int) -> torch.Tensor:
 
 
 class DiT(nn.Module):
-    """Upstream's ``Diffusion``: sizes are arguments (defaults = upstream's hard-coded values)."""
+    """Upstream's ``Diffusion``: sizes are arguments (defaults = upstream's hard-coded values, as
+    :class:`config.DiTConfig`'s)."""
 
     def __init__(
         self,
@@ -339,57 +341,27 @@ class DiT(nn.Module):
 
     # -- loading ---------------------------------------------------------------------------------
 
-    @staticmethod
-    def sizes_from_state_dict(state_dict: dict[str, torch.Tensor], config: dict | None = None) -> dict:
-        """Constructor arguments read from the checkpoint's tensors (and config.yaml where a size
-        leaves no trace in any shape)."""
-        config = config or {}
-        n_layers = 0
-        while f"encoder.layers.{n_layers}.attention.wq.weight" in state_dict:
-            n_layers += 1
-        dim = state_dict["x_prenet.weight"].shape[0]
-        ph = rel_transformer_sizes(state_dict, "ph_encoder.")
-        return {
-            "encoder_dim": dim,
-            "encoder_n_layers": n_layers,
-            # The head count shows in no tensor shape: config.yaml if it says, else upstream's head width 64.
-            "encoder_n_heads": int(config.get("encoder_n_heads", max(dim // 64, 1))),
-            "ffn_dim": state_dict["encoder.layers.0.feed_forward.w1.weight"].shape[0],
-            "local_cond_dim": state_dict["local_cond_project.weight"].shape[0],
-            "ctx_mask_dim": state_dict["ctx_mask_proj.weight"].shape[0],
-            "in_channels": state_dict["x_prenet.weight"].shape[1],
-            "out_channels": state_dict["postnet.weight"].shape[0],
-            "max_seq_len": int(config.get("max_seq_len", 16384)),
-            "time_freq_dim": state_dict["f5_time_embed.time_mlp.0.weight"].shape[1],
-            "ph_dict_size": ph["n_vocab"],
-            "tone_dict_size": state_dict["tone_embed.weight"].shape[0],
-            "ph_encoder_filter": ph["filter_channels"],
-            "ph_encoder_heads": ph["n_heads"],
-            "ph_encoder_layers": ph["n_layers"],
-            "ph_encoder_kernel": ph["kernel_size"],
-            "ph_encoder_window": ph["window_size"],
-        }
+    @classmethod
+    def from_config(cls, config: DiTConfig) -> DiT:
+        return build_checked(cls, config.model_kwargs(), "DiT")
 
     @classmethod
     def from_checkpoint(
         cls, folder: Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
     ) -> DiT:
-        """diffusion_transformer/{config.yaml, model_only_last.ckpt} (inner key ``dit``), loaded strictly."""
+        """diffusion_transformer/{config.yaml, model_only_last.ckpt} (inner key ``dit``), loaded strictly
+        into the model its :class:`DiTConfig` describes."""
         start = time.perf_counter()
-        config, file, state_dict = read_folder(folder, CHECKPOINT, INNER_KEY)
-        try:
-            sizes = cls.sizes_from_state_dict(state_dict, config)
-        except KeyError as exc:
-            raise_missing(file, exc)
-        model = build_for_loading(lambda: cls(**sizes), state_dict)
+        config, file, state_dict = DiTConfig.read(folder)
+        model = build_for_loading(lambda: cls.from_config(config), state_dict)
         state_dict = drop_training_extras(model, state_dict, file)
         load_strict(model, state_dict, f"DiT checkpoint {file}")
         model = ready_for_inference(model, device, dtype)
         logger.info(
             "DiT loaded from %s: %d layers × %d, %.1fM parameters, on %s, %s, in %.1f s",
             file,
-            sizes["encoder_n_layers"],
-            sizes["encoder_dim"],
+            config.encoder_n_layers,
+            config.encoder_dim,
             million_parameters(model),
             device,
             dtype,
@@ -514,10 +486,6 @@ class DiT(nn.Module):
 
 def _first_row_only() -> torch.Tensor:
     return torch.tensor([1.0, 0.0, 0.0])[:, None, None]
-
-
-def raise_missing(file: Path, exc: KeyError):
-    raise ModelLoadError(f"DiT checkpoint {file} lacks tensor {exc.args[0]!r} needed to size the model") from exc
 
 
 def drop_training_extras(model: nn.Module, state_dict: dict[str, torch.Tensor], file: Path) -> dict[str, torch.Tensor]:

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from flashtts_core.errors import ModelLoadError
 from torch import nn
 
 from . import phones
@@ -30,15 +29,14 @@ from .checkpoint import (
     build_checked,
     load_strict,
     million_parameters,
-    read_folder,
     ready_for_inference,
 )
-from .rel_transformer import RelTransformerEncoder, rel_transformer_sizes
+from .config import DurationConfig
+from .rel_transformer import RelTransformerEncoder
 
 logger = logging.getLogger("flashtts.mega")
 
-CHECKPOINT = "model_only_last.ckpt"
-INNER_KEY = "dur_model"
+CHECKPOINT, INNER_KEY = DurationConfig.CHECKPOINT, DurationConfig.INNER_KEY  # upstream's file and key names
 
 # Post-processing constants of upstream dur_pred (frames are 10 ms).
 SEGMENT_GAP_FRAMES = 32  # added to a non-final segment's last phone (room for the crossfade)
@@ -155,14 +153,9 @@ class DurationPrompt:
 
 
 class DurationModel(nn.Module):
-    """Upstream ARDurPredictor for inference. Sizes are upstream's config keys: ``hidden_size`` is
-    ``dur_txt_hs``, ``dec_hidden_size`` ``dur_model_hidden_size``, ``num_layers`` ``dur_model_layers``,
-    ``code_size`` ``dur_code_size``; the phone encoder's sizes those of its ``rel_fft`` encoder.
-
-    The released duration_lm/config.yaml is not in upstream's repository. The defaults follow the
-    released encoder as a public print of the module shows it (rel_fft, 512 wide, 4 layers, FFN 1024
-    with kernel 3, 174 phones); the decoder defaults (8 × 512, 128 codes) are an assumption.
-    ``from_checkpoint`` reads every size from the tensors, so the real file loads whatever they are."""
+    """Upstream ARDurPredictor for inference. Sizes are :class:`config.DurationConfig`'s fields (which
+    names upstream's config keys: ``hidden_size`` is ``dur_txt_hs``, ``dec_hidden_size``
+    ``dur_model_hidden_size``, …); the phone encoder's sizes those of its ``rel_fft`` encoder."""
 
     def __init__(
         self,
@@ -171,7 +164,7 @@ class DurationModel(nn.Module):
         dec_hidden_size: int = 512,
         num_layers: int = 8,
         code_size: int = 128,
-        num_heads: int = 8,
+        dec_num_heads: int = 8,
         lm_use_enc: bool = True,
         enc_ffn_hidden_size: int = 1024,
         enc_num_heads: int = 4,
@@ -244,7 +237,7 @@ class DurationModel(nn.Module):
         if not use_post_ln:
             self.layer_norm = nn.LayerNorm(dec_hidden_size)
         self.layers = nn.ModuleList(
-            [DecoderLayer(dec_hidden_size, num_heads, lm_bias, use_post_ln) for _ in range(num_layers)]
+            [DecoderLayer(dec_hidden_size, dec_num_heads, lm_bias, use_post_ln) for _ in range(num_layers)]
         )
         if dur_model_type == "ar_mse":
             self.project_out_dim = nn.Sequential(nn.Linear(dec_hidden_size, 1), nn.Softplus())
@@ -417,64 +410,8 @@ class DurationModel(nn.Module):
     # -- checkpoints ----------------------------------------------------------------------------
 
     @classmethod
-    def sizes_from_checkpoint(cls, state_dict: dict[str, torch.Tensor], config: dict) -> dict:
-        """Constructor arguments: shapes from the tensors, the rest (no tensor shows it) from config.yaml."""
-        if not config.get("use_rot_embed", False):
-            raise ModelLoadError(
-                "duration_lm/config.yaml: upstream runs the duration model only with use_rot_embed: true"
-            )
-        for key in ("use_spk_embed", "use_spk_id", "use_spk_enc"):
-            if config.get(key):
-                raise ModelLoadError(
-                    f"duration_lm/config.yaml: {key} is not supported (upstream builds no module for it)"
-                )
-        try:
-            code = state_dict["code_emb.weight"]
-            sizes: dict = {
-                "dec_hidden_size": int(code.shape[1]),
-                "code_size": int(code.shape[0]) - 2,
-                "num_layers": sum(
-                    1 for k in state_dict if k.startswith("layers.") and k.endswith(".op.layer_norm1.weight")
-                ),
-                "lm_bias": "layers.0.op.ffn.ffn_2.bias" in state_dict,
-                "use_post_ln": "layer_norm.weight" not in state_dict,
-                "use_pos_embed": "embed_positions._float_tensor" in state_dict,
-                "use_bert_input": "bert_input_proj.weight" in state_dict,
-                "dur_model_type": "ar_mse" if "project_out_dim.0.weight" in state_dict else "ar",
-                "ling_label_dict_size": {
-                    k.split(".")[1]: int(v.shape[0]) - 3
-                    for k, v in state_dict.items()
-                    if k.startswith("ling_label_embed_layers.") and k.endswith(".weight")
-                },
-                "use_ph_pos_embed": bool(config.get("use_ph_pos_embed", False)),
-                "frames_multiple": int(config.get("frames_multiple", 8)),
-            }
-            if "encoder.weight" in state_dict:
-                sizes |= {"lm_use_enc": False, "dict_size": int(state_dict["encoder.weight"].shape[0])}
-                sizes["hidden_size"] = int(state_dict["encoder.weight"].shape[1])
-                sizes["char_dict_size"] = (
-                    int(state_dict["char_encoder.weight"].shape[0]) if "char_encoder.weight" in state_dict else 0
-                )
-            else:
-                enc = rel_transformer_sizes(state_dict, "encoder.")
-                sizes |= {
-                    "lm_use_enc": True,
-                    "dict_size": enc["n_vocab"],
-                    "hidden_size": enc["hidden_channels"],
-                    "enc_ffn_hidden_size": enc["filter_channels"],
-                    "enc_num_heads": enc["n_heads"],
-                    "enc_layers": enc["n_layers"],
-                    "enc_ffn_kernel_size": enc["kernel_size"],
-                    "enc_prenet": enc["prenet"],
-                    "enc_pre_ln": enc["pre_ln"],
-                    "enc_window_size": enc["window_size"],
-                    "char_dict_size": rel_transformer_sizes(state_dict, "char_encoder.")["n_vocab"]
-                    if "char_encoder.emb.weight" in state_dict
-                    else 0,
-                }
-        except KeyError as exc:
-            raise ModelLoadError(f"the duration checkpoint lacks {exc.args[0]}") from exc
-        return sizes
+    def from_config(cls, config: DurationConfig) -> DurationModel:
+        return build_checked(cls, config.model_kwargs(), "duration model")
 
     @classmethod
     def from_checkpoint(
@@ -482,17 +419,16 @@ class DurationModel(nn.Module):
     ) -> DurationModel:
         """Load ``folder`` (duration_lm/: config.yaml + model_only_last.ckpt, inner key ``dur_model``) strictly."""
         folder = Path(folder)
-        config, file, state_dict = read_folder(folder, CHECKPOINT, INNER_KEY)
-        sizes = cls.sizes_from_checkpoint(state_dict, config)
-        model = build_checked(cls, sizes, f"duration model in {folder}")
+        config, file, state_dict = DurationConfig.read(folder)
+        model = cls.from_config(config)
         load_strict(model, state_dict, f"duration checkpoint {file}")
         model = ready_for_inference(model, device, dtype)
         logger.info(
             "duration model loaded from %s (%d layers × %d, code size %d, %.1fM parameters) on %s in %s",
             folder,
-            sizes["num_layers"],
-            sizes["dec_hidden_size"],
-            sizes["code_size"],
+            config.num_layers,
+            config.dec_hidden_size,
+            config.code_size,
             million_parameters(model),
             device,
             dtype,

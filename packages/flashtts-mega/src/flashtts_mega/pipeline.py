@@ -127,6 +127,7 @@ class MegaPipeline(MegaEngineBase):
     async def load(cls, options: EngineOptions, create_backend: BackendFactory) -> "MegaPipeline":
         from .aligner import Aligner
         from .checkpoint import read_config
+        from .config import DiTConfig
         from .dit import DiT
         from .duration import DurationModel
         from .wavvae import WaveVAEDecoder
@@ -150,7 +151,8 @@ class MegaPipeline(MegaEngineBase):
         )
 
         def load_modules():
-            win_size = int(read_config(model_path / "diffusion_transformer").get("win_size", 960))
+            # the reference's padding: a setting of the DiT folder's config.yaml (upstream's global hyperparameters)
+            win_size = DiTConfig.from_dict(read_config(model_path / "diffusion_transformer")).win_size
             return (
                 Aligner.from_checkpoint(model_path / "aligner_lm", aligner_device),
                 DurationModel.from_checkpoint(model_path / "duration_lm", device),

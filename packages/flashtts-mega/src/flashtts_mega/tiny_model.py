@@ -10,9 +10,11 @@ Layout, as the released checkpoint::
     example.wav, example.npy   a reference clip (24 kHz) and its latent [1, T, 32], as upstream's assets/
 
 Every folder is written here: ``write_tiny_aligner``, ``write_tiny_duration``, ``write_tiny_dit``,
-``write_tiny_wavvae``, ``write_tiny_g2p`` and ``write_example`` (``write_random_dit`` and
-``write_random_wavvae`` also take upstream's full sizes). Config files carry upstream's keys, and the
-checkpoints load strictly into the model classes, as a released checkpoint does.
+``write_tiny_wavvae``, ``write_tiny_g2p`` and ``write_example``; the ``write_random_*`` writers take
+any :mod:`config` (by default the released sizes: the full-size benches use them). Each config.yaml
+holds its configuration's ``to_dict()`` (upstream's keys where upstream has them), so the loader reads
+the sizes back from it as well as from the tensors, and the checkpoints load strictly into the model
+classes, as a released checkpoint does.
 """
 
 from __future__ import annotations
@@ -26,9 +28,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import aligner, dit, duration, phones, wavvae
 from .aligner import Aligner, pad_reference
-from .checkpoint import read_config, save_checkpoint, write_config
+from .checkpoint import save_checkpoint, write_config
+from .config import AlignerConfig, DiTConfig, DurationConfig, ModelConfig, WaveVAEConfig
 from .dit import DiT
 from .duration import DurationModel
 from .g2p import MIN_RESERVED_TOKENS, RESERVED_TTS_0
@@ -45,85 +47,66 @@ EXAMPLE_SECONDS = 2.0
 RESERVED_TOKENS = 1024
 QWEN_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 
-# DiT: 1.3M parameters; two heads of upstream's head width 64, so the head count needs no config key.
-DIT_TINY_SIZES = {
-    "encoder_dim": 128,
-    "encoder_n_layers": 2,
-    "encoder_n_heads": 2,
-    "local_cond_dim": 32,
-    "ph_encoder_filter": 128,
-    "ph_encoder_heads": 2,
-    "ph_encoder_layers": 2,
-}
+ALIGNER_TINY = AlignerConfig(
+    n_state=32, n_audio_head=2, n_audio_layer=1, n_text_head=2, n_text_layer=1, n_text_ctx=1024
+)
+DURATION_TINY = DurationConfig(
+    hidden_size=32,
+    dec_hidden_size=64,
+    num_layers=2,
+    code_size=128,
+    enc_ffn_hidden_size=64,
+    enc_num_heads=2,
+    enc_layers=1,
+    char_dict_size=64,
+    use_ph_pos_embed=True,
+)
+# DiT: 1.3M parameters; two heads of upstream's head width 64.
+DIT_TINY = DiTConfig(
+    encoder_dim=128,
+    encoder_n_layers=2,
+    encoder_n_heads=2,
+    ffn_dim=256,
+    local_cond_dim=32,
+    ph_encoder_filter=128,
+    ph_encoder_heads=2,
+    ph_encoder_layers=2,
+)
 # WaveVAE: narrow channels, upstream's up-sampling factors: 25 latent frames still decode to 24,000 samples.
-WAVVAE_TINY_SIZES = {"decoder_dim": 32, "ngf": 4}
+WAVVAE_TINY = WaveVAEConfig(decoder_dim=32, ngf=4)
+
+
+def _save(folder: Path, config: ModelConfig, state_dict) -> None:
+    """``folder/config.yaml`` (the configuration) and its checkpoint, in upstream's format."""
+    write_config(Path(folder), config.to_dict())
+    save_checkpoint(Path(folder) / config.CHECKPOINT, config.INNER_KEY, state_dict)
+
+
+def write_random_aligner(folder: Path, seed: int = 0, config: AlignerConfig = AlignerConfig()) -> None:
+    """``aligner_lm/``: a random aligner (PyTorch's initialisation) of ``config``'s sizes."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Aligner.from_config(config)
+        nn.init.normal_(model.decoder.positional_embedding, std=0.02)  # a parameter left uninitialised
+    _save(folder, config, model.state_dict())
 
 
 def write_tiny_aligner(folder: Path, seed: int = 0) -> None:
-    """``aligner_lm/``: a tiny random aligner in upstream's layout (config.yaml + model_only_last.ckpt)."""
-    sizes = {
-        "n_state": 32,
-        "n_audio_head": 2,
-        "n_audio_layer": 1,
-        "n_text_head": 2,
-        "n_text_layer": 1,
-        "n_text_ctx": 1024,
-    }
+    """``aligner_lm/``: a tiny random aligner (ALIGNER_TINY) in upstream's layout."""
+    write_random_aligner(folder, seed, ALIGNER_TINY)
+
+
+def write_random_duration(folder: Path, seed: int = 0, config: DurationConfig = DurationConfig()) -> None:
+    """``duration_lm/``: a random duration model (PyTorch's initialisation), config.yaml with upstream's keys."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = Aligner(**sizes)
-        nn.init.normal_(model.decoder.positional_embedding, std=0.02)
-    write_config(Path(folder), {"n_audio_head": 2, "n_text_head": 2})
-    save_checkpoint(Path(folder) / aligner.CHECKPOINT, aligner.INNER_KEY, model.state_dict())
+        model = DurationModel.from_config(config)
+    _save(folder, config, model.state_dict())
 
 
 def write_tiny_duration(folder: Path, seed: int = 0) -> None:
-    """``duration_lm/``: a tiny random duration model in upstream's layout, config.yaml with upstream's keys."""
-    config = {
-        "dur_model_type": "ar",
-        "dur_txt_hs": 32,
-        "dur_model_hidden_size": 64,
-        "dur_model_layers": 2,
-        "dur_code_size": 128,
-        "use_rot_embed": True,
-        "lm_use_enc": True,
-        "encoder_type": "rel_fft",
-        "hidden_size": 32,
-        "ffn_hidden_size": 64,
-        "num_heads": 2,
-        "enc_layers": 1,
-        "enc_ffn_kernel_size": 3,
-        "enc_prenet": True,
-        "enc_pre_ln": True,
-        "dropout": 0.0,
-        "use_ph_pos_embed": True,
-        "mega_use_char": True,
-        "char_dict_size": 64,
-        "ling_labels": ["tone"],
-        "ling_label_dict_size": [len(phones.tone_symbols()) - 3],
-        "use_pos_embed": False,
-        "use_post_ln": False,
-        "lm_bias": True,
-        "use_spk_embed": False,
-        "use_spk_id": False,
-        "use_spk_enc": False,
-        "frames_multiple": 8,
-    }
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = DurationModel(
-            hidden_size=32,
-            dec_hidden_size=64,
-            num_layers=2,
-            code_size=128,
-            enc_ffn_hidden_size=64,
-            enc_num_heads=2,
-            enc_layers=1,
-            char_dict_size=64,
-            use_ph_pos_embed=True,
-        )
-    write_config(Path(folder), config)
-    save_checkpoint(Path(folder) / duration.CHECKPOINT, duration.INNER_KEY, model.state_dict())
+    """``duration_lm/``: a tiny random duration model (DURATION_TINY) in upstream's layout."""
+    write_random_duration(folder, seed, DURATION_TINY)
 
 
 def _dit_random_weight(name: str, shape: torch.Size, gen: torch.Generator) -> torch.Tensor:
@@ -135,28 +118,25 @@ def _dit_random_weight(name: str, shape: torch.Size, gen: torch.Generator) -> to
     return torch.randn(shape, generator=gen) / math.sqrt(math.prod(shape[1:]))
 
 
-def write_random_dit(folder: Path, seed: int = 0, **sizes) -> None:
-    """A random DiT of the given sizes (default: upstream's full size) in upstream's layout."""
-    folder = Path(folder)
+def write_random_dit(folder: Path, seed: int = 0, config: DiTConfig = DiTConfig()) -> None:
+    """``diffusion_transformer/``: a random DiT of ``config``'s sizes (default: the released ones).
+
+    Its config.yaml also holds win_size and frames_multiple, which upstream reads from this folder."""
     gen = torch.Generator().manual_seed(seed)
-    shapes = {k: v.shape for k, v in DiT(**sizes).state_dict().items()}
-    state = {k: _dit_random_weight(k, shape, gen) for k, shape in shapes.items()}
-    # Upstream reads frames_multiple and win_size from this folder's config (the reference wav is
-    # padded to win_size; durations to multiples of frames_multiple).
-    write_config(folder, {"frames_multiple": 8, "win_size": 960})
-    save_checkpoint(folder / dit.CHECKPOINT, dit.INNER_KEY, state)
+    with torch.device("meta"):  # shapes only
+        shapes = {k: v.shape for k, v in DiT.from_config(config).state_dict().items()}
+    _save(folder, config, {k: _dit_random_weight(k, shape, gen) for k, shape in shapes.items()})
 
 
 def write_tiny_dit(folder: Path, seed: int = 0) -> None:
-    """``diffusion_transformer/``: a tiny random DiT (DIT_TINY_SIZES, 5 MB) in upstream's layout."""
-    write_random_dit(folder, seed, **DIT_TINY_SIZES)
+    """``diffusion_transformer/``: a tiny random DiT (DIT_TINY, 5 MB) in upstream's layout."""
+    write_random_dit(folder, seed, DIT_TINY)
 
 
-def write_random_wavvae(folder: Path, seed: int = 0, **sizes) -> None:
-    """A random WaveVAE decoder of the given sizes (default: upstream's full size) in upstream's layout."""
-    folder = Path(folder)
+def write_random_wavvae(folder: Path, seed: int = 0, config: WaveVAEConfig = WaveVAEConfig()) -> None:
+    """``wavvae/``: a random WaveVAE decoder of ``config``'s sizes (default: the released ones)."""
     gen = torch.Generator().manual_seed(seed)
-    model = WaveVAEDecoder(**sizes)
+    model = WaveVAEDecoder.from_config(config)
     state = {}
     for name, value in model.state_dict().items():
         if name.endswith("weight_g"):
@@ -166,22 +146,12 @@ def write_random_wavvae(folder: Path, seed: int = 0, **sizes) -> None:
             state[name] = torch.randn(value.shape, generator=gen) * 0.01
         else:
             state[name] = torch.randn(value.shape, generator=gen) / math.sqrt(math.prod(value.shape[1:]))
-    # Upstream's keys: hop_size × vae_stride = samples per latent frame (the prompt trim), and the
-    # melgan_config namespace the Generator reads.
-    write_config(
-        folder,
-        {
-            "vae_stride": 4,
-            "hop_size": 240,
-            "melgan_config": {"frame_shift": 240, "use_tanh": bool(sizes.get("use_tanh", False))},
-        },
-    )
-    save_checkpoint(folder / wavvae.CHECKPOINT, wavvae.INNER_KEY, state)
+    _save(folder, config, state)
 
 
 def write_tiny_wavvae(folder: Path, seed: int = 0) -> None:
-    """``wavvae/``: a tiny random WaveVAE decoder (WAVVAE_TINY_SIZES) in upstream's layout."""
-    write_random_wavvae(folder, seed, **WAVVAE_TINY_SIZES)
+    """``wavvae/``: a tiny random WaveVAE decoder (WAVVAE_TINY) in upstream's layout."""
+    write_random_wavvae(folder, seed, WAVVAE_TINY)
 
 
 def write_tiny_g2p(folder: Path, seed: int = 0) -> None:
@@ -248,8 +218,7 @@ def write_tiny_mega(path: Path, seed: int = 0) -> Path:
     write_tiny_dit(path / "diffusion_transformer", seed=seed)
     write_tiny_wavvae(path / "wavvae", seed=seed)
     write_tiny_g2p(path / "g2p", seed=seed)
-    win_size = int(read_config(path / "diffusion_transformer").get("win_size", 960))
-    write_example(path, win_size, seed=seed)
+    write_example(path, DIT_TINY.win_size, seed=seed)
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     logger.info("tiny MegaTTS3 model written to %s (%.1f MB) in %.1f s", path, size / 1e6, time.perf_counter() - start)
     return path

@@ -16,25 +16,25 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from flashtts_core.errors import ModelLoadError
 from flashtts_core.weight_norm import fold_weight_norms, weight_norm, wn_conv1d
 from torch import nn
 
 from .checkpoint import (
+    build_checked,
     build_for_loading,
     load_strict,
     million_parameters,
-    read_folder,
     ready_for_inference,
 )
+from .config import WaveVAEConfig
 
 logger = logging.getLogger("flashtts.mega")
 
-CHECKPOINT = "decoder.ckpt"
+CHECKPOINT, INNER_KEY = WaveVAEConfig.CHECKPOINT, WaveVAEConfig.INNER_KEY  # upstream's file and key names
+
 # Left context that makes a decode from a later frame equal the whole decode's samples there: the
 # decoder's receptive field reaches 5.6 latent frames back (measured), plus the edge's reflection pad.
 CONTEXT_FRAMES = 8
-INNER_KEY = "model_gen"
 LEAKY_SLOPE = 0.2
 
 
@@ -130,7 +130,8 @@ class Generator(nn.Module):
 
 
 class WaveVAEDecoder(nn.Module):
-    """Latents [B, T, 32] at 25 Hz → waveform [B, T·960] at 24 kHz (upstream sizes by default)."""
+    """Latents [B, T, 32] at 25 Hz → waveform [B, T·960] at 24 kHz (upstream sizes by default, as
+    :class:`config.WaveVAEConfig`'s)."""
 
     def __init__(
         self,
@@ -172,30 +173,9 @@ class WaveVAEDecoder(nn.Module):
 
     # -- loading ---------------------------------------------------------------------------------
 
-    @staticmethod
-    def sizes_from_state_dict(state_dict: dict[str, torch.Tensor], config: dict | None = None) -> dict:
-        """Constructor arguments from the tensors; the up-sampling factors are upstream's (they
-        leave no unambiguous trace in the shapes) and use_tanh is config.yaml's melgan_config key."""
-        config = config or {}
-        proj = state_dict["proj_to_decoder.weight"]
-        stages = 0
-        while f"decoder.model_up.{2 + 2 * stages}.upsample.3.weight_v" in state_dict:
-            stages += 1
-        out_conv = state_dict[f"decoder.model_up.{4 + 2 * stages}.weight_v"]
-        melgan = config.get("melgan_config") or {}
-        use_tanh = melgan.get("use_tanh", f"decoder.model_up.{5 + 2 * stages}.weight" not in state_dict)
-        ratios = (5, 4, 4, 3)
-        if stages != len(ratios):
-            raise KeyError(f"decoder.model_up: {stages} up-sampling stages where upstream has {len(ratios)}")
-        return {
-            "latent_dim": proj.shape[1],
-            "decoder_dim": proj.shape[0],
-            "latent_upsample": 4,
-            "ngf": out_conv.shape[1],
-            "ratios": ratios,
-            "num_band": out_conv.shape[0],
-            "use_tanh": bool(use_tanh),
-        }
+    @classmethod
+    def from_config(cls, config: WaveVAEConfig) -> WaveVAEDecoder:
+        return build_checked(cls, config.model_kwargs(), "WaveVAE decoder")
 
     @classmethod
     def from_checkpoint(
@@ -203,14 +183,8 @@ class WaveVAEDecoder(nn.Module):
     ) -> WaveVAEDecoder:
         """wavvae/{config.yaml, decoder.ckpt} (inner key ``model_gen``): strict load, weight norm folded."""
         start = time.perf_counter()
-        config, file, state_dict = read_folder(folder, CHECKPOINT, INNER_KEY)
-        try:
-            sizes = cls.sizes_from_state_dict(state_dict, config)
-        except KeyError as exc:
-            raise ModelLoadError(
-                f"WaveVAE checkpoint {file} does not have the decoder's layout: {exc.args[0]}"
-            ) from exc
-        model = build_for_loading(lambda: cls(**sizes), state_dict)
+        config, file, state_dict = WaveVAEConfig.read(folder)
+        model = build_for_loading(lambda: cls.from_config(config), state_dict)
         load_strict(model, state_dict, f"WaveVAE decoder checkpoint {file}")
         folded = fold_weight_norms(model)
         model = ready_for_inference(model, device, dtype)

@@ -5,28 +5,27 @@ Generation is phased, and each phase tells the backend which token ids are legal
 (``allowed_token_ids``), so the output is well-formed by construction:
 
 - cloning: one phase, semantic tokens only (the prompt ends with ``<|start_semantic_token|>``);
-- built-in voices: the model's own control-mode output, one piece at a time —
-  ``<|start_acoustic_token|>`` (forced), one pitch value, one speed value,
-  ``<|end_acoustic_token|><|start_global_token|>`` (forced), 32 global tokens,
-  ``<|end_global_token|><|start_semantic_token|>`` (forced), then semantic tokens. The voice (pitch
-  value, speed value, global tokens) is sampled once per request and shared by all its segments.
+- built-in voices: first the control-mode phases that sample the voice (``control_voice``), then the
+  same semantic phase.
+
+Each segment is decoded whole, or, for a streamed request, in growing crossfaded chunks
+(``streaming``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import contextlib
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import AsyncIterator, Optional, Sequence
+from typing import AsyncIterator, Sequence
 
 import numpy as np
 from flashtts_core.audio_io import MAX_SECONDS, MIN_SECONDS, audible_reference, mono_reference
 from flashtts_core.backend import BackendConfig
 from flashtts_core.batcher import DynamicBatcher
-from flashtts_core.crossfade import StreamJoiner
 from flashtts_core.engine import BackendFactory, Capabilities, Engine
 from flashtts_core.errors import AudioDecodeError, InvalidRequest
 from flashtts_core.options import EngineOptions
@@ -38,46 +37,16 @@ from flashtts_core.speaking_rate import bounded_params
 from flashtts_core.text import split_text
 
 from .codec import BiCodecCodec
+from .control_voice import ControlVoicePhases, derive_seed
 from .fixed_voices import FOLDER as FIXED_VOICE_FOLDER
-from .fixed_voices import FixedVoice, FixedVoiceStore
+from .fixed_voices import FixedVoiceStore
 from .options import SparkOptions
+from .streaming import stream_segments
 from .vocabulary import GENDERS, GLOBAL_TOKENS_PER_VOICE, NUM_GLOBAL_CODES, NUM_SEMANTIC_CODES, SparkVocabulary
 
 logger = logging.getLogger("flashtts.spark")
 
 SUBFOLDERS = ("LLM", "BiCodec", "wav2vec2-large-xlsr-53")
-
-# Streaming (in semantic tokens, 50 per second of audio): the first chunk is 0.2 s (first audio after
-# 30 tokens: on a CPU that decodes ~20-30 tokens/s, 1-2 s sooner than a 1 s chunk), each next one twice
-# as long up to 8 s. BiCodec's decoder is convolutional (tens of tokens of receptive field each side),
-# so a chunk decoded alone differs from the whole decode near its edges (at full size, up to the
-# signal's own peak within 0.2 s of a cut). Each chunk is therefore decoded with 1 s of the tokens
-# before it and 0.4 s of the tokens after it (the lookahead: a chunk goes out once those exist, or
-# the segment has ended) — measured on a full-size BiCodec, that matches the whole decode to ~1e-6
-# of peak (0.2 s of lookahead: 2e-2) — and its first 0.1 s overlaps the previous chunk's last 0.1 s;
-# the two are crossfaded, so joins neither click nor drift.
-FIRST_CHUNK_TOKENS = 10
-MAX_CHUNK_TOKENS = 400
-LEFT_CONTEXT_TOKENS = 50
-LOOKAHEAD_TOKENS = 20
-OVERLAP_TOKENS = 5
-
-
-@dataclass(frozen=True)
-class ControlVoice:
-    """What the model samples in control mode before it speaks."""
-
-    pitch_value: int
-    speed_value: int
-    global_tokens: tuple[int, ...]
-
-
-def _derive_seed(seed: Optional[int], *parts: object) -> Optional[int]:
-    """A distinct, reproducible seed per phase and segment of one request (None stays None)."""
-    if seed is None:
-        return None
-    digest = hashlib.blake2b(repr((seed, *parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
 
 
 class SparkEngine(Engine):
@@ -121,7 +90,7 @@ class SparkEngine(Engine):
         if is_store_url(options.role_dir):  # roles in s3://…: fixed voices stay a local file of this process
             role_dir = Path(self.default_role_dir)
         self.fixed_voices = FixedVoiceStore(role_dir / FIXED_VOICE_FOLDER)
-        self._fixed_voice_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._control = ControlVoicePhases(backend, vocabulary, self.fixed_voices if self.fix_voice else None)
         self._tokenize = DynamicBatcher(
             tokenizer_codec.encode,
             batch_size=options.batch_size,
@@ -315,11 +284,7 @@ class SparkEngine(Engine):
             gender = request.voice or "female"
             pitch_level = Level.moderate.rank if pitch is None else pitch
             speed_level = Level.moderate.rank if speed is None else speed
-            heads = [self.vocab.control_prompt(s, GENDERS[gender], pitch_level, speed_level) for s in segments]
-            voice = await self._control_voice(heads[0], params, gender, pitch_level)
-            global_tokens = voice.global_tokens
-            suffix = self.vocab.control_voice_suffix(voice.pitch_value, voice.speed_value, voice.global_tokens)
-            prompts = [head + suffix for head in heads]
+            prompts, global_tokens = await self._control.prompts(segments, gender, pitch_level, speed_level, params)
 
         semantic_params = params.with_overrides(
             stop_token_ids=self.vocab.stop_ids, allowed_token_ids=self.vocab.semantic_phase_ids, min_tokens=1
@@ -328,7 +293,7 @@ class SparkEngine(Engine):
         # short text into a minute of audio: each segment's tokens are bounded by its text.
         segment_params = [
             bounded_params(
-                replace(semantic_params, seed=_derive_seed(params.seed, "semantic", i)),
+                replace(semantic_params, seed=derive_seed(params.seed, "semantic", i)),
                 segment,
                 self.tokens_per_second,
                 request.sampling.max_tokens,
@@ -339,22 +304,18 @@ class SparkEngine(Engine):
         ]
         logger.debug("request %s: %d segment(s), stream %s", request.request_id, len(prompts), request.stream)
         if request.stream:
-            # Segment i+1 starts generating as soon as segment i's tokens are all out, while segment
-            # i's last chunks are still being decoded and sent: no gap waits on the LLM.
-            pumps: list[_TokenPump] = []
-
-            def start(i: int) -> None:
-                if i < len(prompts):
-                    pumps.append(_TokenPump(self.backend, prompts[i], segment_params[i], on_done=lambda: start(i + 1)))
-
-            start(0)
-            try:
-                for i in range(len(prompts)):
-                    async for chunk in self._stream_segment(pumps[i], global_tokens):
-                        yield chunk
-            finally:
-                for pump in pumps:
-                    await pump.close()
+            # aclosing: a client that goes away stops the segments' generation now, not at garbage collection.
+            chunks = stream_segments(
+                self.backend,
+                prompts,
+                segment_params,
+                self.vocab.semantic_codes,
+                lambda codes: self._decode(global_tokens, codes),
+                self.hop_length,
+            )
+            async with contextlib.aclosing(chunks):
+                async for chunk in chunks:
+                    yield chunk
             return
 
         tasks = [
@@ -368,79 +329,6 @@ class SparkEngine(Engine):
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def _control_voice(self, prompt: list[int], params: SamplingParams, gender: str, pitch: int) -> ControlVoice:
-        """Sample (or, with --fix_voice, reuse) the pitch value, speed value and 32 global tokens."""
-        if not self.fix_voice:
-            return await self._sample_voice(prompt, params)
-        pitch_name = list(Level)[pitch].value
-        fixed = self.fixed_voices.get(gender, pitch_name)
-        if fixed is None:
-            lock = self._fixed_voice_locks.setdefault((gender, pitch_name), asyncio.Lock())
-            async with lock:  # concurrent first requests must agree on one voice
-                fixed = await asyncio.to_thread(self.fixed_voices.get, gender, pitch_name)
-                if fixed is None:
-                    voice = await self._sample_voice(prompt, params)
-                    fixed = await asyncio.to_thread(
-                        self.fixed_voices.put, FixedVoice(gender, pitch_name, voice.pitch_value, voice.global_tokens)
-                    )
-                    if fixed.global_tokens == voice.global_tokens:
-                        return voice
-        speed_value = await self._sample_speed(prompt, params, fixed.pitch_value)
-        return ControlVoice(fixed.pitch_value, speed_value, fixed.global_tokens)
-
-    async def _sample_voice(self, prompt: list[int], params: SamplingParams) -> ControlVoice:
-        vocab = self.vocab
-        pitch_value = await self._sample_one(
-            prompt, params, vocab.pitch_value_phase_ids, vocab.pitch_values, "pitch_value"
-        )
-        speed_value = await self._sample_speed(prompt, params, pitch_value)
-        global_tokens = await self._sample_globals(prompt, params, pitch_value, speed_value)
-        return ControlVoice(pitch_value, speed_value, global_tokens)
-
-    async def _sample_speed(self, prompt: list[int], params: SamplingParams, pitch_value: int) -> int:
-        vocab = self.vocab
-        head = prompt + [vocab.pitch_values.id(pitch_value)]
-        return await self._sample_one(head, params, vocab.speed_value_phase_ids, vocab.speed_values, "speed_value")
-
-    async def _sample_one(
-        self, prompt: list[int], params: SamplingParams, allowed: tuple[int, ...], family, phase: str
-    ) -> int:
-        phase_params = params.with_overrides(
-            max_tokens=1,
-            allowed_token_ids=allowed,
-            stop_token_ids=(),
-            min_tokens=0,
-            seed=_derive_seed(params.seed, phase),
-        )
-        out = await self.backend.generate(prompt, phase_params)
-        code = family.code(out.token_ids[0]) if out.token_ids else None
-        if code is None:
-            raise RuntimeError(f"the LLM backend ignored allowed_token_ids in the {phase} phase: {out.token_ids[:4]}")
-        return code
-
-    async def _sample_globals(
-        self, prompt: list[int], params: SamplingParams, pitch_value: int, speed_value: int
-    ) -> tuple[int, ...]:
-        vocab = self.vocab
-        head = prompt + [
-            vocab.pitch_values.id(pitch_value),
-            vocab.speed_values.id(speed_value),
-            vocab.end_acoustic,
-            vocab.start_global,
-        ]
-        phase_params = params.with_overrides(
-            max_tokens=GLOBAL_TOKENS_PER_VOICE,
-            allowed_token_ids=vocab.global_phase_ids,
-            stop_token_ids=(),
-            min_tokens=0,
-            seed=_derive_seed(params.seed, "global"),
-        )
-        out = await self.backend.generate(head, phase_params)
-        codes = vocab.global_codes(out.token_ids)
-        if len(codes) != GLOBAL_TOKENS_PER_VOICE:
-            raise RuntimeError(f"the LLM produced {len(codes)} global tokens instead of {GLOBAL_TOKENS_PER_VOICE}")
-        return tuple(codes)
 
     async def _segment_audio(
         self, prompt: list[int], params: SamplingParams, global_tokens: Sequence[int]
@@ -456,72 +344,3 @@ class SparkEngine(Engine):
     async def _decode(self, global_tokens: Sequence[int], codes: Sequence[int]) -> np.ndarray:
         item = (np.asarray(global_tokens, dtype=np.int64), np.asarray(codes, dtype=np.int64))
         return await self._detokenize.submit(item)
-
-    async def _stream_segment(self, tokens: "_TokenPump", global_tokens: Sequence[int]) -> AsyncIterator[np.ndarray]:
-        """One segment as growing chunks; their concatenation is exactly as long as the whole decode."""
-        joiner = StreamJoiner(OVERLAP_TOKENS * self.hop_length)
-        codes: list[int] = []
-        emitted = 0  # tokens whose audio has gone to the joiner
-        chunk = FIRST_CHUNK_TOKENS
-        async for delta in tokens:
-            codes.extend(self.vocab.semantic_codes(delta))
-            while len(codes) - emitted >= chunk + LOOKAHEAD_TOKENS:
-                audio = await self._decode_window(global_tokens, codes, emitted, emitted + chunk)
-                yield joiner.push(audio)
-                emitted += chunk
-                chunk = min(chunk * 2, MAX_CHUNK_TOKENS)
-        if len(codes) > emitted:
-            yield joiner.push(await self._decode_window(global_tokens, codes, emitted, len(codes)))
-        tail = joiner.flush()
-        if tail.size:
-            yield tail
-
-    async def _decode_window(self, global_tokens: Sequence[int], codes: list[int], start: int, end: int) -> np.ndarray:
-        """Audio of tokens [start - overlap, end) (from 0 for the first chunk), decoded with the
-        context that exists on both sides."""
-        head = max(0, start - OVERLAP_TOKENS)
-        context_start = max(0, head - LEFT_CONTEXT_TOKENS)
-        context_end = min(len(codes), end + LOOKAHEAD_TOKENS)
-        audio = await self._decode(global_tokens, codes[context_start:context_end])
-        return audio[(head - context_start) * self.hop_length : (end - context_start) * self.hop_length]
-
-
-class _TokenPump:
-    """Runs one backend stream in its own task and buffers its token deltas, so a segment can
-    generate ahead of the consumer. ``on_done`` runs once the generation has ended (not on cancel)."""
-
-    _END = object()
-
-    def __init__(self, backend, prompt: list[int], params: SamplingParams, on_done=None):
-        self._queue: asyncio.Queue = asyncio.Queue()
-        self._on_done = on_done
-        self._task = asyncio.ensure_future(self._run(backend, prompt, params))
-
-    async def _run(self, backend, prompt: list[int], params: SamplingParams) -> None:
-        stream = backend.stream(prompt, params)
-        try:
-            async for delta in stream:
-                self._queue.put_nowait(delta)
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:  # handed to the consumer
-            self._queue.put_nowait(exc)
-        else:
-            if self._on_done is not None:
-                self._on_done()
-        finally:
-            await stream.aclose()
-            self._queue.put_nowait(self._END)
-
-    async def __aiter__(self) -> AsyncIterator[list[int]]:
-        while True:
-            item = await self._queue.get()
-            if item is self._END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-
-    async def close(self) -> None:
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
