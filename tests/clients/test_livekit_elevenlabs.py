@@ -45,13 +45,17 @@ def active_generations(server) -> int:
 
 
 @pytest.mark.parametrize("encoding,tolerance", [("pcm_24000", 0.05), ("pcm_16000", 0.05), (None, 0.25)])
-async def test_streaming_tts_frames_and_word_timings(server, spoken_seconds, encoding, tolerance):
-    """PCM at the asked rate; None: the plugin's default, mp3_22050_32 (the encoder's delay and padding
-    make the decoded length a little longer)."""
+async def test_streaming_tts_frames_and_word_timings(engine_server, encoding, tolerance):
+    """Through each engine (Spark, Orpheus, MegaTTS3). PCM at the asked rate; None: the plugin's default,
+    mp3_22050_32 (the encoder's delay and padding make the decoded length a little longer)."""
     options = {"encoding": encoding} if encoding else {}
     async with aiohttp.ClientSession() as http:
         tts = elevenlabs.TTS(
-            base_url=f"{server.url}/v1", api_key="any", voice_id="female", http_session=http, **options
+            base_url=f"{engine_server.url}/v1",
+            api_key="any",
+            voice_id=engine_server.voice,
+            http_session=http,
+            **options,
         )
         try:
             frames = await asyncio.wait_for(run_stream(tts, PIECES), timeout=90)
@@ -64,7 +68,7 @@ async def test_streaming_tts_frames_and_word_timings(server, spoken_seconds, enc
     for frame in frames:
         assert (frame.sample_rate, frame.num_channels) == (rate, 1)
     seconds = sum(frame.samples_per_channel for frame in frames) / rate
-    first, second = (spoken_seconds(s) for s in SENTENCES)
+    first, second = (engine_server.seconds(s) for s in SENTENCES)
     assert seconds == pytest.approx(first + second, abs=tolerance)
 
     # LiveKit's aligned transcript: every word, in order, each inside its sentence's span of the audio.
