@@ -233,7 +233,8 @@ async def measure(server, engine: str, model: Path, args, row: Row) -> None:
             added = await client.post("/add_speaker", data={"name": VOICES["mega"], "overwrite": "true"}, files=files)
             if added.status_code != 200:
                 raise RuntimeError(f"/add_speaker answered {added.status_code}: {added.text[:300]}")
-    args_warm = argparse.Namespace(**{**vars(args), "cancel": False})
+    # Warm-up: one short sentence (a full-size CPU run speaks a few times slower than real time).
+    args_warm = argparse.Namespace(**{**vars(args), "cancel": False, "reply": "Hello."})
     await measure_level(server, VOICES[engine], rate, 1, args_warm)  # warm-up
     for n in args.contexts:
         level = await measure_level(server, VOICES[engine], rate, n, args)
