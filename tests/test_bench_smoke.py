@@ -65,3 +65,37 @@ def test_gpu_script_cpu_path_runs_the_same_bench_tiny(tmp_path):
         assert section[0]["status"] == "ok", section[0]["status"]
     summary = run.stdout.split("summary (from")[1]
     assert "x RT c=2" in summary and "spark-torch" in summary and "mega-torch" in summary
+
+
+@pytest.mark.slow
+def test_realtime_bench_tiny_measures_every_engine(tmp_path):
+    """bench/realtime.py --tiny: each engine's server, 1 and 2 contexts over the Cartesia WebSocket, first
+    audio, starvation and cancel measured, all in the JSON (the full-size run: `python bench/realtime.py`)."""
+    out = tmp_path / "realtime.json"
+    cmd = [
+        sys.executable, str(ROOT / "bench" / "realtime.py"), "--tiny", "--contexts", "1,2",
+        "--cache", str(tmp_path / "cache"), "--json", str(out),
+    ]  # fmt: skip
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    rows = json.loads(out.read_text())["results"]
+    assert [(r["engine"], r["backend"], r["status"]) for r in rows] == [
+        ("spark", "torch", "ok"),
+        ("orpheus", "torch", "ok"),
+        ("mega", "torch", "ok"),
+    ]
+    for row in rows:
+        assert [level["contexts"] for level in row["levels"]] == [1, 2]
+        for level in row["levels"]:
+            assert not level["errors"], level["errors"]
+            assert 0 < level["first_audio_p50_s"] <= level["first_audio_p95_s"]
+            assert level["max_gap_s"] >= 0 and level["stall_s"] >= 0 and level["audio_s"] > 1
+            assert 0 <= level["cancel_freed_s"] < 5
+    assert "TINY test models" in run.stdout and "1st p50 s" in run.stdout
+
+
+def test_realtime_bench_help():
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "realtime.py"), "--help"], capture_output=True, text=True
+    )
+    assert run.returncode == 0 and "--contexts" in run.stdout and "--tiny" in run.stdout

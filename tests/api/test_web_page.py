@@ -142,3 +142,44 @@ def test_page_sends_the_api_key(tiny_spark, tmp_path_factory, page):
         assert all("401" in problem for problem in page.problems), page.problems
     finally:
         server.stop()
+
+
+def test_live_tab_types_word_by_word_over_the_websocket_and_plays_as_it_arrives(spark_server, page):
+    """The Live tab: Cartesia's WebSocket, one word per message, pcm_f32le chunks scheduled on Web Audio as
+    they arrive; each sentence as long as its speaking-rate bound on the tiny model; Stop cancels."""
+    import math
+
+    import httpx
+    from flashtts_core.speaking_rate import max_speech_seconds
+
+    page.goto(spark_server.url + "/")
+    page.wait_for_function("window.flashtts.voices.length > 0")
+    page.click("nav button[data-tab=live]")
+    sentences = ["Hello there, my friend.", "How are you today?"]
+    page.fill("#live-text", " ".join(sentences))
+    page.fill("#live-interval", "20")
+    page.select_option("#live-voice", "female")
+    page.click("#live-go")
+    page.wait_for_function("window.flashtts.done", timeout=60_000)
+    live = page.evaluate("window.flashtts.live")
+    samples = page.evaluate("window.flashtts.lastSamples")
+    assert "error" not in (page.get_attribute("#status", "class") or ""), page.inner_text("#status")
+    expected = sum(math.ceil(max_speech_seconds(s) * 50) * 320 for s in sentences)  # 16 kHz, 20 ms tokens
+    assert samples == expected and live["chunks"] == page.evaluate("window.flashtts.scheduled") > 2
+    assert live["words"] == 8 and live["timestamps"] == " ".join(sentences).split()
+    assert "played as they arrived" in page.inner_text("#status")
+
+    # Stop after the first audio of a long text: the context is cancelled and its generation freed.
+    page.fill("#live-text", " ".join(["Somewhere beyond the distant mountains the travellers kept walking."] * 4))
+    page.click("#live-go")
+    page.wait_for_function("window.flashtts.live.chunks > 0", timeout=60_000)
+    page.click("#live-stop")
+    page.wait_for_function("window.flashtts.done")
+    assert "stopped" in page.inner_text("#status")
+    for _ in range(200):
+        if httpx.get(spark_server.url + "/server_info", timeout=10).json()["active_generations"] == 0:
+            break
+        page.wait_for_timeout(20)
+    else:
+        raise AssertionError("the stopped context's generation was not freed")
+    assert page.problems == []

@@ -34,10 +34,16 @@ async def run_stream(tts, pieces: list[str]) -> list:
 
 
 @pytest.mark.parametrize("sample_rate", [16000, 24000])
-async def test_streaming_tts_frames_and_word_timings(server, spoken_seconds, sample_rate):
+async def test_streaming_tts_frames_and_word_timings(engine_server, sample_rate):
+    """Through each engine (Spark, Orpheus, MegaTTS3): every frame at the asked rate, each sentence as long
+    as its speaking-rate bound on the tiny model, every word timed in order, the last ending with the audio."""
     async with aiohttp.ClientSession() as http:
         tts = cartesia.TTS(
-            base_url=server.url, api_key="any", voice="female", sample_rate=sample_rate, http_session=http
+            base_url=engine_server.url,
+            api_key="any",
+            voice=engine_server.voice,
+            sample_rate=sample_rate,
+            http_session=http,
         )
         try:
             frames = await asyncio.wait_for(run_stream(tts, PIECES), timeout=60)
@@ -49,7 +55,7 @@ async def test_streaming_tts_frames_and_word_timings(server, spoken_seconds, sam
         assert (frame.sample_rate, frame.num_channels) == (sample_rate, 1)
     seconds = sum(frame.samples_per_channel for frame in frames) / sample_rate
     # Two sentences, each to its speaking-rate bound on the tiny model; resampling edges aside.
-    expected = spoken_seconds("Hello there, my friend.") + spoken_seconds("How are you today?")
+    expected = engine_server.seconds("Hello there, my friend.") + engine_server.seconds("How are you today?")
     assert seconds == pytest.approx(expected, abs=0.1)
 
     timed = [t for frame in frames for t in frame.userdata.get(USERDATA_TIMED_TRANSCRIPT, [])]

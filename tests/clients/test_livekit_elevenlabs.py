@@ -45,13 +45,17 @@ def active_generations(server) -> int:
 
 
 @pytest.mark.parametrize("encoding,tolerance", [("pcm_24000", 0.05), ("pcm_16000", 0.05), (None, 0.25)])
-async def test_streaming_tts_frames_and_word_timings(server, spoken_seconds, encoding, tolerance):
-    """PCM at the asked rate; None: the plugin's default, mp3_22050_32 (the encoder's delay and padding
-    make the decoded length a little longer)."""
+async def test_streaming_tts_frames_and_word_timings(engine_server, encoding, tolerance):
+    """Through each engine (Spark, Orpheus, MegaTTS3). PCM at the asked rate; None: the plugin's default,
+    mp3_22050_32 (the encoder's delay and padding make the decoded length a little longer)."""
     options = {"encoding": encoding} if encoding else {}
     async with aiohttp.ClientSession() as http:
         tts = elevenlabs.TTS(
-            base_url=f"{server.url}/v1", api_key="any", voice_id="female", http_session=http, **options
+            base_url=f"{engine_server.url}/v1",
+            api_key="any",
+            voice_id=engine_server.voice,
+            http_session=http,
+            **options,
         )
         try:
             frames = await asyncio.wait_for(run_stream(tts, PIECES), timeout=90)
@@ -64,7 +68,7 @@ async def test_streaming_tts_frames_and_word_timings(server, spoken_seconds, enc
     for frame in frames:
         assert (frame.sample_rate, frame.num_channels) == (rate, 1)
     seconds = sum(frame.samples_per_channel for frame in frames) / rate
-    first, second = (spoken_seconds(s) for s in SENTENCES)
+    first, second = (engine_server.seconds(s) for s in SENTENCES)
     assert seconds == pytest.approx(first + second, abs=tolerance)
 
     # LiveKit's aligned transcript: every word, in order, each inside its sentence's span of the audio.
@@ -78,12 +82,19 @@ async def test_streaming_tts_frames_and_word_timings(server, spoken_seconds, enc
     assert timed[-1].end_time == pytest.approx(first + second, abs=2e-3)
 
 
-async def test_barge_in_stops_the_context_and_frees_the_generation(server, spoken_seconds):
+async def test_barge_in_stops_the_context_and_frees_the_generation(engine_server):
     """The stream closed after its first audio (an interruption): the plugin sends close_context without
-    a flush before it; the server stops at once, and the same socket serves the next reply."""
+    a flush before it; the server stops at once, and the same socket serves the next reply. Through each
+    engine: the session's cancel is one code path, but each engine frees its own generation (Spark's and
+    Orpheus' LLM stream, MegaTTS3's pending segments and DiT/decoder batches)."""
+    server = engine_server.server
     async with aiohttp.ClientSession() as http:
         tts = elevenlabs.TTS(
-            base_url=f"{server.url}/v1", api_key="any", voice_id="female", encoding="pcm_16000", http_session=http
+            base_url=f"{server.url}/v1",
+            api_key="any",
+            voice_id=engine_server.voice,
+            encoding="pcm_16000",
+            http_session=http,
         )
         try:
             stream = tts.stream()
@@ -100,6 +111,6 @@ async def test_barge_in_stops_the_context_and_frees_the_generation(server, spoke
             frames = await asyncio.wait_for(run_stream(tts, ["Next reply."]), timeout=60)
         finally:
             await tts.aclose()
-    print(f"\nbarge-in: generation freed {freed * 1000:.0f} ms after the stream was closed")
+    print(f"\nbarge-in ({engine_server.engine}): generation freed {freed * 1000:.0f} ms after the stream was closed")
     seconds = sum(frame.samples_per_channel for frame in frames) / 16000
-    assert seconds == pytest.approx(spoken_seconds("Next reply."), abs=0.05)
+    assert seconds == pytest.approx(engine_server.seconds("Next reply."), abs=0.05)

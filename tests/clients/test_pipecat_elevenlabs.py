@@ -28,9 +28,9 @@ LONG = ["Somewhere beyond the distant mountains ", "the travellers kept walking.
 RATE = 24000  # the pipeline's output rate; the service asks for pcm_24000
 
 
-def service(server):
+def service(server, voice: str = "female"):
     return recording(ElevenLabsTTSService)(
-        api_key="any", url=f"ws://127.0.0.1:{server.port}", settings=ElevenLabsTTSService.Settings(voice="female")
+        api_key="any", url=f"ws://127.0.0.1:{server.port}", settings=ElevenLabsTTSService.Settings(voice=voice)
     )
 
 
@@ -38,8 +38,9 @@ def active_generations(server) -> int:
     return httpx.get(f"{server.url}/server_info", timeout=10).json()["active_generations"]
 
 
-async def test_reply_in_pieces_gives_24khz_audio_and_word_timestamps(server, spoken_seconds):
-    tts = service(server)
+async def test_reply_in_pieces_gives_24khz_audio_and_word_timestamps(engine_server):
+    """Through each engine (Spark, Orpheus, MegaTTS3)."""
+    tts = service(engine_server.server, engine_server.voice)
     run = await asyncio.wait_for(speak(tts, PIECES), timeout=120)
 
     assert not run.errors
@@ -48,7 +49,7 @@ async def test_reply_in_pieces_gives_24khz_audio_and_word_timestamps(server, spo
         assert (frame.sample_rate, frame.num_channels) == (RATE, 1)
         assert len(frame.audio) % 2 == 0
     seconds = sum(len(frame.audio) for frame in run.audio) / 2 / RATE
-    first, second = (spoken_seconds(s) for s in SENTENCES)
+    first, second = (engine_server.seconds(s) for s in SENTENCES)
     assert seconds == pytest.approx(first + second, abs=0.05)
 
     # Pipecat's word timestamps: every word, in order, each inside its sentence's span.

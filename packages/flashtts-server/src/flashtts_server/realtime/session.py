@@ -21,7 +21,7 @@ Admission: a new context is refused (503) while the model loads, while the serve
 ``--max_pending_requests``, exactly as HTTP synthesis is; an admitted context counts in
 ``lifecycle.pending`` until it ends, so a graceful shutdown waits for it.
 
-Word timings (``timestamps``) are **estimated**: engines here (Spark, Orpheus) give no alignment. Each
+Word timings (``timestamps``) are **estimated**: no engine here (Spark, Orpheus, MegaTTS3) gives an alignment. Each
 segment's span is exact — measured from the samples sent for it, at the output rate, from the start
 of the context's audio. Inside a segment, the span is spread over its words in proportion to their
 characters: word *i* gets ``len(word_i) / sum(len(words))`` of the span. Words are the units of
