@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, AsyncIterator, Callable, NoReturn, Optional
 import uvicorn
 from flashtts_core.errors import FlashTTSError
 
+from .memory_trim import start_trimmer
+
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
@@ -104,10 +106,14 @@ class Lifecycle:
             task = asyncio.create_task(self._load_in_background(app, settings, runtime))
         else:
             await self.load(app, settings, runtime)
+        trimmer = start_trimmer(app, getattr(settings, "malloc_trim_interval", 0.0))
         try:
             yield
         finally:
             self.begin_shutdown()
+            if trimmer is not None:
+                trimmer.cancel()
+                await asyncio.gather(trimmer, return_exceptions=True)
             if wyoming is not None:
                 await wyoming.close()
             if task is not None and not task.done():
@@ -186,8 +192,10 @@ def serve(settings: "ServerSettings") -> NoReturn:
     """Run ``flashtts serve`` until a signal, then exit: 0 after a clean shutdown, 1 when the model
     failed to load."""
     from .app import create_app
+    from .memory_report import install_from_env
 
     app = create_app(settings, background_load=True)
+    install_from_env(app)  # FLASHTTS_MEMORY_REPORT: a diagnostic, off by default
     config = uvicorn.Config(
         app,
         host=settings.host,
