@@ -64,3 +64,20 @@ def test_report_figures():
     assert status["VmRSS"] >= status["RssAnon"] > 0
     assert heap is not None and heap["in_use"] > 0
     json.dumps({"status": status, "heap": heap})
+
+
+def test_idle_after_a_busy_trim_trims_again():
+    """A trim while busy records RSS with the running generations' memory in it: going idle after
+    more synthesis trims again even though RSS is now below that figure."""
+    runtime = types.SimpleNamespace(active_generations=2, generated_tokens=100)
+    app = types.SimpleNamespace(state=types.SimpleNamespace(runtime=runtime))
+    trimmer = MallocTrimmer(app, interval=60, trim=trim)
+    assert not trimmer.due(now=trimmer.last + 1)  # nothing generated since it started
+    runtime.generated_tokens = 500
+    assert trimmer.due(now=trimmer.last + 61)  # busy, interval passed
+    trimmer.trim()
+    trimmer.base += 64 << 20  # as if the trim had happened with 64 MiB of generations alive
+    runtime.generated_tokens, runtime.active_generations = 900, 0
+    assert trimmer.due(now=trimmer.last + 1)
+    trimmer.trim()
+    assert not trimmer.due(now=trimmer.last + 1)  # idle and trimmed: nothing more to do

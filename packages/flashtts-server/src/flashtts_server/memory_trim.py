@@ -9,9 +9,9 @@ rose by 81 MiB after warm-up while live allocations rose by 12 MiB and Python ob
 (``memory_report.py``; README "Memory over time"). ``malloc_trim(0)`` hands the free pages of every
 arena back to the kernel (MADV_DONTNEED): RSS then follows what is live.
 
-A task looks once a second: when RSS rose by ``MIN_GROWTH`` since the last trim and no synthesis is
-running, it trims (off the event loop); while the server stays busy it trims every ``interval``
-seconds at most. ``--malloc_trim_interval 0`` turns it off; without glibc (musl, macOS, jemalloc
+A task looks once a second: when tokens were generated (or RSS rose by ``MIN_GROWTH``) since the
+last trim and no synthesis is running, it trims (off the event loop); while the server stays busy
+it trims every ``interval`` seconds at most. ``--malloc_trim_interval 0`` turns it off; without glibc (musl, macOS, jemalloc
 preloaded: its arenas are not glibc's) it does nothing useful and is not started.
 """
 
@@ -60,11 +60,18 @@ class MallocTrimmer:
         self._trim = trim
         self.base = _rss()  # RSS after the last trim
         self.last = time.monotonic()
+        self.seen = self._activity()
         self.trims = 0
         self.released = 0  # bytes of RSS given back, all trims together
 
+    def _activity(self) -> Any:
+        """Tokens generated so far: a change means synthesis ran since the last look."""
+        return getattr(getattr(self.app.state, "runtime", None), "generated_tokens", None)
+
     def due(self, now: float) -> bool:
-        if _rss() - self.base < MIN_GROWTH:
+        # Synthesis since the last trim, or RSS growth without it (roles prepared, uploads). Not RSS
+        # alone: after a trim while busy, ``base`` holds the memory of the generations then running.
+        if self._activity() == self.seen and _rss() - self.base < MIN_GROWTH:
             return False
         runtime = getattr(self.app.state, "runtime", None)
         idle = runtime is None or runtime.active_generations == 0
@@ -72,6 +79,7 @@ class MallocTrimmer:
 
     def trim(self) -> int:
         """One ``malloc_trim(0)``; the bytes of RSS it gave back."""
+        self.seen = self._activity()
         before = _rss()
         self._trim(0)
         self.base = _rss()
