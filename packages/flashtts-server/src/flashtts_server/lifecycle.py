@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Optio
 
 from flashtts_core.errors import FlashTTSError
 
+from .memory_trim import start_trimmer
+
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
@@ -105,14 +107,19 @@ class Lifecycle:
                 await listener.close()
             raise
         task = None
+        trimmer = None
         try:
             if background:
                 task = asyncio.create_task(self._load_in_background(app, settings, runtime))
             else:  # a failed load closes the listeners too
                 await self.load(app, settings, runtime)
+            trimmer = start_trimmer(app, getattr(settings, "malloc_trim_interval", 0.0))
             yield
         finally:
             self.begin_shutdown()
+            if trimmer is not None:
+                trimmer.cancel()
+                await asyncio.gather(trimmer, return_exceptions=True)
             for listener in reversed(opened):
                 await listener.close()
             if task is not None and not task.done():

@@ -21,6 +21,7 @@ import uvicorn
 
 from .app import create_app
 from .lifecycle import Lifecycle, Phase
+from .memory_report import install_from_env
 
 if TYPE_CHECKING:
     from .settings import ServerSettings
@@ -95,6 +96,7 @@ def serve(settings: "ServerSettings") -> NoReturn:
     """Run ``flashtts serve`` until a signal, then exit: 0 after a clean shutdown, 1 when the model
     failed to load."""
     app = create_app(settings, background_load=True)
+    install_from_env(app)  # FLASHTTS_MEMORY_REPORT: a diagnostic, off by default
     config = uvicorn.Config(
         app,
         host=settings.host,

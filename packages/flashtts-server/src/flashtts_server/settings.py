@@ -58,6 +58,12 @@ class ServerSettings(EngineOptions, BaseSettings):
         30.0, ge=0, description="Seconds running requests and streams get to finish after SIGTERM/SIGINT."
     )
     metrics_require_api_key: bool = Field(False, description="With --api_key, GET /metrics needs the key too.")
+    malloc_trim_interval: float = Field(
+        60.0,
+        ge=0,
+        description="glibc's malloc_trim(0) gives freed memory back when synthesis goes idle, and every this many "
+        "seconds at most while busy (memory_trim.py); 0: never.",
+    )
 
     # Home Assistant's Wyoming protocol beside HTTP (wyoming_service.py; README "Home Assistant"). It has no
     # authentication: --api_key does not cover it.
