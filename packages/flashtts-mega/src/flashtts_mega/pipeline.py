@@ -67,6 +67,7 @@ FRAMES_MULTIPLE = 8  # upstream's frames_multiple: durations padded to a multipl
 CROSSFADE_SECONDS = 0.16  # upstream combine_audio_segments
 DUR_DISTURB = 0.1  # upstream forward()'s default
 PROMPT_CACHE_SIZE = 64
+WORD_PHONES_CACHE_SIZE = 4096  # words' own phone counts (word timings' word ↔ phone mapping)
 
 # speed → the duration model's length scale (upstream's dur_alpha: predicted durations are
 # multiplied by it, so > 1 is slower). Upstream exposes dur_alpha only in code; FlashTTS maps the
@@ -129,6 +130,7 @@ class MegaPipeline(MegaEngineBase):
         self._align = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flashtts-mega-align")
         self._prompts: OrderedDict[bytes, object] = OrderedDict()
         self._prompt_locks: dict[bytes, asyncio.Lock] = {}
+        self._word_phones: OrderedDict[str, int] = OrderedDict()
 
     @classmethod
     async def load(cls, options: EngineOptions, create_backend: BackendFactory) -> "MegaPipeline":
@@ -352,9 +354,12 @@ class MegaPipeline(MegaEngineBase):
 
         start = time.perf_counter()
         words = text_units(text) if want_words else []
-        # Each word's own phones (for the word ↔ phone mapping only) beside the segment's G2P.
-        ph_tone, *alone = await asyncio.gather(self.g2p.run(text, max_tokens), *(self.g2p.run(word) for word in words))
-        ph, tone = ph_tone
+        # Each word's own phone count (for the word ↔ phone mapping only) beside the segment's G2P.
+        unique = list(dict.fromkeys(words))
+        (ph, tone), *counts = await asyncio.gather(
+            self.g2p.run(text, max_tokens), *(self._phone_count(word) for word in unique)
+        )
+        count_of = dict(zip(unique, counts))
         times["g2p"] += time.perf_counter() - start
         start = time.perf_counter()
         mel2ph = await self._in_prep(
@@ -367,9 +372,7 @@ class MegaPipeline(MegaEngineBase):
             if cut and report is not None:
                 report.note_cut(mel2ph.size(1) / MEL_FRAMES_PER_SECOND)
         inputs = build_dit_inputs(voice.alignment, voice.latent, ph, tone, mel2ph)
-        frames = (
-            word_frames(words, [p.size(1) - 1 for p, _ in alone], phone_durations(mel2ph, ph.size(1))) if words else []
-        )
+        frames = word_frames(words, [count_of[w] for w in words], phone_durations(mel2ph, ph.size(1))) if words else []
         return DiTInput(
             **inputs,
             generator=_generator(_derive_seed(seed, "dit", index)),
@@ -377,6 +380,19 @@ class MegaPipeline(MegaEngineBase):
             p_w=diffusion.p_w,
             t_w=diffusion.t_w,
         ), frames
+
+    async def _phone_count(self, word: str) -> int:
+        """How many phones the G2P gives ``word`` on its own (greedy, so the same every time: cached)."""
+        count = self._word_phones.get(word)
+        if count is not None:
+            self._word_phones.move_to_end(word)
+            return count
+        ph, _ = await self.g2p.run(word)
+        count = ph.size(1) - 1  # less the leading sil
+        self._word_phones[word] = count
+        while len(self._word_phones) > WORD_PHONES_CACHE_SIZE:
+            self._word_phones.popitem(last=False)
+        return count
 
     def _predict_durations(self, voice: Voice, ph, tone, index: int, count: int, alpha: float, seed: int):
         return self.duration.predict(
