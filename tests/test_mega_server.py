@@ -345,3 +345,58 @@ def test_web_page_clones_with_a_latent_and_adds_a_role(server, tiny_mega):
             browser.close()
     assert (server.roles / "from-page" / "latent.npy").is_file()
     assert (server.roles / "from-roles-tab" / "latent.npy").is_file()
+
+
+def test_cartesia_word_timestamps_come_from_the_phone_durations(server, tiny_mega):
+    """Over the Cartesia socket Mega's words are timed by its phone durations (10 ms frames), not spread
+    by characters: the first word starts after the leading 'sil', every time is a whole frame, the last
+    word ends with the audio the socket sent."""
+    import asyncio
+    import base64
+    import json
+
+    from flashtts_core.text import text_units
+    from flashtts_server.realtime.session import spread_words
+    from websockets.asyncio.client import connect
+
+    torch_only(server)
+    with server.client() as client:
+        assert add_role(client, tiny_mega, "timed").status_code == 200
+    text = "Hello there, how are you today?"
+
+    async def run() -> list[dict]:
+        url = f"ws://127.0.0.1:{server.port}/tts/websocket?cartesia_version=2025-04-16"
+        async with connect(url, open_timeout=60) as ws:
+            await ws.send(
+                json.dumps(
+                    {
+                        "context_id": "c",
+                        "transcript": text,
+                        "continue": False,
+                        "add_timestamps": True,
+                        "model_id": "sonic-2",
+                        "voice": {"mode": "id", "id": "timed"},
+                        "output_format": {"container": "raw", "encoding": "pcm_s16le", "sample_rate": RATE},
+                    }  # fmt: skip
+                )
+            )
+            messages = []
+            while not messages or not messages[-1]["done"]:
+                messages.append(json.loads(await asyncio.wait_for(ws.recv(), 300)))
+            return messages
+
+    messages = asyncio.run(run())
+    assert messages[-1]["type"] == "done", messages[-1]
+    seconds = len(b"".join(base64.b64decode(m["data"]) for m in messages if m["type"] == "chunk")) / 2 / RATE
+    stamps = [m for m in messages if m["type"] == "timestamps"]
+    assert len(stamps) == 1
+    words = stamps[0]["word_timestamps"]
+    assert words["words"] == text_units(text)
+    assert isinstance(stamps[0]["timestamps_estimated"], bool)
+    starts, ends = words["start"], words["end"]
+    assert 0 < starts[0] < ends[0]  # after the leading sil (the estimate starts at 0)
+    assert ends[-1] == pytest.approx(seconds, abs=1e-4)  # the segment's measured end
+    times = starts + ends[:-1]
+    assert all(abs(t * 100 - round(t * 100)) < 1e-6 for t in times)  # phone boundaries: whole 10 ms frames
+    assert all(a <= b for a, b in zip(starts, ends)) and all(a <= b for a, b in zip(ends, starts[1:]))
+    assert starts != spread_words(text, 0.0, seconds).start  # not the characters' estimate

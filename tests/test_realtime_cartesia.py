@@ -116,6 +116,27 @@ def test_word_timings_spread_by_characters():
     assert spread_words("你好, world.", 0.0, 1.0).words == ["你", "好", ",", "world."]  # CJK: a word per character
 
 
+def test_engine_word_timings_map_onto_the_transcript_words_or_fall_back():
+    from flashtts_core.request import WordTiming
+    from flashtts_server.realtime.session import engine_words
+
+    mega = [WordTiming("hello,", 0.08, 0.3), WordTiming("World!", 0.3, 0.71)]
+    t = engine_words("Hello, world.", 2.0, 2.7, mega)  # punctuation and case do not matter
+    assert t is not None and t.words == ["Hello,", "world."] and not t.estimated
+    assert t.start == pytest.approx([2.08, 2.3]) and t.end == pytest.approx([2.3, 2.7])  # the span's measured end
+    inexact = [
+        WordTiming("你", 0.1, 0.3, exact=False),
+        WordTiming("好", 0.3, 0.5, exact=False),
+        WordTiming("，", 0.5, 0.6),
+    ]
+    cjk = engine_words("你好,", 0.0, 0.6, inexact)  # a word per CJK character; full-width punctuation is ASCII's
+    assert cjk is not None and cjk.words == ["你", "好", ","] and cjk.estimated
+    assert (
+        engine_words("I have 3 cats.", 0.0, 1.0, [WordTiming(w, 0, 0) for w in ["I", "have", "three", "cats."]]) is None
+    )
+    assert engine_words("Hi there.", 0.0, 1.0, [WordTiming("Hi", 0.0, 0.5)]) is None
+
+
 # -- the socket -------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "encoding,rate,width",

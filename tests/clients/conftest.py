@@ -92,6 +92,16 @@ class EngineServer:
     def seconds(self, text: str) -> float:
         return expected_seconds(text, self.engine)
 
+    @property
+    def lead(self) -> float:
+        """The most a sentence's first word may start after the sentence: 0 for estimated timings,
+        MegaTTS3's leading 'sil' (at most 8 frames, 0.08 s) for its phone-duration timings."""
+        return 0.08 if self.engine == "mega" else 0.0
+
+    def starts_sentence(self, start: float, sentence_start: float) -> bool:
+        """Whether a sentence's first word starts at the sentence's start, or at most ``lead`` after it."""
+        return sentence_start - 2e-3 <= start <= sentence_start + self.lead + 2e-3
+
 
 MEGA_ROLE = "alice"
 

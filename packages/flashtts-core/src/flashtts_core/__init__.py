@@ -16,7 +16,7 @@ from .errors import (
 )
 from .hookspecs import hookimpl
 from .options import EngineOptions
-from .request import Level, SynthesisRequest, VoiceReference
+from .request import Level, SynthesisRequest, VoiceReference, WordTiming
 from .sampling import SamplingOverrides, SamplingParams
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "SynthesisRequest",
     "UnsupportedCapability",
     "VoiceReference",
+    "WordTiming",
     "hookimpl",
 ]
 __version__ = "0.1.0"

@@ -44,6 +44,12 @@ class Engine(ABC):
     ``prepare_reference`` (compute a clone voice's tokens/latents once) and ``synthesize``, an async
     iterator of float32 mono audio chunks. A non-stream response is the same iterator drained, so
     there is one synthesis path.
+
+    Word timings are optional: when ``request.word_timings`` is a list, an engine that knows where its
+    words fall in its audio (MegaTTS3: from its phone durations) appends a ``request.WordTiming`` per
+    word, in seconds from the start of the request's audio, before yielding the chunk that holds the
+    word's end. An engine that does not know leaves the list empty; callers (the realtime session)
+    then estimate them from each segment's measured span.
     """
 
     name: ClassVar[str]

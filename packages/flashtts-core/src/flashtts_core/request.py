@@ -85,6 +85,20 @@ class VoiceReference:
     latent: Optional[np.ndarray] = None  # float32, as the client sent it (MegaTTS3: [1, T, 32] at 25 Hz)
 
 
+@dataclass(frozen=True)
+class WordTiming:
+    """Where one word of a synthesis is in its audio: seconds from the start of the request's audio.
+
+    ``word`` is the word as the engine spoke it (after its text normalisation: ``$3`` may be ``three
+    dollars``). ``exact`` is false when the engine had to guess which of its units belong to the word.
+    """
+
+    word: str
+    start: float
+    end: float
+    exact: bool = True
+
+
 @dataclass
 class SynthesisRequest:
     """One synthesis: text plus either a built-in ``voice`` or a ``reference`` to clone."""
@@ -107,6 +121,10 @@ class SynthesisRequest:
     # 0 turns the bound off) and what the bound did to this request.
     speaking_rate_bound: float = 1.0
     bound_report: BoundReport = field(default_factory=BoundReport)
+    # Word timings, when the caller wants them: a list the engine appends a WordTiming to for every word
+    # it speaks, before it yields the audio that holds the word (None: not wanted, no work spent on them).
+    # Engines that do not know where their words are leave it as it is (the caller estimates).
+    word_timings: Optional[list[WordTiming]] = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.text, str) or not self.text.strip():

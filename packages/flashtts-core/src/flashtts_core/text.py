@@ -30,6 +30,11 @@ def text_length(text: str) -> int:
     return len(_UNIT.findall(text))
 
 
+def text_units(text: str) -> list[str]:
+    """The units :func:`text_length` counts, in order: words with their punctuation, each CJK character alone."""
+    return _UNIT.findall(text)
+
+
 def _pieces(text: str, pattern: re.Pattern) -> list[str]:
     parts = pattern.split(text)
     out: list[str] = []

@@ -10,6 +10,11 @@ Per request (upstream tts/infer_cli.py, ``MegaTTS3DiTInfer``):
   WaveVAE decode → the prompt part trimmed → loudness matched to the reference;
 - segments joined with a 0.16 s crossfade (upstream's ``combine_audio_segments`` length).
 
+Word timings (``request.word_timings``, when the caller asks): from the phone durations the DiT is
+given, so exact in time; which phones are a word's is found by running each word through the G2P on
+its own (``word_timing`` has the rule). A segment's words are offset by where its audio begins in the
+request's audio (its start in the crossfade with the segment before).
+
 Beyond upstream: every segment goes out as soon as it is decoded, while the next segment's G2P and
 duration run during the current one's DiT; concurrent requests' DiT calls share one batched
 forward per step (``DynamicBatcher``); ``speed`` scales the predicted durations; a segment's length
@@ -41,8 +46,9 @@ from flashtts_core.crossfade import StreamJoiner
 from flashtts_core.engine import BackendFactory
 from flashtts_core.errors import InvalidRequest, ModelLoadError
 from flashtts_core.options import EngineOptions, resolve_device, resolve_dtype
-from flashtts_core.request import Level, SynthesisRequest, VoiceReference
+from flashtts_core.request import Level, SynthesisRequest, VoiceReference, WordTiming
 from flashtts_core.speaking_rate import BoundReport, max_speech_seconds
+from flashtts_core.text import text_units
 
 from . import phones
 from .alignment import ReferenceAlignment, length_regulate
@@ -52,6 +58,7 @@ from .g2p import G2P
 from .layout import SAMPLE_RATE, SUBFOLDERS
 from .options import MegaOptions
 from .reference import check_latent
+from .word_timing import WordFrames, phone_durations, word_frames
 
 logger = logging.getLogger("flashtts.mega")
 
@@ -60,6 +67,7 @@ FRAMES_MULTIPLE = 8  # upstream's frames_multiple: durations padded to a multipl
 CROSSFADE_SECONDS = 0.16  # upstream combine_audio_segments
 DUR_DISTURB = 0.1  # upstream forward()'s default
 PROMPT_CACHE_SIZE = 64
+WORD_PHONES_CACHE_SIZE = 4096  # words' own phone counts (word timings' word ↔ phone mapping)
 
 # speed → the duration model's length scale (upstream's dur_alpha: predicted durations are
 # multiplied by it, so > 1 is slower). Upstream exposes dur_alpha only in code; FlashTTS maps the
@@ -122,6 +130,7 @@ class MegaPipeline(MegaEngineBase):
         self._align = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flashtts-mega-align")
         self._prompts: OrderedDict[bytes, object] = OrderedDict()
         self._prompt_locks: dict[bytes, asyncio.Lock] = {}
+        self._word_phones: OrderedDict[str, int] = OrderedDict()
 
     @classmethod
     async def load(cls, options: EngineOptions, create_backend: BackendFactory) -> "MegaPipeline":
@@ -281,21 +290,32 @@ class MegaPipeline(MegaEngineBase):
         started = time.perf_counter()
         samples = 0
 
+        timings = request.word_timings
+
         def prepare(i: int) -> asyncio.Task:
             return asyncio.ensure_future(
                 self._prepare_segment(
-                    voice, segments[i], i, len(segments), seed, alpha, max_tokens, bound, diffusion, times
+                    voice, segments[i], i, len(segments), seed, alpha, max_tokens, bound, diffusion, times,
+                    timings is not None,
                 )
-            )
+            )  # fmt: skip
 
         joiner = StreamJoiner(int(CROSSFADE_SECONDS * self.sample_rate))
         pending = [prepare(0)]
         try:
             for i in range(len(segments)):
-                dit_input = await pending[i]
+                dit_input, words = await pending[i]
                 if i + 1 < len(segments):
                     pending.append(prepare(i + 1))  # G2P + duration of the next segment run during this DiT
                 audio = await self._segment_audio(voice, dit_input, times)
+                if timings is not None:
+                    # What is out so far ends where this segment begins (its head crossfades with the held tail).
+                    offset = samples / self.sample_rate
+                    timings.extend(
+                        WordTiming(w.word, offset + w.start / MEL_FRAMES_PER_SECOND,
+                                   offset + w.end / MEL_FRAMES_PER_SECOND, w.exact)
+                        for w in words
+                    )  # fmt: skip
                 out = joiner.push(audio)
                 samples += out.size
                 if out.size:
@@ -327,11 +347,19 @@ class MegaPipeline(MegaEngineBase):
         bound: tuple[float, Optional[BoundReport]],
         diffusion: MegaOptions,
         times: dict[str, float],
-    ):
+        want_words: bool = False,
+    ) -> tuple[object, list[WordFrames]]:
+        """The segment's DiT input, and its words' frames when ``want_words``."""
         from .dit import DiTInput
 
         start = time.perf_counter()
-        ph, tone = await self.g2p.run(text, max_tokens)
+        words = text_units(text) if want_words else []
+        # Each word's own phone count (for the word ↔ phone mapping only) beside the segment's G2P.
+        unique = list(dict.fromkeys(words))
+        (ph, tone), *counts = await asyncio.gather(
+            self.g2p.run(text, max_tokens), *(self._phone_count(word) for word in unique)
+        )
+        count_of = dict(zip(unique, counts))
         times["g2p"] += time.perf_counter() - start
         start = time.perf_counter()
         mel2ph = await self._in_prep(
@@ -344,13 +372,27 @@ class MegaPipeline(MegaEngineBase):
             if cut and report is not None:
                 report.note_cut(mel2ph.size(1) / MEL_FRAMES_PER_SECOND)
         inputs = build_dit_inputs(voice.alignment, voice.latent, ph, tone, mel2ph)
+        frames = word_frames(words, [count_of[w] for w in words], phone_durations(mel2ph, ph.size(1))) if words else []
         return DiTInput(
             **inputs,
             generator=_generator(_derive_seed(seed, "dit", index)),
             time_step=diffusion.time_step,
             p_w=diffusion.p_w,
             t_w=diffusion.t_w,
-        )
+        ), frames
+
+    async def _phone_count(self, word: str) -> int:
+        """How many phones the G2P gives ``word`` on its own (greedy, so the same every time: cached)."""
+        count = self._word_phones.get(word)
+        if count is not None:
+            self._word_phones.move_to_end(word)
+            return count
+        ph, _ = await self.g2p.run(word)
+        count = ph.size(1) - 1  # less the leading sil
+        self._word_phones[word] = count
+        while len(self._word_phones) > WORD_PHONES_CACHE_SIZE:
+            self._word_phones.popitem(last=False)
+        return count
 
     def _predict_durations(self, voice: Voice, ph, tone, index: int, count: int, alpha: float, seed: int):
         return self.duration.predict(

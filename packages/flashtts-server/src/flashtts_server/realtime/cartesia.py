@@ -24,7 +24,8 @@ Server messages, each with ``type``, ``context_id``, ``status_code`` and ``done`
 - ``chunk``: ``data`` (base64 audio in the asked encoding: ``pcm_s16le``, ``pcm_f32le``, ``pcm_mulaw``,
   ``pcm_alaw``; any rate from 8000 to 48000 Hz), ``step_time`` (ms since the previous chunk);
 - ``timestamps``: ``word_timestamps: {words, start, end}`` in seconds from the start of the context's
-  audio, when ``add_timestamps`` is true; estimated (``timestamps_estimated: true``, see session.py);
+  audio, when ``add_timestamps`` is true; MegaTTS3's from its phone durations, Spark's and Orpheus'
+  estimated (see session.py); ``timestamps_estimated`` says which;
 - ``flush_done``: ``flush_id``, ``flush_done: true``;
 - ``done``: ``done: true`` once the context's audio has all been sent;
 - ``error``: ``error`` (the message), ``status_code`` (as HTTP's: 400, 404, 413, 429, 503 …),
@@ -302,7 +303,7 @@ class CartesiaSocket(RealtimeSocket):
                     "start": [round(t, 4) for t in timings.start],
                     "end": [round(t, 4) for t in timings.end],
                 },
-                "timestamps_estimated": True,
+                "timestamps_estimated": timings.estimated,
             }
         )
 

@@ -34,9 +34,9 @@ Server messages:
 
 - ``{audio, isFinal: false, contextId, alignment: null, normalizedAlignment: null}``: base64 audio;
 - ``{contextId, isFinal: false, alignment, normalizedAlignment}`` after each segment's audio: word timings
-  as characters, ``{chars, charStartTimesMs, charDurationsMs}`` (both fields alike). Estimated (see
-  session.py): each word's span is spread over its characters, words are separated by a space of no
-  duration. Times are in ms from the start of the context's audio (the hosted service counts from each
+  as characters, ``{chars, charStartTimesMs, charDurationsMs}`` (both fields alike). Word spans as
+  session.py times them (MegaTTS3 from its phone durations, else estimated); each word's span is
+  spread over its characters, words are separated by a space of no duration. Times are in ms from the start of the context's audio (the hosted service counts from each
   message's audio instead), and each alignment ends with a space stamped 0 ms, 0 ms long: a client that
   adds the last character's end to a running clock per message (Pipecat) adds nothing and reads the
   times as sent, as a client that takes them as sent (LiveKit) does;

@@ -21,11 +21,20 @@ Admission: a new context is refused (503) while the model loads, while the serve
 ``--max_pending_requests``, exactly as HTTP synthesis is; an admitted context counts in
 ``lifecycle.pending`` until it ends, so a graceful shutdown waits for it.
 
-Word timings (``timestamps``) are **estimated**: no engine here (Spark, Orpheus, MegaTTS3) gives an alignment. Each
-segment's span is exact — measured from the samples sent for it, at the output rate, from the start
-of the context's audio. Inside a segment, the span is spread over its words in proportion to their
-characters: word *i* gets ``len(word_i) / sum(len(words))`` of the span. Words are the units of
-``text.text_length``: runs of non-space characters, punctuation attached, and each CJK character alone.
+Word timings (``timestamps``). Each segment's span is exact for every engine — measured from the
+samples sent for it, at the output rate, from the start of the context's audio. Words are the units
+of ``text.text_length`` (``text_units``): runs of non-space characters, punctuation attached, and each
+CJK character alone. Inside a segment:
+
+- from the engine, when it gives them (``SynthesisRequest.word_timings``; MegaTTS3 does, from its
+  phone durations): its words are matched one to one with the segment's words, compared by their
+  letters and digits only (NFKC, case-folded: punctuation, full-width forms and case do not matter);
+  each word's times are the engine's, offset by the segment's start and kept inside its span, and the
+  last word ends where the segment's audio ends. When the words do not match (the engine's text
+  normalisation wrote ``3`` as ``three``), the segment falls back to the estimate below (logged at
+  debug). ``estimated`` is false only when the engine says its word ↔ sound mapping was exact;
+- otherwise **estimated** (Spark, Orpheus): the span is spread over its words in proportion to their
+  characters: word *i* gets ``len(word_i) / sum(len(words))`` of the span.
 """
 
 from __future__ import annotations
@@ -33,14 +42,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import unicodedata
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, AsyncGenerator, Optional, Protocol
 
 import numpy as np
 from flashtts_core.errors import FlashTTSError, InvalidRequest, PayloadTooLarge
-from flashtts_core.request import SynthesisRequest, VoiceReference
-from flashtts_core.text import _UNIT
+from flashtts_core.request import SynthesisRequest, VoiceReference, WordTiming
+from flashtts_core.text import text_units
 from flashtts_core.text_stream import IncrementalSplitter
 
 from ..admission import admission_refusal
@@ -61,17 +71,18 @@ CLIENT_GONE = 499
 
 @dataclass
 class WordTimings:
-    """Estimated word timings of one segment, in seconds from the start of the context's audio."""
+    """Word timings of one segment, in seconds from the start of the context's audio."""
 
     words: list[str]
     start: list[float]
     end: list[float]
+    estimated: bool = True
 
 
 def spread_words(text: str, start: float, end: float) -> WordTimings:
     """The documented rule: ``[start, end]`` spread over the words of ``text`` in proportion to their
     characters; the first word starts at ``start``, the last ends at ``end``, no gaps."""
-    words = _UNIT.findall(text)
+    words = text_units(text)
     if not words:
         return WordTimings([], [], [])
     total = sum(len(w) for w in words)
@@ -84,6 +95,25 @@ def spread_words(text: str, start: float, end: float) -> WordTimings:
         ends.append(start + span * at / total)
     ends[-1] = end
     return WordTimings(words, starts, ends)
+
+
+def _word_key(word: str) -> str:
+    return "".join(ch for ch in unicodedata.normalize("NFKC", word).casefold() if ch.isalnum())
+
+
+def engine_words(text: str, start: float, end: float, timings: list[WordTiming]) -> Optional[WordTimings]:
+    """The engine's word timings (seconds from the segment's start) as the words of ``text`` in
+    ``[start, end]``, or None when its words are not the text's (see the module's docstring)."""
+    words = text_units(text)
+    if not words or len(words) != len(timings):
+        return None
+    if any(_word_key(word) != _word_key(timing.word) for word, timing in zip(words, timings)):
+        return None
+    clamp = lambda t: min(max(start + t, start), end)  # noqa: E731
+    starts = [clamp(t.start) for t in timings]
+    ends = [max(clamp(t.end), s) for t, s in zip(timings, starts)]
+    ends[-1] = end
+    return WordTimings(words, starts, ends, estimated=not all(t.exact for t in timings))
 
 
 class Output(Protocol):
@@ -361,7 +391,12 @@ class RealtimeSession:
 
     async def _speak(self, context: Context, text: str) -> None:
         request = SynthesisRequest(
-            text=text, voice=context.voice, reference=context.reference, stream=True, request_id=context.request_id
+            text=text,
+            voice=context.voice,
+            reference=context.reference,
+            stream=True,
+            request_id=context.request_id,
+            word_timings=[] if context.timestamps else None,
         )
         start = context.samples
         ready = time.perf_counter()
@@ -387,7 +422,15 @@ class RealtimeSession:
         finally:
             await chunks.aclose()
         if context.timestamps and context.samples > start:
-            timings = spread_words(text, start / context.rate, context.samples / context.rate)
+            span = (start / context.rate, context.samples / context.rate)
+            timings = engine_words(text, *span, request.word_timings) if request.word_timings else None
+            if timings is None:
+                if request.word_timings:
+                    logger.debug(
+                        "realtime %s: the engine's words %r are not the segment's %r; its timings are estimated",
+                        self.route, [t.word for t in request.word_timings][:20], text[:80],
+                    )  # fmt: skip
+                timings = spread_words(text, *span)
             if timings.words:
                 await self.output.timestamps(context, timings)
 
