@@ -45,7 +45,12 @@ CONCURRENCY = 16
 # FLASHTTS_MEMORY_REPORT=DIR makes this test write where the growth went, memory_report.py).
 WARMUP = max(300, REQUESTS * 3 // 10)
 REQUEST_TIMEOUT = 60.0  # a request slower than this is a hang
-RSS_GROWTH = 0.10
+# The 10% bound holds from 3,000 requests on (nox -s soak: 10,000). The 1,000-request run of
+# `nox -s tests` warms up on 300 requests only, before glibc's per-thread arenas have met the whole
+# batch mix: its RSS after warm-up rose +6.6% on a quiet machine and +11.2% with both cores busy with
+# another process (malloc's live bytes +20 MiB in both; the rest arena pages the mix of the moment
+# keeps partly used), so it is held to 20%: about 115 MiB, a leak of ~170 KiB per request after warm-up.
+RSS_GROWTH = 0.10 if REQUESTS >= 3000 else 0.20
 
 TEXTS = ["Hi.", "Hello there.", "Yes.", "One, two.", "Good morning!", "你好。", "Okay then, see you soon."]
 FORMATS = ["wav", "mp3", "pcm", "opus", "flac", "aac"]

@@ -46,13 +46,16 @@ def test_trim_gives_back_free_chunks_between_live_ones():
 def test_busy_server_trims_only_after_the_interval():
     libc = ctypes.CDLL(None)
     busy = types.SimpleNamespace(active_generations=3)
-    app = types.SimpleNamespace(state=types.SimpleNamespace(runtime=busy))
+    lifecycle = types.SimpleNamespace(pending=1)
+    app = types.SimpleNamespace(state=types.SimpleNamespace(runtime=busy, lifecycle=lifecycle))
     trimmer = MallocTrimmer(app, interval=60, trim=trim)
     kept = fragment(libc)
     try:
         assert not trimmer.due(now=trimmer.last + 1)
         assert trimmer.due(now=trimmer.last + 61)
         busy.active_generations = 0
+        assert not trimmer.due(now=trimmer.last + 1)  # generation done, its response still being decoded
+        lifecycle.pending = 0
         assert trimmer.due(now=trimmer.last + 1)
     finally:
         for p in kept:

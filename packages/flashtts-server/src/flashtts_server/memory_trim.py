@@ -10,7 +10,7 @@ rose by 81 MiB after warm-up while live allocations rose by 12 MiB and Python ob
 arena back to the kernel (MADV_DONTNEED): RSS then follows what is live.
 
 A task looks once a second: when tokens were generated (or RSS rose by ``MIN_GROWTH``) since the
-last trim and no synthesis is running, it trims (off the event loop); while the server stays busy
+last trim and no synthesis request is pending, it trims (off the event loop); while the server stays busy
 it trims every ``interval`` seconds at most. ``--malloc_trim_interval 0`` turns it off; without glibc (musl, macOS, jemalloc
 preloaded: its arenas are not glibc's) it does nothing useful and is not started.
 """
@@ -73,8 +73,11 @@ class MallocTrimmer:
         # alone: after a trim while busy, ``base`` holds the memory of the generations then running.
         if self._activity() == self.seen and _rss() - self.base < MIN_GROWTH:
             return False
+        # Idle: no generation running and no synthesis response still being decoded or sent (a trim as
+        # the last tokens come out would miss what the codec and encoders free after them).
         runtime = getattr(self.app.state, "runtime", None)
-        idle = runtime is None or runtime.active_generations == 0
+        pending = getattr(getattr(self.app.state, "lifecycle", None), "pending", 0)
+        idle = (runtime is None or runtime.active_generations == 0) and pending == 0
         return idle or now - self.last >= self.interval
 
     def trim(self) -> int:
