@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import logging
 from typing import Any, Optional
 
@@ -58,13 +57,11 @@ from ..auth import bearer_token, key_refusal
 from ..openai.serving import default_voice
 from ..route_table import synthesis_route
 from .session import ClientGone, Context, WordTimings
-from .socket import POLICY_VIOLATION, RealtimeSocket
+from .socket import POLICY_VIOLATION, RealtimeSocket, context_id_refusal, valid_context_id
 
 logger = logging.getLogger("flashtts.realtime")
 
 ROUTE = "/tts/websocket"
-MAX_MESSAGE_CHARS = 1 << 20
-MAX_CONTEXT_ID_CHARS = 256
 DEFAULT_BUFFER_DELAY_MS = 3000
 MAX_BUFFER_DELAY_MS = 5000
 
@@ -136,26 +133,12 @@ class CartesiaSocket(RealtimeSocket):
 
     # -- client messages -----------------------------------------------------------------------------
     async def handle(self, text: str) -> None:
-        if len(text) > MAX_MESSAGE_CHARS:
-            await self.error(None, InvalidRequest(f"a message may be at most {MAX_MESSAGE_CHARS} characters"))
-            return
-        try:
-            message = json.loads(text)
-        except ValueError:
-            await self.error(None, InvalidRequest("a message must be a JSON object"))
-            return
-        if not isinstance(message, dict):
-            await self.error(None, InvalidRequest("a message must be a JSON object"))
+        message = await self.parse(text)
+        if message is None:
             return
         context_id = message.get("context_id")
-        if not isinstance(context_id, str) or not context_id.strip() or len(context_id) > MAX_CONTEXT_ID_CHARS:
-            await self.error(
-                context_id if isinstance(context_id, str) and len(context_id) <= MAX_CONTEXT_ID_CHARS else None,
-                InvalidRequest(
-                    f"context_id must be a non-empty string of at most {MAX_CONTEXT_ID_CHARS} characters",
-                    param="context_id",
-                ),
-            )
+        if not valid_context_id(context_id):
+            await self.error(*context_id_refusal(context_id))
             return
         if message.get("cancel"):
             await self.session.cancel(context_id)

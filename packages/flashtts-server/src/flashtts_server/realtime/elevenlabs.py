@@ -57,7 +57,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import re
 from typing import Callable, Optional
 
@@ -69,9 +68,9 @@ from flashtts_core.formats import MP3Encoder
 from ..auth import bearer_token, key_refusal
 from ..openai.serving import default_voice
 from ..route_table import synthesis_route
-from .cartesia import DEFAULT_BUFFER_DELAY_MS, ENCODINGS, MAX_CONTEXT_ID_CHARS, MAX_MESSAGE_CHARS
+from .cartesia import DEFAULT_BUFFER_DELAY_MS, ENCODINGS
 from .session import ClientGone, Context, WordTimings
-from .socket import POLICY_VIOLATION, RealtimeSocket
+from .socket import POLICY_VIOLATION, RealtimeSocket, context_id_refusal, valid_context_id
 
 ROUTE = "/v1/text-to-speech/{voice_id}/multi-stream-input"
 DEFAULT_OUTPUT_FORMAT = "mp3_44100_128"
@@ -181,16 +180,8 @@ class ElevenLabsSocket(RealtimeSocket):
 
     # -- client messages -----------------------------------------------------------------------------
     async def handle(self, text: str) -> None:
-        if len(text) > MAX_MESSAGE_CHARS:
-            await self.error(None, InvalidRequest(f"a message may be at most {MAX_MESSAGE_CHARS} characters"))
-            return
-        try:
-            message = json.loads(text)
-        except ValueError:
-            await self.error(None, InvalidRequest("a message must be a JSON object"))
-            return
-        if not isinstance(message, dict):
-            await self.error(None, InvalidRequest("a message must be a JSON object"))
+        message = await self.parse(text)
+        if message is None:
             return
         if message.get("close_socket"):
             self.closing = True
@@ -200,14 +191,8 @@ class ElevenLabsSocket(RealtimeSocket):
         flush, close = bool(message.get("flush")), bool(message.get("close_context"))
         if context_id is None and not piece and not flush and not close:
             return  # a keep-alive for the socket
-        if not isinstance(context_id, str) or not context_id.strip() or len(context_id) > MAX_CONTEXT_ID_CHARS:
-            await self._send_error(
-                context_id if isinstance(context_id, str) and len(context_id) <= MAX_CONTEXT_ID_CHARS else None,
-                InvalidRequest(
-                    f"context_id must be a non-empty string of at most {MAX_CONTEXT_ID_CHARS} characters",
-                    param="context_id",
-                ),
-            )
+        if not valid_context_id(context_id):
+            await self._send_error(*context_id_refusal(context_id))
             return
         context = self.session.contexts.get(context_id)
         if close:

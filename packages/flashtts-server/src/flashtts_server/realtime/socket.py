@@ -8,11 +8,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Optional
+from typing import Optional, TypeGuard
 
 import numpy as np
 from fastapi import WebSocket
-from flashtts_core.errors import FlashTTSError
+from flashtts_core.errors import FlashTTSError, InvalidRequest
 from starlette.websockets import WebSocketDisconnect
 
 from .session import ClientGone, Context, RealtimeSession, WordTimings
@@ -20,6 +20,25 @@ from .session import ClientGone, Context, RealtimeSession, WordTimings
 logger = logging.getLogger("flashtts.realtime")
 
 POLICY_VIOLATION = 1008
+MAX_MESSAGE_CHARS = 1 << 20
+MAX_CONTEXT_ID_CHARS = 256
+
+
+def valid_context_id(context_id: object) -> TypeGuard[str]:
+    """Whether a client's context_id is a non-empty string of at most MAX_CONTEXT_ID_CHARS characters."""
+    return isinstance(context_id, str) and bool(context_id.strip()) and len(context_id) <= MAX_CONTEXT_ID_CHARS
+
+
+def context_id_refusal(context_id: object) -> tuple[Optional[str], InvalidRequest]:
+    """The error for a context_id that is not valid, and the id to report it under (None where it is unfit
+    to echo)."""
+    return (
+        context_id if isinstance(context_id, str) and len(context_id) <= MAX_CONTEXT_ID_CHARS else None,
+        InvalidRequest(
+            f"context_id must be a non-empty string of at most {MAX_CONTEXT_ID_CHARS} characters",
+            param="context_id",
+        ),
+    )
 
 
 class RealtimeSocket:
@@ -56,6 +75,20 @@ class RealtimeSocket:
 
     async def error(self, context_id: Optional[str], error: FlashTTSError) -> None:
         raise NotImplementedError
+
+    async def parse(self, text: str) -> Optional[dict]:
+        """A client message as a JSON object; None, with the error sent, where it is not one."""
+        if len(text) > MAX_MESSAGE_CHARS:
+            await self.error(None, InvalidRequest(f"a message may be at most {MAX_MESSAGE_CHARS} characters"))
+            return None
+        try:
+            message = json.loads(text)
+        except ValueError:
+            message = None
+        if not isinstance(message, dict):
+            await self.error(None, InvalidRequest("a message must be a JSON object"))
+            return None
+        return message
 
     async def serve(self) -> None:
         stalled = asyncio.ensure_future(self.stalled.wait())
