@@ -92,15 +92,8 @@ RELEASED_BICODEC_CONFIG = {
 TINY_WIDTH = 32  # wav2vec2 hidden size = BiCodec encoder input
 
 TINY_BICODEC_CONFIG = {
-    "mel_params": {
-        "sample_rate": 16000,
-        "n_fft": 1024,
-        "win_length": 640,
-        "hop_length": 320,
-        "mel_fmin": 10,
-        "mel_fmax": None,
-        "num_mels": 128,
-    },
+    # The released config, only narrower: the token spaces (quantizer, speaker tokens) stay as released.
+    "mel_params": dict(RELEASED_BICODEC_CONFIG["mel_params"]),
     "encoder": {
         "input_channels": TINY_WIDTH,
         "vocos_dim": 32,
@@ -109,28 +102,12 @@ TINY_BICODEC_CONFIG = {
         "out_channels": 32,
         "sample_ratios": [1, 1],
     },
-    "decoder": {
-        "input_channel": 32,
-        "channels": 64,
-        "rates": [8, 5, 4, 2],
-        "kernel_sizes": [16, 11, 8, 4],
-    },
-    "quantizer": {
-        "input_dim": 32,
-        "codebook_size": 8192,
-        "codebook_dim": 8,
-        "commitment": 0.25,
-        "codebook_loss_weight": 2.0,
-        "use_l2_normlize": True,
-        "threshold_ema_dead_code": 0.2,
-    },
+    "decoder": {**RELEASED_BICODEC_CONFIG["decoder"], "input_channel": 32, "channels": 64},
+    "quantizer": {**RELEASED_BICODEC_CONFIG["quantizer"], "input_dim": 32},
     "speaker_encoder": {
-        "input_dim": 128,
+        **RELEASED_BICODEC_CONFIG["speaker_encoder"],
         "out_dim": 32,
         "latent_dim": 16,
-        "token_num": 32,
-        "fsq_levels": [4, 4, 4, 4, 4, 4],
-        "fsq_num_quantizers": 1,
         "ecapa_channels": 32,  # not an upstream key: upstream hard-codes 512
     },
     "prenet": {
