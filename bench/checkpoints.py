@@ -48,8 +48,7 @@ def _quiet_residual_and_suppress(stop_ids: list[int]):
 
 def write_spark_llm(llm_dir: Path, seed: int = 0) -> Path:
     """Spark-TTS-0.5B's LLM/ folder (config, bf16-sized random weights saved in float32, tokenizer)."""
-    from flashtts_core.tiny_llm import write_tiny_llm, write_tokenizer
-    from flashtts_spark.tiny_model import QWEN_SPECIAL_TOKENS
+    from flashtts_core.tiny_llm import QWEN_SPECIAL_TOKENS, write_tiny_llm, write_tokenizer
     from flashtts_spark.vocabulary import added_tokens
     from transformers import AutoTokenizer
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
+
+# Qwen2.5's own special tokens that the Qwen-based TTS models rely on (EOS is <|im_end|>).
+QWEN_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 
 
 def write_tokenizer(
@@ -143,3 +146,37 @@ def write_tiny_llm(
     cfg = json.loads((path / "config.json").read_text())
     cfg["torch_dtype"] = torch_dtype
     (path / "config.json").write_text(json.dumps(cfg, indent=2))
+
+
+def write_tiny_qwen(
+    path: Path,
+    extra_tokens: Iterable[str],
+    stops: Callable[[Any], list[int]],
+    *,
+    max_position_embeddings: int,
+    seed: int = 0,
+) -> None:
+    """A tiny Qwen2 LM folder (hidden 128, 2 layers) with Qwen2.5's tokenizer plus ``extra_tokens``;
+    ``stops(tokenizer)`` gives the stop token ids that :func:`suppress_stops` makes unreachable."""
+    from transformers import AutoTokenizer
+
+    path = Path(path)
+    vocab_size = write_tokenizer(
+        path, QWEN_SPECIAL_TOKENS, eos_token="<|im_end|>", pad_token="<|endoftext|>", extra_tokens=extra_tokens
+    )
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    write_tiny_llm(
+        path,
+        architecture="qwen2",
+        vocab_size=vocab_size,
+        hidden_size=128,
+        num_layers=2,
+        num_heads=4,
+        num_kv_heads=2,
+        intermediate_size=256,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True,
+        max_position_embeddings=max_position_embeddings,
+        seed=seed,
+        init=suppress_stops(stops(tokenizer)),
+    )

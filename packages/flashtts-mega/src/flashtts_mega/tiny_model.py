@@ -45,7 +45,6 @@ EXAMPLE_WAV = "example.wav"
 EXAMPLE_LATENT = "example.npy"
 EXAMPLE_SECONDS = 2.0
 RESERVED_TOKENS = 1024
-QWEN_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 
 ALIGNER_TINY = AlignerConfig(
     n_state=32, n_audio_head=2, n_audio_layer=1, n_text_head=2, n_text_layer=1, n_text_ctx=1024
@@ -156,32 +155,16 @@ def write_tiny_wavvae(folder: Path, seed: int = 0) -> None:
 
 def write_tiny_g2p(folder: Path, seed: int = 0) -> None:
     """``g2p/``: a tiny Qwen2 whose tokenizer has ``<BOT>``, ``<BOS>`` and ``<Reserved_TTS_0..1023>``."""
-    from flashtts_core.tiny_llm import suppress_stops, write_tiny_llm, write_tokenizer
-    from transformers import AutoTokenizer
+    from flashtts_core.tiny_llm import write_tiny_qwen
 
     assert RESERVED_TOKENS >= MIN_RESERVED_TOKENS
-    folder = Path(folder)
     extra = ["<BOT>", "<BOS>"] + [f"<Reserved_TTS_{k}>" for k in range(RESERVED_TOKENS)]
-    vocab_size = write_tokenizer(
-        folder, QWEN_SPECIAL_TOKENS, eos_token="<|im_end|>", pad_token="<|endoftext|>", extra_tokens=extra
-    )
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    reserved_0 = tokenizer.convert_tokens_to_ids(RESERVED_TTS_0)
-    stops = [reserved_0 + G2P_STOP_OFFSET, tokenizer.eos_token_id]
-    write_tiny_llm(
+    write_tiny_qwen(
         folder,
-        architecture="qwen2",
-        vocab_size=vocab_size,
-        hidden_size=128,
-        num_layers=2,
-        num_heads=4,
-        num_kv_heads=2,
-        intermediate_size=256,
-        eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=True,
+        extra,
+        lambda tokenizer: [tokenizer.convert_tokens_to_ids(RESERVED_TTS_0) + G2P_STOP_OFFSET, tokenizer.eos_token_id],
         max_position_embeddings=4096,
         seed=seed,
-        init=suppress_stops(stops),
     )
 
 

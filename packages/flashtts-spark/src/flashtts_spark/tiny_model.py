@@ -11,44 +11,21 @@ import time
 from pathlib import Path
 
 from flashtts_core.progress import progress
+from flashtts_core.tiny_llm import write_tiny_qwen
 
 from .vocabulary import added_tokens
 
 logger = logging.getLogger("flashtts.spark")
 
-# Qwen2.5's own special tokens that Spark-TTS relies on (EOS is <|im_end|>).
-QWEN_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
-
 
 def write_tiny_llm_folder(llm_dir: Path, seed: int = 0) -> None:
     """Write ``llm_dir`` (config.json, model.safetensors, tokenizer files) for a tiny Spark LLM."""
-    from flashtts_core.tiny_llm import suppress_stops, write_tiny_llm, write_tokenizer
-    from transformers import AutoTokenizer
-
-    llm_dir = Path(llm_dir)
-    vocab_size = write_tokenizer(
+    write_tiny_qwen(
         llm_dir,
-        QWEN_SPECIAL_TOKENS,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        extra_tokens=added_tokens(),
-    )
-    tokenizer = AutoTokenizer.from_pretrained(str(llm_dir))
-    stops = [tokenizer.convert_tokens_to_ids(t) for t in ("<|end_semantic_token|>", "<|im_end|>")]
-    write_tiny_llm(
-        llm_dir,
-        architecture="qwen2",
-        vocab_size=vocab_size,
-        hidden_size=128,
-        num_layers=2,
-        num_heads=4,
-        num_kv_heads=2,
-        intermediate_size=256,
-        eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=True,
+        added_tokens(),
+        lambda tokenizer: [tokenizer.convert_tokens_to_ids(t) for t in ("<|end_semantic_token|>", "<|im_end|>")],
         max_position_embeddings=8192,
         seed=seed,
-        init=suppress_stops(stops),
     )
 
 
