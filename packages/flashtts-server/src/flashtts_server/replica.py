@@ -10,9 +10,9 @@ import os
 import socket
 from typing import Optional
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
-from .response_headers import sending_header
+from .response_headers import HttpMiddleware, sending_header
 
 HEADER = "x-flashtts-replica"
 
@@ -30,15 +30,9 @@ def set_replica_name(name: str) -> None:
     _name = name
 
 
-class ReplicaHeader:
+class ReplicaHeader(HttpMiddleware):
     """Pure ASGI middleware: streamed bodies pass through untouched; only the start message changes."""
 
-    def __init__(self, app: ASGIApp):
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         value = replica_name().encode("latin-1", "replace")
         await self.app(scope, receive, sending_header(send, HEADER.encode(), value))

@@ -12,9 +12,9 @@ import uuid
 from contextvars import ContextVar
 from typing import Optional
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
-from .response_headers import sending_header
+from .response_headers import HttpMiddleware, sending_header
 
 HEADER = b"x-request-id"
 MAX_LENGTH = 128
@@ -43,16 +43,10 @@ def accepted_request_id(value: Optional[bytes]) -> str:
     return uuid.uuid4().hex
 
 
-class RequestIdMiddleware:
+class RequestIdMiddleware(HttpMiddleware):
     """Pure ASGI middleware: picks the request's id, exposes it to logging, adds it to the response."""
 
-    def __init__(self, app: ASGIApp):
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         sent = next((v for k, v in scope.get("headers", ()) if k == HEADER), None)
         request_id = accepted_request_id(sent)
         scope.setdefault("state", {})["request_id"] = request_id

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from starlette.types import Message, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 def sending_header(send: Send, name: bytes, value: bytes) -> Send:
@@ -17,3 +17,19 @@ def sending_header(send: Send, name: bytes, value: bytes) -> Send:
         await send(message)
 
     return send_with_header
+
+
+class HttpMiddleware:
+    """Pure ASGI middleware that acts on HTTP requests only (others pass through): :meth:`http` serves one."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        await self.http(scope, receive, send)
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
