@@ -10,21 +10,7 @@ from flashtts_core.errors import ModelLoadError
 from flashtts_orpheus import frames
 from flashtts_orpheus.frames import frames_to_codes
 from flashtts_orpheus.snac_codec import SnacCodec
-
-# snac_24khz's config.json (hubertsiuzdak/snac_24khz), as in reference/models.md.
-RELEASED_SNAC_24KHZ = {
-    "sampling_rate": 24000,
-    "encoder_dim": 48,
-    "encoder_rates": [2, 4, 8, 8],
-    "decoder_dim": 1024,
-    "decoder_rates": [8, 8, 4, 2],
-    "attn_window_size": None,
-    "codebook_size": 4096,
-    "codebook_dim": 8,
-    "vq_strides": [4, 2, 1],
-    "noise": True,
-    "depthwise": True,
-}
+from flashtts_orpheus.tiny_model import RELEASED_SNAC_CONFIG
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +40,7 @@ def test_tiny_snac_keeps_the_released_rates_and_strides(codec):
 def test_released_config_builds_the_19_8m_parameter_model():
     from snac import SNAC
 
-    model = SNAC(**RELEASED_SNAC_24KHZ)
+    model = SNAC(**RELEASED_SNAC_CONFIG)
     assert model.hop_length == 512
     assert sum(p.numel() for p in model.parameters()) == 19_842_914
 
