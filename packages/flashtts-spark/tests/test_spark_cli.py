@@ -19,6 +19,24 @@ def _flashtts(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return proc
 
 
+def _infer(model, out, tmp_path, *flags: str) -> None:
+    """``flashtts infer`` of "Hello there." with ``model`` on the torch backend into ``out``."""
+    _flashtts(
+        "infer",
+        "--model_path",
+        str(model),
+        "--backend",
+        "torch",
+        "-i",
+        "Hello there.",
+        "-o",
+        str(out),
+        *flags,
+        "--role_dir",
+        str(tmp_path / "roles"),
+    )
+
+
 def _check_wav(path, tokens: int) -> None:
     audio, sr = sf.read(path, dtype="float32")
     assert sr == 16000
@@ -44,27 +62,7 @@ def test_tiny_model_command_then_infer_builtin_voice(tmp_path):
         assert (target / path).is_file(), path
     assert "audio_tokenizer:" in (target / "BiCodec" / "config.yaml").read_text()
     out = tmp_path / "out.wav"
-    _flashtts(
-        "infer",
-        "--model_path",
-        str(target),
-        "--backend",
-        "torch",
-        "-i",
-        "Hello there.",
-        "-o",
-        str(out),
-        "--name",
-        "female",
-        "--pitch",
-        "high",
-        "--speed",
-        "low",
-        "--max_tokens",
-        "40",
-        "--role_dir",
-        str(tmp_path / "roles"),
-    )
+    _infer(target, out, tmp_path, "--name", "female", "--pitch", "high", "--speed", "low", "--max_tokens", "40")
     _check_wav(out, 40)
 
 
@@ -74,23 +72,15 @@ def test_infer_clone(tiny_spark, tmp_path):
     ref = tmp_path / "ref.wav"
     sf.write(ref, (0.3 * np.sin(2 * np.pi * 220 * t) + 0.01 * rng.standard_normal(t.size)).astype(np.float32), 24000)
     out = tmp_path / "clone.wav"
-    _flashtts(
-        "infer",
-        "--model_path",
-        str(tiny_spark),
-        "--backend",
-        "torch",
-        "-i",
-        "Hello there.",
-        "-o",
-        str(out),
+    _infer(
+        tiny_spark,
+        out,
+        tmp_path,
         "--reference_audio",
         str(ref),
         "--reference_text",
         "A reference.",
         "--max_tokens",
         "30",
-        "--role_dir",
-        str(tmp_path / "roles"),
     )
     _check_wav(out, 30)
