@@ -89,6 +89,31 @@ def torch_server_args(model: Path, tmp_path: Path, *flags: str) -> list[str]:
     return ["--model_path", str(model), "--backend", "torch", "--role_dir", str(tmp_path / "roles"), *flags]
 
 
+def tone_wav(seconds: float = 2.0, rate: int = 16000, freq: float = 220.0) -> bytes:
+    """A short voiced-looking clip (tone + a little noise) as WAV bytes."""
+    import io
+
+    import numpy as np
+    import soundfile as sf
+
+    t = np.arange(int(seconds * rate)) / rate
+    rng = np.random.default_rng(0)
+    samples = 0.3 * np.sin(2 * np.pi * freq * t) + 0.03 * rng.standard_normal(t.size)
+    buf = io.BytesIO()
+    sf.write(buf, samples.astype(np.float32), rate, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+async def assert_refused(connection, status: int = 403) -> None:
+    """A WebSocket ``connect(...)`` that the server answers with HTTP ``status`` instead of opening."""
+    from websockets.exceptions import InvalidStatus
+
+    with pytest.raises(InvalidStatus) as refused:
+        async with connection:
+            pass
+    assert refused.value.response.status_code == status
+
+
 @pytest.fixture
 def serve(tmp_path):
     """``serve([...flags])`` starts a server; every one started is stopped after the test."""

@@ -7,7 +7,6 @@ Every read is bounded (READ_TIMEOUT): a server that hangs fails the test instead
 from __future__ import annotations
 
 import asyncio
-import io
 import signal
 import socket
 import subprocess
@@ -20,7 +19,6 @@ from typing import Optional
 import httpx
 import numpy as np
 import pytest
-import soundfile as sf
 from wyoming.audio import AudioChunk, AudioStart
 from wyoming.client import AsyncTcpClient
 from wyoming.error import Error
@@ -28,7 +26,7 @@ from wyoming.event import Event, async_read_event
 from wyoming.info import Describe, Info
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeVoice
 
-from conftest import Server, free_port, start_server
+from conftest import Server, free_port, start_server, tone_wav
 
 READ_TIMEOUT = 60.0
 MAX_TEXT = 400
@@ -43,14 +41,6 @@ ENGINES = {
     "mega": (24000, None, True, ["en", "zh"]),  # MegaTTS3 has no built-in voices: only saved ones
 }
 ROLE = "narrator"
-
-
-def tone_wav(seconds: float = 2.0, rate: int = 16000, freq: float = 200.0) -> bytes:
-    t = np.arange(int(seconds * rate)) / rate
-    samples = 0.3 * np.sin(2 * np.pi * freq * t) + 0.03 * np.random.default_rng(0).standard_normal(t.size)
-    buf = io.BytesIO()
-    sf.write(buf, samples.astype(np.float32), rate, format="WAV", subtype="PCM_16")
-    return buf.getvalue()
 
 
 # -- servers ---------------------------------------------------------------------------------------
@@ -87,7 +77,7 @@ def launch(request, tmp_path_factory):
         server.wyoming_port = port
         servers[engine] = server
         if ENGINES[engine][2]:
-            files = {"audio_file": ("voice.wav", tone_wav())}
+            files = {"audio_file": ("voice.wav", tone_wav(freq=200.0))}
             if engine == "mega":
                 files = {
                     "audio_file": ("example.wav", (model / "example.wav").read_bytes()),

@@ -11,19 +11,8 @@ from typing import Callable
 
 import numpy as np
 import pytest
-import soundfile as sf
 
-from conftest import Server, start_server
-
-
-def tone_wav(seconds: float = 2.0, rate: int = 16000, freq: float = 220.0) -> bytes:
-    """A short voiced-looking clip (tone + a little noise) as WAV bytes."""
-    t = np.arange(int(seconds * rate)) / rate
-    rng = np.random.default_rng(0)
-    samples = 0.3 * np.sin(2 * np.pi * freq * t) + 0.03 * rng.standard_normal(t.size)
-    buf = io.BytesIO()
-    sf.write(buf, samples.astype(np.float32), rate, format="WAV", subtype="PCM_16")
-    return buf.getvalue()
+from conftest import Server, start_server, tone_wav, torch_server_args
 
 
 def decode(data: bytes) -> tuple[np.ndarray, int]:
@@ -60,7 +49,7 @@ def spark_server(tiny_spark, tmp_path_factory) -> Server:
     (role_dir / "narrator").mkdir(parents=True)
     (role_dir / "narrator" / "voice.wav").write_bytes(tone_wav(freq=180.0))
     (role_dir / "narrator" / "reference_text.txt").write_text("a short reference text", encoding="utf-8")
-    server = start_server(["--model_path", str(tiny_spark), "--backend", "torch", "--role_dir", str(role_dir)], tmp)
+    server = start_server(torch_server_args(tiny_spark, tmp), tmp)
     server.role_dir = role_dir
     yield server
     server.stop()

@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import start_server
+from conftest import start_server, torch_server_args
 
 KEY = "s3cret-key"
 SHORT = {"max_tokens": 40}
@@ -57,13 +57,9 @@ def guarded_server(tiny_spark, tmp_path_factory, reference_wav):
     (tmp / "roles" / "deep").mkdir(parents=True)
     (tmp / "roles" / "deep" / "deep.wav").write_bytes(reference_wav)
     server = start_server(
-        [
-            "--model_path",
-            str(tiny_spark),
-            "--backend",
-            "torch",
-            "--role_dir",
-            str(tmp / "roles"),
+        torch_server_args(
+            tiny_spark,
+            tmp,
             "--api_key",
             KEY,
             "--max_text_length",
@@ -75,7 +71,7 @@ def guarded_server(tiny_spark, tmp_path_factory, reference_wav):
             "--allow_private_urls",
             "--default_voice",
             "deep",
-        ],
+        ),
         tmp,
     )
     server.role_dir = tmp / "roles"

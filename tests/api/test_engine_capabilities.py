@@ -7,7 +7,7 @@ import base64
 
 import pytest
 
-from conftest import start_server
+from conftest import start_server, torch_server_args
 
 SHORT = {"max_tokens": 70}
 
@@ -15,9 +15,7 @@ SHORT = {"max_tokens": 70}
 @pytest.fixture(scope="module")
 def orpheus_server(tiny_orpheus, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("orpheus-api")
-    server = start_server(
-        ["--model_path", str(tiny_orpheus), "--backend", "torch", "--role_dir", str(tmp / "roles")], tmp
-    )
+    server = start_server(torch_server_args(tiny_orpheus, tmp), tmp)
     server.role_dir = tmp / "roles"
     yield server
     server.stop()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import start_server
+from conftest import start_server, torch_server_args
 
 pytest.importorskip("schemathesis")
 
@@ -19,20 +19,7 @@ def fuzz_server(tiny_spark, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fuzz")
     # Short contexts keep each generated synthesis cheap; the limits themselves are under test too.
     server = start_server(
-        [
-            "--model_path",
-            str(tiny_spark),
-            "--backend",
-            "torch",
-            "--role_dir",
-            str(tmp / "roles"),
-            "--max_length",
-            "256",
-            "--max_text_length",
-            "200",
-            "--max_upload_mb",
-            "1",
-        ],
+        torch_server_args(tiny_spark, tmp, "--max_length", "256", "--max_text_length", "200", "--max_upload_mb", "1"),
         tmp,
     )
     yield server

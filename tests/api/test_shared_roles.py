@@ -15,22 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Server, start_server
-
-
-def tone_wav(seconds: float = 2.0, freq: float = 220.0, rate: int = 16000) -> bytes:
-    """A voiced-looking clip: a tone with a little noise, as WAV bytes."""
-    import io
-
-    import numpy as np
-    import soundfile as sf
-
-    t = np.arange(int(seconds * rate)) / rate
-    samples = 0.3 * np.sin(2 * np.pi * freq * t) + 0.03 * np.random.default_rng(0).standard_normal(t.size)
-    buf = io.BytesIO()
-    sf.write(buf, samples.astype(np.float32), rate, format="WAV", subtype="PCM_16")
-    return buf.getvalue()
-
+from conftest import Server, start_server, tone_wav
 
 SPEAK = {"text": "Shared voices.", "response_format": "pcm", "max_tokens": 40, "seed": 7}
 

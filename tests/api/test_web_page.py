@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from conftest import start_server
+from conftest import start_server, torch_server_args
 
 sync_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -114,19 +114,7 @@ def test_page_lists_voices_speaks_streamed_and_whole_and_manages_roles(spark_ser
 
 def test_page_sends_the_api_key(tiny_spark, tmp_path_factory, page):
     tmp = tmp_path_factory.mktemp("page-key")
-    server = start_server(
-        [
-            "--model_path",
-            str(tiny_spark),
-            "--backend",
-            "torch",
-            "--role_dir",
-            str(tmp / "roles"),
-            "--api_key",
-            "page-key",
-        ],
-        tmp,
-    )
+    server = start_server(torch_server_args(tiny_spark, tmp, "--api_key", "page-key"), tmp)
     try:
         page.goto(server.url + "/")
         page.wait_for_function("document.getElementById('server-info').textContent.includes('not connected')")
