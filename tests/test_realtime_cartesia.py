@@ -17,9 +17,8 @@ import httpx
 import numpy as np
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
 
-from conftest import Server, start_server
+from conftest import Server, assert_refused, start_server, torch_server_args
 
 READ_TIMEOUT = 60.0
 KEY = "rt-secret"
@@ -33,10 +32,9 @@ PIECES = ["Hello there, my ", "friend. How are", " you today?"]
 @pytest.fixture(scope="module")
 def server(tiny_spark, tmp_path_factory) -> Server:
     tmp = tmp_path_factory.mktemp("realtime")
-    args = ["--model_path", str(tiny_spark), "--backend", "torch", "--role_dir", str(tmp / "roles")]
-    args += ["--llm_device", "cpu", "--tokenizer_device", "cpu", "--detokenizer_device", "cpu"]
-    args += ["--api_key", KEY, "--max_pending_requests", str(MAX_PENDING)]
-    srv = start_server(args, tmp)
+    flags = ["--llm_device", "cpu", "--tokenizer_device", "cpu", "--detokenizer_device", "cpu"]
+    flags += ["--api_key", KEY, "--max_pending_requests", str(MAX_PENDING)]
+    srv = start_server(torch_server_args(tiny_spark, tmp, *flags), tmp)
     yield srv
     srv.stop()
 
@@ -322,10 +320,7 @@ async def test_context_and_pending_limits(server):
 async def test_api_key(server, headers: dict, query: Optional[str], ok: bool):
     connection = opened(server, headers=headers, query=query or "cartesia_version=2025-04-16")
     if not ok:
-        with pytest.raises(InvalidStatus) as refused:
-            async with connection:
-                pass
-        assert refused.value.response.status_code == 403
+        await assert_refused(connection)
         return
     async with connection as ws:
         await ws.send(request("k", "Hi.", False))
@@ -337,10 +332,9 @@ async def test_api_key(server, headers: dict, query: Optional[str], ok: bool):
 def limited_server(tiny_spark, tmp_path_factory) -> Server:
     """No --api_key (any key passes), short idle and send timeouts; the last test here shuts it down."""
     tmp = tmp_path_factory.mktemp("realtime-limited")
-    args = ["--model_path", str(tiny_spark), "--backend", "torch", "--role_dir", str(tmp / "roles")]
-    args += ["--llm_device", "cpu", "--tokenizer_device", "cpu", "--detokenizer_device", "cpu"]
-    args += ["--realtime_idle_timeout", "1", "--realtime_send_timeout", "2"]
-    srv = start_server(args, tmp)
+    flags = ["--llm_device", "cpu", "--tokenizer_device", "cpu", "--detokenizer_device", "cpu"]
+    flags += ["--realtime_idle_timeout", "1", "--realtime_send_timeout", "2"]
+    srv = start_server(torch_server_args(tiny_spark, tmp, *flags), tmp)
     yield srv
     srv.stop()
 

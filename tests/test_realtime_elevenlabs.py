@@ -18,9 +18,9 @@ import httpx
 import numpy as np
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed
 
-from conftest import Server, start_server, torch_server_args
+from conftest import Server, assert_refused, start_server, torch_server_args
 
 READ_TIMEOUT = 60.0
 KEY = "el-secret"
@@ -72,6 +72,15 @@ async def until_final(ws, context_ids: set[str]) -> list[dict]:
         if message.get("isFinal"):
             open_ids.discard(message["contextId"])
     return messages
+
+
+async def speak(ws, context_id: str, piece: str) -> list[dict]:
+    """One context from its first message to its isFinal: ``piece``, flushed, then the context closed."""
+    await ws.send(init(context_id))
+    await ws.send(text(context_id, piece, flush=True))
+    await ws.send(text(context_id, "", flush=True))
+    await ws.send(json.dumps({"context_id": context_id, "close_context": True}))
+    return await until_final(ws, {context_id})
 
 
 def audio_of(messages: list[dict], context_id: str) -> bytes:
@@ -199,11 +208,7 @@ async def test_a_turn_as_the_plugins_send_it(server, output_format, rate, width)
 async def test_mp3_is_one_stream_per_context(server):
     av = pytest.importorskip("av")
     async with opened(server, output_format="mp3_22050_32") as ws:
-        await ws.send(init("m"))
-        await ws.send(text("m", "An mp3 sentence. ", flush=True))
-        await ws.send(text("m", "", flush=True))
-        await ws.send(json.dumps({"context_id": "m", "close_context": True}))
-        messages = await until_final(ws, {"m"})
+        messages = await speak(ws, "m", "An mp3 sentence. ")
     data = audio_of(messages, "m")
     with av.open(io.BytesIO(data), format="mp3") as container:
         frames = [f for f in container.decode(audio=0)]
@@ -234,11 +239,7 @@ async def test_close_context_without_flush_stops_at_once_and_frees_the_generatio
             if message.get("isFinal"):
                 break
         # The socket serves on: a new context speaks to its end; nothing more for "long" after its isFinal.
-        await ws.send(init("next"))
-        await ws.send(text("next", "A short one. ", flush=True))
-        await ws.send(text("next", "", flush=True))
-        await ws.send(json.dumps({"context_id": "next", "close_context": True}))
-        messages = await until_final(ws, {"next"})
+        messages = await speak(ws, "next", "A short one. ")
     print(f"\nclose_context: generation freed {freed * 1000:.0f} ms after it was sent")
     assert after[-1] == {"contextId": "long", "isFinal": True}
     assert all(m["contextId"] == "long" and "error" not in m for m in after)
@@ -338,11 +339,7 @@ async def test_a_socket_whose_voice_or_format_is_refused(server, voice, output_f
 async def test_voice_alias_and_default_format(server):
     """``rachel`` is a --voice_alias; no output_format: mp3_44100_128, the hosted default."""
     async with opened(server, voice="rachel", output_format=None) as ws:
-        await ws.send(init("v"))
-        await ws.send(text("v", "Hi. ", flush=True))
-        await ws.send(text("v", "", flush=True))
-        await ws.send(json.dumps({"context_id": "v", "close_context": True}))
-        messages = await until_final(ws, {"v"})
+        messages = await speak(ws, "v", "Hi. ")
     data = audio_of(messages, "v")
     assert data[:3] == b"ID3" or (data[0] == 0xFF and data[1] & 0xE0 == 0xE0)  # an MP3 stream
 
@@ -360,11 +357,7 @@ async def test_too_many_contexts(server):
         finals = [await receive(ws) for _ in range(16)]
         assert finals == [{"contextId": f"c{i}", "isFinal": True} for i in range(16)]
         # Room again.
-        await ws.send(init("after"))
-        await ws.send(text("after", "Room again. ", flush=True))
-        await ws.send(text("after", "", flush=True))
-        await ws.send(json.dumps({"context_id": "after", "close_context": True}))
-        assert audio_of(await until_final(ws, {"after"}), "after")
+        assert audio_of(await speak(ws, "after", "Room again. "), "after")
 
 
 @pytest.mark.parametrize(
@@ -381,15 +374,8 @@ async def test_too_many_contexts(server):
 async def test_api_key(server, headers: dict, query: Optional[str], ok: bool):
     connection = opened(server, headers=headers, query=query)
     if not ok:
-        with pytest.raises(InvalidStatus) as refused:
-            async with connection:
-                pass
-        assert refused.value.response.status_code == 403
+        await assert_refused(connection)
         return
     async with connection as ws:
-        await ws.send(init("k"))
-        await ws.send(text("k", "Hi. ", flush=True))
-        await ws.send(text("k", "", flush=True))
-        await ws.send(json.dumps({"context_id": "k", "close_context": True}))
-        messages = await until_final(ws, {"k"})
+        messages = await speak(ws, "k", "Hi. ")
         assert np.frombuffer(audio_of(messages, "k"), dtype="<i2").size > 0
