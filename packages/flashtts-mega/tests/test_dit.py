@@ -170,18 +170,15 @@ def test_training_only_extras_are_dropped_but_strays_refused(tiny_dit_dir, tmp_p
     assert "3 training-only tensors" in caplog.text and "spk_encoder.proj.weight" in caplog.text
 
     # a tensor a module we build does not know, a missing one, a wrong shape: refused, named
-    save_checkpoint(folder / CHECKPOINT, INNER_KEY, state | {"postnet.scale": torch.ones(1)})
-    with pytest.raises(ModelLoadError, match=r"unexpected keys: postnet\.scale"):
-        DiT.from_checkpoint(folder)
-    save_checkpoint(folder / CHECKPOINT, INNER_KEY, {k: v for k, v in state.items() if k != "postnet.bias"})
-    with pytest.raises(ModelLoadError, match=r"missing keys: postnet\.bias"):
-        DiT.from_checkpoint(folder)
-    save_checkpoint(folder / CHECKPOINT, INNER_KEY, state | {"prenet.bias": torch.ones(7)})
-    with pytest.raises(ModelLoadError, match=r"shape mismatches.*prenet\.bias"):
-        DiT.from_checkpoint(folder)
-    save_checkpoint(folder / CHECKPOINT, INNER_KEY, {k: v for k, v in state.items() if k != "x_prenet.weight"})
-    with pytest.raises(ModelLoadError, match=r"lacks tensor 'x_prenet\.weight'"):
-        DiT.from_checkpoint(folder)
+    for bad, refusal in (
+        (state | {"postnet.scale": torch.ones(1)}, r"unexpected keys: postnet\.scale"),
+        ({k: v for k, v in state.items() if k != "postnet.bias"}, r"missing keys: postnet\.bias"),
+        (state | {"prenet.bias": torch.ones(7)}, r"shape mismatches.*prenet\.bias"),
+        ({k: v for k, v in state.items() if k != "x_prenet.weight"}, r"lacks tensor 'x_prenet\.weight'"),
+    ):
+        save_checkpoint(folder / CHECKPOINT, INNER_KEY, bad)
+        with pytest.raises(ModelLoadError, match=refusal):
+            DiT.from_checkpoint(folder)
 
 
 def test_large_checkpoints_load_onto_meta_by_assignment(tiny_dit_dir, dit, monkeypatch):
