@@ -202,7 +202,9 @@ def cmd_infer(args: argparse.Namespace) -> int:
         asyncio.run(_infer(options, args, fields, output, fmt))
     except FlashTTSError as exc:
         raise CLIError(exc.message) from None
-    return 0
+    from .runner import exit_now
+
+    exit_now(0)  # the file is written and the engine closed
 
 
 @functools.lru_cache(maxsize=1)

@@ -108,8 +108,13 @@ def serve(settings: "ServerSettings") -> NoReturn:
     app.state.lifecycle.on_failure = server.stop_after_failed_load
     server.run()
     code = 1 if app.state.lifecycle.phase is Phase.FAILED else 0
-    # Everything is closed: leave now. The interpreter's own teardown would spend seconds collecting
-    # the objects torch and transformers made (uvicorn, re-raising the signal, skipped it the same way).
+    exit_now(code)
+
+
+def exit_now(code: int) -> NoReturn:
+    """Leave once everything is closed, without the interpreter's teardown: it spends seconds collecting
+    the objects torch and transformers made, and native libraries' exit handlers can abort it (mlx on
+    Linux once ended a finished `flashtts infer` with "terminate called without an active exception")."""
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
