@@ -16,7 +16,6 @@ and the allocation sites that grew most.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import gc
 import json
 import os
@@ -53,11 +52,9 @@ class _MallInfo2(ctypes.Structure):
 
 
 def _libc() -> Optional[ctypes.CDLL]:
-    name = ctypes.util.find_library("c")
-    try:
-        return ctypes.CDLL(name) if name else None
-    except OSError:
-        return None
+    from .memory_trim import libc
+
+    return libc()
 
 
 def malloc_stats() -> Optional[dict[str, int]]:
@@ -79,9 +76,10 @@ def malloc_stats() -> Optional[dict[str, int]]:
 
 
 def malloc_trim() -> Optional[dict[str, int]]:
-    """glibc's malloc_trim(0), then RSS again (None without glibc)."""
-    libc = _libc()
-    fn = getattr(libc, "malloc_trim", None) if libc is not None else None
+    """glibc's malloc_trim(0) (the trimmer's, memory_trim.py), then RSS again (None without glibc)."""
+    from .memory_trim import glibc_malloc_trim
+
+    fn = glibc_malloc_trim()
     if fn is None:
         return None
     fn(0)

@@ -37,15 +37,21 @@ def _rss() -> int:
         return int(fh.read().split()[1]) * _PAGE
 
 
+def libc() -> Optional[ctypes.CDLL]:
+    """The C library, or None where it cannot be found."""
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+
+
 def glibc_malloc_trim() -> Optional[Callable[[int], int]]:
     """glibc's ``malloc_trim``, or None where the C library has none or jemalloc/tcmalloc is preloaded."""
     if not os.path.exists("/proc/self/statm") or "malloc" in os.environ.get("LD_PRELOAD", ""):
         return None
-    name = ctypes.util.find_library("c")
-    try:
-        fn = getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
-    except OSError:
-        return None
+    c = libc()
+    fn = getattr(c, "malloc_trim", None) if c is not None else None
     if fn is not None:
         fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
     return fn
