@@ -46,6 +46,7 @@ BACKEND_SUITES = [
     "packages/flashtts-backends/tests/test_spark_end_to_end.py",
     "packages/flashtts-backends/tests/test_gguf_convert.py",  # llama-cpp's (skipped elsewhere)
     "packages/flashtts-backends/tests/test_llama_cpp_batching.py",
+    "packages/flashtts-backends/tests/test_gguf_reduce.py",  # llama-cpp's (skipped elsewhere)
     "packages/flashtts-orpheus/tests/test_orpheus_engine.py",
     "tests/test_orpheus_server.py",
     "tests/test_mega_server.py",

@@ -17,6 +17,7 @@ from e2e_server import (
     bench_server,
     bytes_per_step,
     gguf_variant,
+    head_rows,
     memory_shortfall,
     print_rows,
     rate_against_bound,
@@ -145,7 +146,8 @@ def run_orpheus_backend(name: str, model: Path, args, work: Path, split: dict, b
         audio = (tokens // frames.SLOTS - frames.WINDOW_FRAMES + 1) * frames.SAMPLES_PER_FRAME / 24000  # what it sent
         wall = result.rtf[seconds] * audio
         llm = wall - split["codec_s_per_audio_s_float32"] * audio
-        rows = frames.SLOTS * frames.CODEBOOK_SIZE + 1 if backend == "torch" else None  # audio ids + the stop id
+        audio = frames.SLOTS * frames.CODEBOOK_SIZE + 1  # audio ids + the stop id: allowed and emitted alike
+        rows = head_rows(name, backend, audio, audio)
         rate_against_bound(result, tokens, llm, bandwidth * 1e9 / bytes_per_step(model, weight_dtype, rows))
     return result
 

@@ -20,12 +20,29 @@ BACKENDS = {
     "torch-int8": ("torch", None, "int8"),
     "llama-cpp-f16": ("llama-cpp", "f16", "f16"),
     "llama-cpp-q8_0": ("llama-cpp", "q8_0", "q8_0"),
+    # The same GGUFs with the output head over the whole vocabulary (--llm_gguf_head full): the lever's baseline.
+    "llama-cpp-f16-fullhead": ("llama-cpp", "f16", "f16"),
+    "llama-cpp-q8_0-fullhead": ("llama-cpp", "q8_0", "q8_0"),
     "vllm": ("vllm", None, "float32"),
     "mlx-lm": ("mlx-lm", None, "float32"),
 }
 BYTES_PER_WEIGHT = {"float32": 4.0, "bfloat16": 2.0, "f16": 2.0, "q8_0": 34 / 32, "int8": 1.0}
 # Server flags of a variant beyond its backend (added to --server-args, which every server gets).
-VARIANT_FLAGS = {"torch-int8": ["--llm_quantization", "int8"]}
+VARIANT_FLAGS = {
+    "torch-int8": ["--llm_quantization", "int8"],
+    "llama-cpp-f16-fullhead": ["--llm_gguf_head", "full"],
+    "llama-cpp-q8_0-fullhead": ["--llm_gguf_head", "full"],
+}
+
+
+def head_rows(name: str, backend: str, allowed: int, emitted: int) -> int | None:
+    """Output-head rows a decode step reads: torch computes the phase's allowed rows, llama-cpp (by
+    default) every row the engine can emit, a ``-fullhead`` variant and the others the whole vocabulary."""
+    if backend == "torch":
+        return allowed
+    if backend == "llama-cpp" and not name.endswith("-fullhead"):
+        return emitted
+    return None
 
 
 @dataclass

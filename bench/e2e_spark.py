@@ -15,6 +15,7 @@ from e2e_server import (
     backend_plan,
     bench_server,
     bytes_per_step,
+    head_rows,
     print_rows,
     rate_against_bound,
     serve_and_measure,
@@ -148,6 +149,14 @@ async def measure(server: Server, args, ref: bytes, result: Result) -> None:
             print(f"  {result.backend}: c={c}: {result.aggregate[c]:.2f} audio s per wall s", flush=True)
 
 
+def spark_output_rows(model: Path) -> int:
+    """Ids Spark's phases can emit (the rows of llama-cpp's reduced GGUF)."""
+    from flashtts_spark.vocabulary import SparkVocabulary
+    from transformers import AutoTokenizer
+
+    return len(SparkVocabulary(AutoTokenizer.from_pretrained(str(model / "LLM"))).output_ids)
+
+
 def run_backend(name: str, model: Path, args, ref: bytes, work: Path, split: dict, bandwidth: float) -> Result:
     result, backend, gguf, weight_dtype, dtype = backend_plan(name, args)
     if result.status != "ok":
@@ -161,7 +170,8 @@ def run_backend(name: str, model: Path, args, ref: bytes, work: Path, split: dic
         wall = result.rtf[seconds] * seconds
         # The warm-up request uploaded the same clip: the server's reference cache skips its encode.
         llm = wall - split["codec_s_per_audio_s_float32"] * seconds
-        rows = 8193 if backend == "torch" else None  # torch computes the allowed rows of the head only
+        # Semantic phase: 8,192 semantic ids + the stop ids; llama-cpp's reduced GGUF holds every id Spark emits.
+        rows = head_rows(name, backend, 8193, spark_output_rows(model))
         rate_against_bound(
             result, seconds * TOKENS_PER_SECOND, llm, bandwidth * 1e9 / bytes_per_step(model, weight_dtype, rows)
         )

@@ -9,13 +9,17 @@ import os
 import random
 import time
 from pathlib import Path
-from typing import AsyncIterator
+from typing import TYPE_CHECKING, AsyncIterator, Optional
 
 from flashtts_core.backend import BackendConfig, LLMBackend
 from flashtts_core.errors import InvalidRequest, ModelLoadError
 from flashtts_core.sampling import SamplingParams
 
+from .options import LlamaCppOptions
 from .scheduled_stream import stream_scheduled
+
+if TYPE_CHECKING:
+    from .llama_cpp_batching import ReducedVocabulary
 
 logger = logging.getLogger("flashtts.backend.llama_cpp")
 
@@ -37,6 +41,12 @@ class LlamaCppBackend(LLMBackend):
     field exactly as the other backends do. On CPU it runs one thread per physical core, and loads
     without llama.cpp's repacked ("extra") weight buffers, whose AMX path crashes on the first q8_0
     decode in llama-cpp-python 0.3.36.
+
+    When the engine declares the tokens it can emit (``BackendConfig.output_token_ids``) and
+    ``--llm_gguf_head reduced`` (the default), the model loaded is the GGUF cut to those rows
+    (:mod:`gguf_reduce`, written once): the output head, ~30% of a Spark decode step, shrinks to
+    them. The kept logits are computed from the same weight bytes, so greedy ids are the full
+    model's; prompts are fed as embedding rows of the full file.
     """
 
     name = "llama-cpp"
@@ -45,7 +55,17 @@ class LlamaCppBackend(LLMBackend):
     description = "llama.cpp through llama-cpp-python (GGUF: f32/f16/q8_0/…; batched; cpu, cuda/metal builds)"
     weights_dtype = "weights as in the GGUF file"  # not --torch_dtype (progress lines)
 
-    def __init__(self, model, ctx, config: BackendConfig, n_ctx: int, n_seq: int, n_batch: int, gguf: Path):
+    def __init__(
+        self,
+        model,
+        ctx,
+        config: BackendConfig,
+        n_ctx: int,
+        n_seq: int,
+        n_batch: int,
+        gguf: Path,
+        reduced: Optional[ReducedVocabulary] = None,
+    ):
         import llama_cpp as lc
 
         from .llama_cpp_batching import LlamaBatchScheduler
@@ -54,8 +74,11 @@ class LlamaCppBackend(LLMBackend):
         self.config = config
         self.gguf = gguf
         self.context_length = n_ctx
-        self.vocab_size = lc.llama_vocab_n_tokens(lc.llama_model_get_vocab(model))
-        self._scheduler = LlamaBatchScheduler(ctx, self.vocab_size, n_ctx, n_seq, n_batch)
+        rows = lc.llama_vocab_n_tokens(lc.llama_model_get_vocab(model))
+        self.reduced = reduced
+        # Token ids a prompt may hold: the full vocabulary, also when the model's rows are fewer.
+        self.vocab_size = reduced.n_vocab if reduced is not None else rows
+        self._scheduler = LlamaBatchScheduler(ctx, rows, n_ctx, n_seq, n_batch, reduced)
         self._seeds = random.Random(config.seed)
 
     @property
@@ -73,6 +96,10 @@ class LlamaCppBackend(LLMBackend):
         import llama_cpp as lc
 
         gguf = find_gguf(Path(config.model_path))
+        reduced = None
+        model_file = gguf
+        if config.output_token_ids is not None and LlamaCppOptions.of(config.options).llm_gguf_head == "reduced":
+            reduced, model_file = _reduced_vocabulary(gguf, config.output_token_ids)
         # Offload every layer when a GPU is asked for (needs a CUDA/Metal build of llama-cpp-python).
         gpu = config.device not in ("cpu", "auto") or (config.device == "auto" and _has_gpu_offload())
         start = time.perf_counter()
@@ -88,9 +115,9 @@ class LlamaCppBackend(LLMBackend):
         model_params.n_gpu_layers = 0x7FFFFFFF if gpu else 0
         if not gpu:
             model_params.use_extra_bufts = False
-        model = lc.llama_model_load_from_file(str(gguf).encode(), model_params)
+        model = lc.llama_model_load_from_file(str(model_file).encode(), model_params)
         if not model:
-            raise ModelLoadError(f"llama.cpp could not load {gguf}")
+            raise ModelLoadError(f"llama.cpp could not load {model_file}")
         n_seq = max(1, min(config.batch_size, MAX_SEQUENCES, lc.llama_max_parallel_sequences()))
         n_ctx = config.max_length
         threads = physical_cores()
@@ -109,15 +136,16 @@ class LlamaCppBackend(LLMBackend):
             lc.llama_model_free(model)
             raise ModelLoadError(f"llama.cpp could not create a context for {gguf} (n_ctx {n_ctx}, {n_seq} sequences)")
         logger.info(
-            "llama-cpp backend: loaded %s (n_ctx %d shared by up to %d sequences, %d threads, %s) in %.1f s",
-            gguf,
+            "llama-cpp backend: loaded %s (n_ctx %d shared by up to %d sequences, %d threads, %s; %s) in %.1f s",
+            model_file,
             n_ctx,
             n_seq,
             threads,
             "gpu offload" if gpu else "cpu",
+            f"output head over {len(reduced.kept)} of {reduced.n_vocab} rows" if reduced else "full output head",
             time.perf_counter() - start,
         )
-        return cls(model, ctx, config, n_ctx, n_seq, N_BATCH, gguf)
+        return cls(model, ctx, config, n_ctx, n_seq, N_BATCH, gguf, reduced)
 
     async def stream(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[list[int]]:
         from .llama_cpp_batching import DONE, Sequence
@@ -128,6 +156,15 @@ class LlamaCppBackend(LLMBackend):
         room = self.prompt_room(prompt_ids, self.context_length)
         if any(not 0 <= t < self.vocab_size for t in prompt_ids):
             raise InvalidRequest(f"prompt token ids must be in [0, {self.vocab_size})")
+        kept = None
+        if self.reduced is not None:
+            kept = self.reduced.kept
+            wanted = None if params.allowed_token_ids is None else {*params.allowed_token_ids, *params.stop_token_ids}
+            if wanted is None or any(t not in self.reduced.row for t in wanted if 0 <= t < self.vocab_size):
+                raise InvalidRequest(
+                    "this llama-cpp model computes only the output rows the engine declared; the request "
+                    "allows other tokens (start with --llm_gguf_head full)"
+                )
         seed = params.seed if params.seed is not None else self._seeds.randrange(2**63)
 
         def make_sequence(emit):
@@ -135,7 +172,7 @@ class LlamaCppBackend(LLMBackend):
                 prompt_ids=list(prompt_ids),
                 params=params,
                 max_new=min(params.max_tokens, room),
-                sampler=NumpySampler(params, self.vocab_size, seed),
+                sampler=NumpySampler(params, self.vocab_size, seed, logit_ids=kept),
                 emit=emit,
             )
 
@@ -153,6 +190,36 @@ class LlamaCppBackend(LLMBackend):
         lc.llama_free(self._ctx)
         lc.llama_model_free(self._model)
         self._ctx = self._model = None
+        if self.reduced is not None:
+            self.reduced.close()
+
+
+def _reduced_vocabulary(gguf: Path, output_token_ids) -> tuple[ReducedVocabulary, Path]:
+    """The reduced GGUF of ``gguf`` for these ids (written on first use) and its row map."""
+    import numpy as np
+
+    from .gguf_reduce import EmbeddingRows, reduced_gguf
+    from .llama_cpp_batching import ReducedVocabulary
+
+    table = EmbeddingRows(gguf)
+    kept = sorted({int(t) for t in output_token_ids if 0 <= int(t) < table.n_vocab})
+    if not kept:
+        table.close()
+        raise ModelLoadError(f"none of the engine's output token ids is in {gguf}'s vocabulary")
+    start = time.perf_counter()
+    try:
+        path = reduced_gguf(gguf, kept)
+    except (OSError, ValueError) as error:
+        table.close()
+        raise ModelLoadError(f"could not write the reduced GGUF of {gguf}: {error}") from error
+    logger.info(
+        "llama-cpp backend: output head over %d of %d vocabulary rows (%s, %.1f s; --llm_gguf_head full to turn off)",
+        len(kept),
+        table.n_vocab,
+        path,
+        time.perf_counter() - start,
+    )
+    return ReducedVocabulary(np.asarray(kept, dtype=np.int64), table, table.n_embd, table.n_vocab), path
 
 
 def physical_cores() -> int:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import logging
 from dataclasses import dataclass, field
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -40,19 +41,42 @@ class _Slot:
     used: int = 0  # a counter for least-recently-used eviction
 
 
+@dataclass
+class ReducedVocabulary:
+    """The reduced model's rows (``kept``: full token ids, ascending) and the full embedding table
+    its prompts are read from (a callable: token ids -> (n, n_embd) float32)."""
+
+    kept: np.ndarray
+    embeddings: Callable[[list[int]], np.ndarray]
+    n_embd: int
+    n_vocab: int  # the full vocabulary
+
+    def __post_init__(self) -> None:
+        self.row = {int(t): r for r, t in enumerate(self.kept)}
+
+    def close(self) -> None:
+        close = getattr(self.embeddings, "close", None)
+        if close is not None:
+            close()
+
+
 class LlamaBatchScheduler(SchedulerThread):
     """Owns ``ctx`` (a llama_context with ``n_seq`` sequence ids and ``n_ctx`` unified cells)."""
 
-    def __init__(self, ctx, n_vocab: int, n_ctx: int, n_seq: int, n_batch: int):
+    def __init__(
+        self, ctx, n_vocab: int, n_ctx: int, n_seq: int, n_batch: int, reduced: Optional[ReducedVocabulary] = None
+    ):
         import llama_cpp as lc
 
         self._lc = lc
         self.ctx = ctx
         self.memory = lc.llama_get_memory(ctx)
-        self.n_vocab = n_vocab
+        self.n_vocab = n_vocab  # logits per row: the model's vocabulary (the reduced one's size)
         self.n_ctx = n_ctx
         self.n_batch = n_batch
+        self.reduced = reduced
         self._batch = lc.llama_batch_init(max(n_batch, n_seq), 0, 1)
+        self._embd_batch = lc.llama_batch_init(n_batch, reduced.n_embd, 1) if reduced is not None else None
         self._slots = [_Slot() for _ in range(n_seq)]
         self._clock = 0
         self._reserved = 0  # cells promised to running sequences (worst case)
@@ -67,6 +91,8 @@ class LlamaBatchScheduler(SchedulerThread):
         stopped = super().close(timeout)
         if stopped:
             self._lc.llama_batch_free(self._batch)
+            if self._embd_batch is not None:
+                self._lc.llama_batch_free(self._embd_batch)
         return stopped
 
     # -- the scheduler thread ------------------------------------------------------------------
@@ -131,16 +157,21 @@ class LlamaBatchScheduler(SchedulerThread):
         self._reserved += need
         self._make_room(need)
         rest = seq.prompt_ids[shared:]
+        batch = self._batch if self.reduced is None else self._embd_batch
         for start in range(0, len(rest), self.n_batch):
             chunk = rest[start : start + self.n_batch]
             last = start + len(chunk) == len(rest)
-            self._fill([(t, shared + start + j, index, last and j == len(chunk) - 1) for j, t in enumerate(chunk)])
-            self._decode()
+            entries = [(t, shared + start + j, index, last and j == len(chunk) - 1) for j, t in enumerate(chunk)]
+            if self.reduced is None:
+                self._fill(entries)
+            else:
+                self._fill_embeddings(entries)
+            self._decode(batch)
         slot.tokens.extend(rest)
         seq.position = len(seq.prompt_ids)
         seq.sampler.observe(seq.prompt_ids)
         self._active.append(seq)
-        if not self._take(seq, self._logits(self._batch.n_tokens - 1)):
+        if not self._take(seq, self._logits(batch.n_tokens - 1)):
             self._finish(seq)
 
     def _make_room(self, need: int) -> None:
@@ -158,7 +189,11 @@ class LlamaBatchScheduler(SchedulerThread):
 
     def _decode_step(self) -> None:
         rows = list(self._active)
-        self._fill([(s.next_input, s.position, s.slot, True) for s in rows])
+        if self.reduced is None:
+            self._fill([(s.next_input, s.position, s.slot, True) for s in rows])
+        else:  # a generated token is always one of the kept rows
+            row = self.reduced.row
+            self._fill([(row[s.next_input], s.position, s.slot, True) for s in rows])
         self._decode()
         self.steps += 1
         for i, seq in enumerate(rows):
@@ -205,8 +240,20 @@ class LlamaBatchScheduler(SchedulerThread):
             batch.logits[i] = logits
         batch.n_tokens = len(tokens)
 
-    def _decode(self) -> None:
-        status = self._lc.llama_decode(self.ctx, self._batch)
+    def _fill_embeddings(self, tokens: list[tuple[int, int, int, bool]]) -> None:
+        """As :meth:`_fill`, each token given as its row of the full embedding table."""
+        batch = self._embd_batch
+        rows = self.reduced.embeddings([t for t, _, _, _ in tokens])
+        ctypes.memmove(batch.embd, rows.ctypes.data, rows.nbytes)
+        for i, (_, pos, seq_id, logits) in enumerate(tokens):
+            batch.pos[i] = pos
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = seq_id
+            batch.logits[i] = logits
+        batch.n_tokens = len(tokens)
+
+    def _decode(self, batch=None) -> None:
+        status = self._lc.llama_decode(self.ctx, self._batch if batch is None else batch)
         if status != 0:
             raise RuntimeError(f"llama_decode failed with status {status}")
 

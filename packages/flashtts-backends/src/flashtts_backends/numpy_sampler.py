@@ -16,17 +16,30 @@ class NumpySampler:
     then greedy, or temperature → top-k → top-p → a draw from the sequence's own seeded generator.
     With ``allowed_token_ids`` every step works on those rows only (Spark's 8k of 166k), which is
     most of the sampling cost saved; ties still go to the lowest token id, as over the full row.
+    ``logit_ids`` (ascending token ids) says which token each logit is when a row holds only those
+    (llama-cpp's reduced vocabulary); every allowed id must be one of them.
     """
 
-    def __init__(self, params: SamplingParams, vocab_size: int, seed: Optional[int]):
+    def __init__(
+        self, params: SamplingParams, vocab_size: int, seed: Optional[int], logit_ids: Optional[np.ndarray] = None
+    ):
         self.params = params
         self.rng = np.random.default_rng(seed)
         stop_ids = np.array(sorted({i for i in params.stop_token_ids if 0 <= i < vocab_size}), dtype=np.int64)
         self.allowed: Optional[np.ndarray] = None
+        self.columns: Optional[np.ndarray] = None  # where the allowed ids are in a logits row
         if params.allowed_token_ids is not None:
             allowed = {*params.allowed_token_ids, *params.stop_token_ids}
             self.allowed = np.array(sorted(i for i in allowed if 0 <= i < vocab_size), dtype=np.int64)
             stop_ids = np.searchsorted(self.allowed, stop_ids)  # stop ids are all candidates
+            self.columns = self.allowed
+            if logit_ids is not None:
+                self.columns = np.searchsorted(logit_ids, self.allowed)
+                inside = self.columns < len(logit_ids)
+                if not inside.all() or not np.array_equal(logit_ids[self.columns], self.allowed):
+                    raise ValueError("allowed token ids outside the logits' rows")
+        elif logit_ids is not None:
+            raise ValueError("a row of some tokens' logits needs allowed_token_ids")
         self.stop_ids = stop_ids  # indices into the candidate row
         self.seen = np.zeros(vocab_size, dtype=bool)
         self.generated = 0
@@ -39,7 +52,7 @@ class NumpySampler:
     def __call__(self, logits: np.ndarray) -> int:
         p = self.params
         if self.allowed is not None:
-            logits = np.asarray(logits, dtype=np.float32)[self.allowed]
+            logits = np.asarray(logits, dtype=np.float32)[self.columns]
             seen = self.seen[self.allowed]
         else:
             logits = np.array(logits, dtype=np.float32, copy=True)

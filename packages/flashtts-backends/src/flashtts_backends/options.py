@@ -40,6 +40,19 @@ class TorchOptions(PluginOptions):
     )
 
 
+class LlamaCppOptions(PluginOptions):
+    """Options of the llama-cpp backend."""
+
+    owner = "llama-cpp"
+
+    llm_gguf_head: Literal["reduced", "full"] = option(
+        "reduced",
+        help="llama-cpp backend: `reduced` computes the output head over the tokens the engine can emit "
+        "only (a GGUF cut to those rows is written once beside the model, under reduced/; prompts go in "
+        "as embedding rows of the full file), `full` over the whole vocabulary.",
+    )
+
+
 class VllmOptions(PluginOptions):
     """Options of the vllm backend."""
 

@@ -4,7 +4,7 @@ from flashtts_core.hookspecs import hookimpl
 
 from .llama_cpp_backend import LlamaCppBackend
 from .mlx_backend import MlxBackend
-from .options import SglangOptions, TensorRTOptions, TorchOptions, VllmOptions
+from .options import LlamaCppOptions, SglangOptions, TensorRTOptions, TorchOptions, VllmOptions
 from .sglang_backend import SglangBackend
 from .tensorrt_backend import TensorRTBackend
 from .torch_backend import TorchBackend
@@ -19,7 +19,7 @@ def register_backends(register):
 
 @hookimpl
 def register_options(register):
-    for options in (TorchOptions, VllmOptions, SglangOptions, TensorRTOptions):
+    for options in (TorchOptions, VllmOptions, SglangOptions, TensorRTOptions, LlamaCppOptions):
         register(options)
 
 

@@ -6,7 +6,7 @@ import importlib.util
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, ClassVar, Sequence
+from typing import Any, AsyncIterator, ClassVar, Optional, Sequence
 
 from .errors import BackendUnavailable, InvalidRequest
 from .sampling import SamplingParams
@@ -30,9 +30,13 @@ class BackendConfig:
     options: Any = None
     # Token ids an engine will list in ``allowed_token_ids``; backends may precompute masks.
     extra: dict = field(default_factory=dict)
+    # Every token id the engine will ever ask this LLM to emit (the union of all its
+    # ``allowed_token_ids`` and stop ids), or None. A backend may then compute the output head over
+    # these rows only (llama-cpp loads a GGUF cut to them) and refuse requests that allow others.
+    output_token_ids: Optional[tuple[int, ...]] = None
 
     @classmethod
-    def from_options(cls, options, llm_path: Path) -> "BackendConfig":
+    def from_options(cls, options, llm_path: Path, output_token_ids: Optional[Sequence[int]] = None) -> "BackendConfig":
         """The configuration for an engine's LLM folder, from the model options (EngineOptions)."""
         return cls(
             model_path=Path(llm_path),
@@ -43,6 +47,7 @@ class BackendConfig:
             batch_size=options.llm_batch_size,
             seed=options.seed,
             options=options,
+            output_token_ids=tuple(sorted(set(output_token_ids))) if output_token_ids is not None else None,
         )
 
 

@@ -68,6 +68,15 @@ class G2P:
         self.allowed_ids = tuple(g2p_allowed_token_ids(self.reserved_0))
         self._legal = frozenset(legal_phone_tokens())
 
+    @staticmethod
+    def output_token_ids(tokenizer) -> Optional[tuple[int, ...]]:
+        """The ids the G2P LLM may emit (phone tokens and the stop token), or None where the
+        tokenizer is not MegaTTS3's (the constructor then says why)."""
+        reserved = tokenizer.get_vocab().get(RESERVED_TTS_0)
+        if reserved is None:
+            return None
+        return (*g2p_allowed_token_ids(int(reserved)), int(reserved) + G2P_STOP_OFFSET)
+
     @classmethod
     def load_tokenizer(cls, folder: Path):
         from transformers import AutoTokenizer

@@ -170,11 +170,18 @@ class MegaPipeline(MegaEngineBase):
                 win_size,
             )
 
+        tokenizer_task = asyncio.ensure_future(asyncio.to_thread(G2P.load_tokenizer, model_path / "g2p"))
+
+        async def load_g2p_llm():
+            # The backend is told which ids the G2P emits (llama-cpp cuts its output head to them).
+            try:
+                output_ids = G2P.output_token_ids(await asyncio.shield(tokenizer_task))
+            except Exception:
+                output_ids = None  # the tokenizer's own failure is reported by its task
+            return await create_backend(BackendConfig.from_options(options, model_path / "g2p", output_ids))
+
         results = await asyncio.gather(
-            asyncio.to_thread(load_modules),
-            asyncio.to_thread(G2P.load_tokenizer, model_path / "g2p"),
-            create_backend(BackendConfig.from_options(options, model_path / "g2p")),
-            return_exceptions=True,
+            asyncio.to_thread(load_modules), tokenizer_task, load_g2p_llm(), return_exceptions=True
         )
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed:

@@ -129,7 +129,9 @@ class OrpheusEngine(Engine):
             loading.done("SNAC decoder from %s on %s, float32", snac_path, device)
             tokenizer = await asyncio.to_thread(_load_tokenizer, model_path)
             loading.done("text tokenizer (%d tokens)", len(tokenizer))
-            backend = await create_backend(BackendConfig.from_options(options, model_path))
+            # The LLM only ever emits audio ids and the stop id (llama-cpp cuts its output head to them).
+            output_ids = (*frames.audio_token_ids(), *cls.default_sampling.stop_token_ids)
+            backend = await create_backend(BackendConfig.from_options(options, model_path, output_ids))
             loading.done("LLM on %s, %s, %s", options.backend, llm_device, llm_dtype_name(options, llm_device, backend))
         engine = cls(backend, tokenizer, codec, lang, options)
         logger.info(

@@ -157,15 +157,22 @@ class SparkEngine(Engine):
             loading.done("text tokenizer (LLM/, %d tokens)", len(tokenizer))
             return SparkVocabulary(tokenizer)
 
+        vocabulary_task = asyncio.ensure_future(load_vocabulary())
+
         async def load_llm():
-            backend = await create_backend(BackendConfig.from_options(options, model_path / "LLM"))
+            # The backend is told which ids the phases can emit (llama-cpp cuts its output head to them).
+            try:
+                output_ids = (await asyncio.shield(vocabulary_task)).output_ids
+            except Exception:
+                output_ids = None  # the vocabulary's own failure is reported by its task
+            backend = await create_backend(BackendConfig.from_options(options, model_path / "LLM", output_ids))
             loading.done(
                 "LLM (LLM/) on %s, %s, %s", options.backend, llm_device, llm_dtype_name(options, llm_device, backend)
             )
             return backend
 
         try:
-            results = await asyncio.gather(load_vocabulary(), load_codecs(), load_llm(), return_exceptions=True)
+            results = await asyncio.gather(vocabulary_task, load_codecs(), load_llm(), return_exceptions=True)
         finally:
             loading.close()
         failed = [r for r in results if isinstance(r, BaseException)]

@@ -134,6 +134,18 @@ class SparkVocabulary:
         self.global_phase_ids = tuple(self.globals.ids)
         self.pitch_value_phase_ids = tuple(self.pitch_values.ids)
         self.speed_value_phase_ids = tuple(self.speed_values.ids)
+        # Every id any phase lets the LLM emit (a backend may compute its output head over these only).
+        self.output_ids = tuple(
+            sorted(
+                {
+                    *self.semantic_phase_ids,
+                    *self.global_phase_ids,
+                    *self.pitch_value_phase_ids,
+                    *self.speed_value_phase_ids,
+                    *self.stop_ids,
+                }
+            )
+        )
 
     # -- text -------------------------------------------------------------------------------------
     def encode_text(self, text: str) -> list[int]:
