@@ -23,6 +23,10 @@ BACKENDS = {
     # The same GGUFs with the output head over the whole vocabulary (--llm_gguf_head full): the lever's baseline.
     "llama-cpp-f16-fullhead": ("llama-cpp", "f16", "f16"),
     "llama-cpp-q8_0-fullhead": ("llama-cpp", "q8_0", "q8_0"),
+    # The codec on its own threads, not between the LLM's decode steps (--cpu_compute_thread separate).
+    "torch-separate": ("torch", None, "bfloat16"),
+    "torch-int8-separate": ("torch", None, "int8"),
+    "llama-cpp-q8_0-separate": ("llama-cpp", "q8_0", "q8_0"),
     "vllm": ("vllm", None, "float32"),
     "mlx-lm": ("mlx-lm", None, "float32"),
 }
@@ -32,6 +36,9 @@ VARIANT_FLAGS = {
     "torch-int8": ["--llm_quantization", "int8"],
     "llama-cpp-f16-fullhead": ["--llm_gguf_head", "full"],
     "llama-cpp-q8_0-fullhead": ["--llm_gguf_head", "full"],
+    "torch-separate": ["--cpu_compute_thread", "separate"],
+    "torch-int8-separate": ["--llm_quantization", "int8", "--cpu_compute_thread", "separate"],
+    "llama-cpp-q8_0-separate": ["--cpu_compute_thread", "separate"],
 }
 
 

@@ -169,3 +169,37 @@ async def test_a_prompt_longer_than_max_length_is_a_clear_4xx(backend):
     with pytest.raises(InvalidRequest, match="does not fit max_length") as refused:
         await collect(backend, too_long, GREEDY)
     assert refused.value.status == 400 and refused.value.param == "text"
+
+
+async def test_compute_executor_runs_jobs_on_the_decode_thread_between_steps(backend):
+    """A backend that decodes on a CPU thread of this process lends it to the engine's codec: jobs run
+    there, between two decode steps of running sequences, which they leave unchanged."""
+    import threading
+
+    executor = backend.compute_executor
+    if executor is None:
+        pytest.skip("this backend lends no compute thread (not a CPU decode thread of this process)")
+    loop = asyncio.get_running_loop()
+    alone = await backend.generate(PROMPT, GREEDY)
+    seen: list[tuple[str, int]] = []
+
+    def job(i: int) -> int:
+        seen.append((threading.current_thread().name, backend.active))
+        return i * i
+
+    generation = asyncio.ensure_future(backend.generate(PROMPT, GREEDY))
+    results = []
+    while not generation.done():
+        results.append(await loop.run_in_executor(executor, job, len(results)))
+    together = await generation
+    assert together.token_ids == alone.token_ids
+    assert results == [i * i for i in range(len(results))]
+    assert {name for name, _ in seen} == {f"flashtts-{backend.name}-scheduler"}
+    assert any(active for _, active in seen), "some job ran while the sequence was generating"
+
+    def fails() -> None:
+        raise ValueError("codec failed")
+
+    with pytest.raises(ValueError, match="codec failed"):
+        await loop.run_in_executor(executor, fails)
+    assert (await backend.generate(PROMPT, GREEDY)).token_ids == alone.token_ids

@@ -47,3 +47,18 @@ async def test_a_request_waits_for_a_slot_and_gets_it_when_another_is_cancelled(
         assert backend.active == 0
     finally:
         await backend.close()
+
+
+async def test_compute_thread_is_lent_on_cpu_unless_separate(tiny_llm_dir, make_config):
+    from flashtts_backends.torch_backend import TorchBackend
+
+    shared = await TorchBackend.create(make_config(tiny_llm_dir))
+    separate = await TorchBackend.create(make_config(tiny_llm_dir, cpu_compute_thread="separate"))
+    try:
+        assert shared.compute_executor is not None and separate.compute_executor is None
+        assert await asyncio.wrap_future(shared.compute_executor.submit(sum, [1, 2])) == 3
+    finally:
+        await separate.close()
+        await shared.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        shared.compute_executor.submit(sum, [1])

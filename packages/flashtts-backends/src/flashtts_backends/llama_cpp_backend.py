@@ -16,7 +16,7 @@ from flashtts_core.errors import InvalidRequest, ModelLoadError
 from flashtts_core.sampling import SamplingParams
 
 from .options import LlamaCppOptions
-from .scheduled_stream import stream_scheduled
+from .scheduled_stream import shares_compute_thread, stream_scheduled
 
 if TYPE_CHECKING:
     from .llama_cpp_batching import ReducedVocabulary
@@ -65,6 +65,7 @@ class LlamaCppBackend(LLMBackend):
         n_batch: int,
         gguf: Path,
         reduced: Optional[ReducedVocabulary] = None,
+        gpu: bool = False,
     ):
         import llama_cpp as lc
 
@@ -79,6 +80,8 @@ class LlamaCppBackend(LLMBackend):
         # Token ids a prompt may hold: the full vocabulary, also when the model's rows are fewer.
         self.vocab_size = reduced.n_vocab if reduced is not None else rows
         self._scheduler = LlamaBatchScheduler(ctx, rows, n_ctx, n_seq, n_batch, reduced)
+        if not gpu and shares_compute_thread(config):
+            self.compute_executor = self._scheduler.executor  # the codec runs between decode steps
         self._seeds = random.Random(config.seed)
 
     @property
@@ -145,7 +148,7 @@ class LlamaCppBackend(LLMBackend):
             f"output head over {len(reduced.kept)} of {reduced.n_vocab} rows" if reduced else "full output head",
             time.perf_counter() - start,
         )
-        return cls(model, ctx, config, n_ctx, n_seq, N_BATCH, gguf, reduced)
+        return cls(model, ctx, config, n_ctx, n_seq, N_BATCH, gguf, reduced, gpu)
 
     async def stream(self, prompt_ids: list[int], params: SamplingParams) -> AsyncIterator[list[int]]:
         from .llama_cpp_batching import DONE, Sequence

@@ -6,6 +6,12 @@ there is work, admits what fits and runs one batched step over every active sequ
 with token lists, an exception, and finally ``DONE``; ``emit`` is thread-safe. A consumer that stops
 iterating cancels the sequence and waits, without blocking the loop, until the scheduler has dropped
 its row, so the slot is really free when the consumer moves on.
+
+The same thread also runs jobs handed to :attr:`SchedulerThread.executor` (an engine's codec on a
+CPU) between two steps. On a CPU every thread that runs torch or ggml kernels leads its own OpenMP
+team, and libgomp cuts its workers' spin-wait to almost nothing once the teams hold more threads than
+there are cores: each of the hundreds of parallel regions in a decode step then pays a sleep and a
+wake-up. One thread for the LLM and the codec keeps one team.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ import asyncio
 import logging
 import threading
 from abc import ABC, abstractmethod
+from collections import deque
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable, Protocol
 
@@ -51,8 +59,20 @@ class SchedulerThread(ABC):
         self._active: list[ScheduledSequence] = []
         self._cond = threading.Condition()
         self._closed = False
+        self._jobs: deque[tuple[Future, Callable, tuple, dict]] = deque()
+        self.executor: Executor = _SchedulerExecutor(self)
         self._thread = threading.Thread(target=self._run, name=f"flashtts-{backend}-scheduler", daemon=True)
         self._thread.start()
+
+    def run_job(self, fn: Callable, *args, **kwargs) -> Future:
+        """Run ``fn(*args, **kwargs)`` on the scheduler thread, between two steps."""
+        future: Future = Future()
+        with self._cond:
+            if self._closed:
+                raise RuntimeError(f"{self.backend} backend is closed")
+            self._jobs.append((future, fn, args, kwargs))
+            self._cond.notify()
+        return future
 
     def submit(self, seq: ScheduledSequence) -> None:
         with self._cond:
@@ -86,16 +106,33 @@ class SchedulerThread(ABC):
     def _failed(self, sequences: list) -> None:
         """Free what ``sequences`` (those joining and active when a step raised) held; empty the batch."""
 
+    def _run_jobs(self) -> None:
+        """The jobs queued now (not those they queue in turn), each to its end."""
+        with self._cond:
+            jobs, self._jobs = self._jobs, deque()
+        for future, fn, args, kwargs in jobs:
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._closed and not self._waiting and not self._active:
+                while not self._closed and not self._waiting and not self._active and not self._jobs:
                     self._cond.wait()
                 if self._closed:
                     break
                 joining, dropped = self._take_joining()
+            self._run_jobs()
             for seq in dropped:
                 seq.emit(DONE)
+            if not joining and not self._active:
+                continue
             try:
                 self._step(joining)
             except BaseException as exc:  # every consumer hears of it; the scheduler keeps serving
@@ -108,9 +145,31 @@ class SchedulerThread(ABC):
                     seq.emit(DONE)
         with self._cond:
             left, self._waiting = self._waiting + self._active, []
+            jobs, self._jobs = self._jobs, deque()
         for seq in left:
             seq.emit(RuntimeError(f"{self.backend} backend closed"))
             seq.emit(DONE)
+        for future, _, _, _ in jobs:
+            if future.set_running_or_notify_cancel():
+                future.set_exception(RuntimeError(f"{self.backend} backend closed"))
+
+
+class _SchedulerExecutor(Executor):
+    """``concurrent.futures.Executor`` over a scheduler's thread (``loop.run_in_executor`` takes it)."""
+
+    def __init__(self, scheduler: SchedulerThread):
+        self._scheduler = scheduler
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        return self._scheduler.run_job(fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        pass  # the backend's close() stops the thread
+
+
+def shares_compute_thread(config) -> bool:
+    """``--cpu_compute_thread shared`` (the default) in the options a backend was configured from."""
+    return getattr(config.options, "cpu_compute_thread", "shared") == "shared"
 
 
 class Scheduled(Protocol):

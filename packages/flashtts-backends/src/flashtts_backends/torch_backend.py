@@ -16,7 +16,7 @@ from flashtts_core.options import resolve_device, resolve_dtype
 from flashtts_core.sampling import SamplingParams
 
 from .options import TorchOptions
-from .scheduled_stream import stream_scheduled
+from .scheduled_stream import shares_compute_thread, stream_scheduled
 
 logger = logging.getLogger("flashtts.backend.torch")
 
@@ -52,6 +52,8 @@ class TorchBackend(LLMBackend):
             self._scheduler = GenerateRunner(model, device, config.batch_size, cache_implementation)
         else:
             self._scheduler = BatchScheduler(model, device, max_batch=config.batch_size, restrict_head=restrict_head)
+            if device == "cpu" and shares_compute_thread(config):
+                self.compute_executor = self._scheduler.executor  # the codec runs between decode steps
         self._seeds = random.Random(config.seed)
 
     @property

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 from abc import ABC, abstractmethod
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, ClassVar, Optional, Sequence
@@ -80,6 +81,10 @@ class LLMBackend(ABC):
     weights_dtype: ClassVar[str]
     # Sequences generating or waiting in this backend now (0 where a backend does not count them).
     active: int = 0
+    # Where an engine runs its own model work (codec) to share the backend's compute thread: set by
+    # backends that decode on a CPU thread of this process (``--cpu_compute_thread shared``); None:
+    # the engine's own threads.
+    compute_executor: Optional[Executor] = None
 
     @staticmethod
     def prompt_room(prompt_ids: list[int], context_length: int) -> int:

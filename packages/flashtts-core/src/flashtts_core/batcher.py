@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Generic, Sequence, TypeVar
+from concurrent.futures import Executor, ThreadPoolExecutor
+from typing import Callable, Generic, Optional, Sequence, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -15,7 +15,8 @@ logger = logging.getLogger("flashtts.batcher")
 
 class DynamicBatcher(Generic[T, R]):
     """Queue items; a worker takes up to ``batch_size`` of them, waiting at most ``wait_timeout``
-    seconds for the batch to fill, and runs ``fn(batch) -> results`` in its own thread.
+    seconds for the batch to fill, and runs ``fn(batch) -> results`` in its own thread, or on
+    ``executor`` when one is given (an LLM backend's ``compute_executor``: its decode thread).
 
     ``fn`` must return one result per item, in order. An exception fails that batch's items only.
     """
@@ -26,12 +27,14 @@ class DynamicBatcher(Generic[T, R]):
         batch_size: int = 1,
         wait_timeout: float = 0.01,
         name: str = "batcher",
+        executor: Optional[Executor] = None,
     ):
         self.fn = fn
         self.batch_size = max(1, batch_size)
         self.wait_timeout = max(0.0, wait_timeout)
         self.name = name
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"flashtts-{name}")
+        self._own_executor = executor is None
+        self._executor: Executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"flashtts-{name}")
         self._queue: asyncio.Queue | None = None
         self._worker: asyncio.Task | None = None
         self.batches_run = 0
@@ -93,4 +96,5 @@ class DynamicBatcher(Generic[T, R]):
                 _, fut = self._queue.get_nowait()
                 if not fut.done():
                     fut.set_exception(RuntimeError(f"{self.name} is closed"))
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._own_executor:
+            self._executor.shutdown(wait=False, cancel_futures=True)

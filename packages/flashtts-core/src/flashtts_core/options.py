@@ -61,6 +61,12 @@ class EngineOptions(BaseModel):
     batch_size: int = Field(1, gt=0, description="Maximum batch size of audio (de)tokenization.")
     llm_batch_size: int = Field(256, gt=0, description="Maximum number of concurrent LLM sequences.")
     wait_timeout: float = Field(0.01, ge=0, description="Seconds the dynamic batcher waits to fill a batch.")
+    cpu_compute_thread: Literal["shared", "separate"] = Field(
+        "shared",
+        description="On a CPU, where the engine's codec runs: `shared` on the LLM backend's decode thread "
+        "(torch, llama-cpp), between two decode steps, so one thread drives the cores (OpenMP slows every "
+        "team once more threads run kernels than there are cores); `separate` on its own threads.",
+    )
     # A str too: pydantic's Path would turn "s3://bucket/roles" into "s3:/bucket/roles".
     role_dir: Optional[str | Path] = Field(
         None,

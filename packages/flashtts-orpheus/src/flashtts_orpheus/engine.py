@@ -82,7 +82,12 @@ class OrpheusEngine(Engine):
         self.voices = list(VOICES[lang])
         self.languages = list(LANGUAGE_CODES[lang])
         self.decoder: DynamicBatcher = DynamicBatcher(
-            codec.decode, batch_size=options.batch_size, wait_timeout=options.wait_timeout, name="snac-decode"
+            codec.decode,
+            batch_size=options.batch_size,
+            wait_timeout=options.wait_timeout,
+            name="snac-decode",
+            # On a CPU SNAC shares the LLM's decode thread when the backend offers it (one OpenMP team).
+            executor=backend.compute_executor if codec.device == "cpu" else None,
         )
         self._allowed = frames.audio_token_ids()
         self.malformed_frames = 0  # frames skipped since start, over all requests

@@ -91,17 +91,26 @@ class SparkEngine(Engine):
             role_dir = Path(self.default_role_dir)
         self.fixed_voices = FixedVoiceStore(role_dir / FIXED_VOICE_FOLDER)
         self._control = ControlVoicePhases(backend, vocabulary, self.fixed_voices if self.fix_voice else None)
+        # On a CPU the codec shares the LLM's decode thread when the backend offers it (one OpenMP team).
+        from flashtts_core.options import resolve_device
+
+        on_cpu = {
+            role: resolve_device(getattr(options, f"{role}_device")) == "cpu" for role in ("tokenizer", "detokenizer")
+        }
+        shared = backend.compute_executor
         self._tokenize = DynamicBatcher(
             tokenizer_codec.encode,
             batch_size=options.batch_size,
             wait_timeout=options.wait_timeout,
             name="spark-tokenize",
+            executor=shared if on_cpu["tokenizer"] else None,
         )
         self._detokenize = DynamicBatcher(
             detokenizer_codec.decode,
             batch_size=options.batch_size,
             wait_timeout=options.wait_timeout,
             name="spark-detokenize",
+            executor=shared if on_cpu["detokenizer"] else None,
         )
 
     # -- class-level ------------------------------------------------------------------------------
