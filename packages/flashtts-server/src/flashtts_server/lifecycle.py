@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Optional, Sequence
 
@@ -58,7 +59,17 @@ class Lifecycle:
         """Load the model (unless given one), prepare the saved roles, then serve."""
         from .runtime import TTSRuntime
 
-        rt = runtime if runtime is not None else await TTSRuntime.load(settings)
+        loop = asyncio.get_running_loop()
+        loader = ThreadPoolExecutor(thread_name_prefix="flashtts-load")
+        loop.set_default_executor(loader)
+        try:
+            rt = runtime if runtime is not None else await TTSRuntime.load(settings)
+        finally:
+            # The threads that loaded the model leave: each that ran torch kernels leads an OpenMP
+            # team, and libgomp throttles every team's spin-wait while more threads than cores are
+            # in teams, for as long as those threads live (see flashtts_backends.scheduled_stream).
+            loop.set_default_executor(ThreadPoolExecutor(thread_name_prefix="flashtts-io"))
+            loader.shutdown(wait=False)
         ready = await rt.preload_roles()
         logger.info("roles ready: %s", ", ".join(ready) or "none")
         app.state.runtime = rt

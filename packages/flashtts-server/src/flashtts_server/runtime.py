@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from concurrent.futures import Executor
 from dataclasses import replace
 from pathlib import Path
 from typing import AsyncGenerator, AsyncIterator, Optional
@@ -79,6 +80,10 @@ class CountedBackend(LLMBackend):
     @property
     def active(self) -> int:  # type: ignore[override]
         return self.backend.active
+
+    @property
+    def compute_executor(self) -> Optional[Executor]:  # type: ignore[override]
+        return self.backend.compute_executor
 
     async def stream(self, prompt_ids: list[int], params) -> AsyncIterator[list[int]]:
         deltas = self.backend.stream(prompt_ids, params)
