@@ -32,7 +32,7 @@ import math
 import secrets
 import time
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import AsyncIterator, Optional, Sequence
@@ -118,16 +118,37 @@ class MegaPipeline(MegaEngineBase):
         self.dit = dit
         self.wavvae = wavvae
         self.win_size = win_size
+        # On a CPU every module runs on the G2P backend's decode thread when it lends one
+        # (--cpu_compute_thread shared): one OpenMP team drives the cores (flashtts_backends.scheduled_stream).
+        from flashtts_core.options import resolve_device
+
+        shared = backend.compute_executor if resolve_device(options.detokenizer_device) == "cpu" else None
         self._dit = DynamicBatcher(
-            self._run_dit, batch_size=options.batch_size, wait_timeout=options.wait_timeout, name="mega-dit"
+            self._run_dit,
+            batch_size=options.batch_size,
+            wait_timeout=options.wait_timeout,
+            name="mega-dit",
+            executor=shared,
         )
         self._decode = DynamicBatcher(
-            self._run_decode, batch_size=options.batch_size, wait_timeout=options.wait_timeout, name="mega-decode"
+            self._run_decode,
+            batch_size=options.batch_size,
+            wait_timeout=options.wait_timeout,
+            name="mega-decode",
+            executor=shared,
         )
-        # The duration model (small, sequential) has a thread beside the DiT's; the aligner its own, so
-        # that aligning a new reference (seconds) never holds up running requests' next segments.
-        self._prep = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flashtts-mega-prep")
-        self._align = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flashtts-mega-align")
+        # Otherwise the duration model (small, sequential) has a thread beside the DiT's, and the aligner
+        # its own, so that aligning a new reference (seconds) never holds up running requests' segments.
+        self._own_executors = (
+            []
+            if shared is not None
+            else [
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="flashtts-mega-prep"),
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="flashtts-mega-align"),
+            ]
+        )
+        self._prep: Executor = shared if shared is not None else self._own_executors[0]
+        self._align: Executor = shared if shared is not None else self._own_executors[1]
         self._prompts: OrderedDict[bytes, object] = OrderedDict()
         self._prompt_locks: dict[bytes, asyncio.Lock] = {}
         self._word_phones: OrderedDict[str, int] = OrderedDict()
@@ -207,8 +228,8 @@ class MegaPipeline(MegaEngineBase):
     async def close(self) -> None:
         self._dit.close()
         self._decode.close()
-        self._prep.shutdown(wait=False, cancel_futures=True)
-        self._align.shutdown(wait=False, cancel_futures=True)
+        for executor in self._own_executors:
+            executor.shutdown(wait=False, cancel_futures=True)
         await self.backend.close()
 
     def info(self) -> dict:
