@@ -318,6 +318,10 @@ class DurationConfig(ModelConfig):
             "use_spk_embed": False,
             "use_spk_id": False,
             "use_spk_enc": False,
+            # read by upstream's ARDurPredictor though they change nothing at inference: the encoder's
+            # dropout (eval mode) and the cap on phones it keeps (past any segment's)
+            "dropout": 0.0,
+            "max_tokens": 100000,
         }
 
 

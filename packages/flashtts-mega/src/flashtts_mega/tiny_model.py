@@ -166,6 +166,26 @@ def write_tiny_g2p(folder: Path, seed: int = 0) -> None:
         max_position_embeddings=4096,
         seed=seed,
     )
+    _tokenizer_config_for_transformers4(Path(folder))
+
+
+def _tokenizer_config_for_transformers4(folder: Path) -> None:
+    """Make the tokenizer config one that transformers 4.x reads too (upstream pins <= 4.49, so
+    bench/mega.py --upstream can load this folder): transformers 5 writes its own class name
+    ``TokenizersBackend`` and a list of ``extra_special_tokens``, which 4.x cannot read. The generic
+    fast class and ``additional_special_tokens`` give the same ids in both."""
+    import json
+
+    file = folder / "tokenizer_config.json"
+    config = json.loads(file.read_text(encoding="utf-8"))
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    config.pop("backend", None)
+    extra = config.pop("extra_special_tokens", None)
+    if isinstance(extra, list):
+        config["additional_special_tokens"] = extra
+    elif extra:
+        config["extra_special_tokens"] = extra
+    file.write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
 def example_wav(seconds: float = EXAMPLE_SECONDS, sample_rate: int = SAMPLE_RATE, seed: int = 0) -> np.ndarray:
