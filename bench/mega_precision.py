@@ -8,12 +8,13 @@ moves the latent and the waveform, and what it saves per stage.
 The full-size DiT and WaveVAE decoder are bench/mega.py's (written once into --workdir, ~3 GB). The
 input is fixed and needs neither the aligner, the G2P nor the duration model: the reference is the
 folder's example.npy latent with evenly spread random phones over it, the segment ``--seconds`` of
-random phones of even length, through the pipeline's own ``build_dit_inputs``; every run draws the
+random phones of even length (``flashtts_mega.precision.probe_input``); every run draws the
 same noise (``--seed``). Each variant runs the DiT sampler and decodes what follows the reference, as
 the engine does; errors are against the float32 run:
 
 - latent: max |Δ| / max |latent|, and RMS(Δ) / RMS(latent);
-- waveform: max |Δ| / max |wav| and RMS(Δ) / max |wav| (before the loudness matching, which only scales).
+- waveform: max |Δ| / max |wav| and RMS(Δ) / max |wav| (before the loudness matching, which only scales);
+- as a yardstick, float32 again with the next seed: how far the sampler's own noise moves the output.
 
 Random weights make the audio noise: only the error and the speed mean anything. Each stage is timed
 once after one untimed warm-up forward of the same shapes (the first bf16 call builds oneDNN kernels).
@@ -32,46 +33,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 
-def fixed_input(latent, seconds: float, seed: int, phones_per_second: float = 12.0):
-    """A DiTInput: the reference latent [1, T, 32] with random phones spread evenly over it, then
-    ``seconds`` of random phones (English tone), every phone of even duration."""
-    import torch
-    from flashtts_mega.alignment import LATENT_STRIDE, ReferenceAlignment, length_regulate
-    from flashtts_mega.dit import DiTInput
-    from flashtts_mega.phones import EN_TONE_ID
-    from flashtts_mega.pipeline import FRAMES_MULTIPLE, build_dit_inputs
-
-    gen = torch.Generator().manual_seed(seed)
-
-    def phones(frames: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        n = max(1, round(frames / 100 * phones_per_second))
-        dur = torch.full((1, n), frames // n)
-        dur[0, -1] += frames - int(dur.sum())
-        ph = torch.randint(1, 290, (1, n), generator=gen)
-        return ph, torch.full_like(ph, EN_TONE_ID), length_regulate(dur)
-
-    ref_frames = latent.shape[1] * LATENT_STRIDE
-    ph_ref, tone_ref, mel2ph_ref = phones(ref_frames)
-    frames = int(seconds * 100) // FRAMES_MULTIPLE * FRAMES_MULTIPLE
-    ph, tone, mel2ph = phones(frames)
-    alignment = ReferenceAlignment(ph_ref, tone_ref, mel2ph_ref)
-    return DiTInput(**build_dit_inputs(alignment, latent, ph, tone, mel2ph))
-
-
-def errors(ours, reference) -> tuple[float, float]:
-    """(max |Δ| / max |ref|, RMS(Δ) / RMS(ref))."""
-    delta = (ours.float() - reference.float()).abs()
-    ref = reference.float()
-    return float(delta.max() / ref.abs().max()), float(delta.pow(2).mean().sqrt() / ref.pow(2).mean().sqrt())
-
-
-def wave_errors(ours, reference) -> tuple[float, float]:
-    """(max |Δ| / max |ref|, RMS(Δ) / max |ref|)."""
-    delta = (ours.float() - reference.float()).abs()
-    peak = reference.float().abs().max()
-    return float(delta.max() / peak), float(delta.pow(2).mean().sqrt() / peak)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=("full", "tiny"), default="full")
@@ -87,6 +48,7 @@ def main() -> int:
     import numpy as np
     import torch
     from flashtts_mega.dit import DiT
+    from flashtts_mega.precision import TOLERANCE, choose_precision, latent_error, probe_input, wave_error
     from flashtts_mega.wavvae import WaveVAEDecoder
 
     if args.threads:
@@ -105,7 +67,7 @@ def main() -> int:
     import torch.cpu
 
     latent_ref = torch.from_numpy(np.load(model / "example.npy"))
-    item = fixed_input(latent_ref, args.seconds, args.seed)
+    item = probe_input(latent_ref, args.seconds, args.seed)
     ref_frames = latent_ref.shape[1]
     print(
         f"{model} ({args.size}); {args.seconds:.2f} s past a {ref_frames / 25:.2f} s reference "
@@ -135,6 +97,11 @@ def main() -> int:
         dit = DiT.from_checkpoint(model / "diffusion_transformer", "cpu", dtype)
         latents[name] = run_dit(dit)
         print(f"DiT {name}: {latents[name][1]:.1f} s", flush=True)
+        if name == "float32":  # the yardstick: how far the sampler's own noise moves the output
+            (other,) = dit.sample(
+                [item], time_step=args.time_step, generator=torch.Generator().manual_seed(args.seed + 1)
+            )
+            latents["float32, next seed"] = other, float("nan")
         del dit
     vaes = {
         name: WaveVAEDecoder.from_checkpoint(model / "wavvae", "cpu", dtype)
@@ -145,6 +112,7 @@ def main() -> int:
         ("DiT bf16", "bfloat16", "float32"),
         ("DiT bf16 + WaveVAE bf16", "bfloat16", "bfloat16"),
         ("WaveVAE bf16 alone", "float32", "bfloat16"),
+        ("float32, next seed", "float32, next seed", "float32"),
     )
     wavs: dict[str, tuple[torch.Tensor, float]] = {}
     for label, dit_name, vae_name in variants:
@@ -157,12 +125,16 @@ def main() -> int:
     for label, dit_name, _ in variants:
         latent, dit_s = latents[dit_name]
         wav, decode_s = wavs[label]
-        lat_max, lat_rms = errors(latent, reference_latent)
-        wav_max, wav_rms = wave_errors(wav, reference_wav)
+        lat_max, lat_rms = latent_error(latent, reference_latent)
+        wav_max, wav_rms = wave_error(wav, reference_wav)
         print(f"{label:<26}{dit_s:8.1f}{decode_s / seconds:18.2f}{lat_max:12.2e}{lat_rms:12.2e}"
               f"{wav_max:10.2e}{wav_rms:10.2e}")  # fmt: skip
     print(f"({seconds:.2f} s of audio decoded; errors relative to float32's: latent max |d|/max |x| and "
-          f"RMS(d)/RMS(x), waveform max |d|/peak and RMS(d)/peak)")  # fmt: skip
+          f"RMS(d)/RMS(x), waveform max |d|/peak and RMS(d)/peak; 'next seed' is float32 with seed + 1: "
+          f"the spread of the sampler's own noise, untimed)")  # fmt: skip
+    chosen = choose_precision("auto", "cpu")
+    print(f"tolerance (flashtts_mega.precision): latent rms <= {TOLERANCE['latent_rms']}, wav rms <= "
+          f"{TOLERANCE['wave_rms']}; --torch_dtype auto here: DiT {chosen.dit}, WaveVAE {chosen.wavvae} ({chosen.reason})")  # fmt: skip
     return 0
 
 
