@@ -35,7 +35,7 @@ from .dit import DiT
 from .duration import DurationModel
 from .g2p import MIN_RESERVED_TOKENS, RESERVED_TTS_0
 from .layout import SAMPLE_RATE
-from .phones import G2P_STOP_OFFSET
+from .phones import ALIGN_BOS, ALIGN_EOS, G2P_STOP_OFFSET, OTHER_PHONE_FIRST, SIL_ID, TIMESTAMP_OFFSET
 from .reference import LATENT_CHANNELS, example_latent_frames
 from .wavvae import WaveVAEDecoder
 
@@ -87,6 +87,47 @@ def write_random_aligner(folder: Path, seed: int = 0, config: AlignerConfig = Al
         torch.manual_seed(seed)
         model = Aligner.from_config(config)
         nn.init.normal_(model.decoder.positional_embedding, std=0.02)  # a parameter left uninitialised
+    _save(folder, config, model.state_dict())
+
+
+def write_scripted_aligner(
+    folder: Path,
+    reference: np.ndarray,
+    seed: int = 0,
+    config: AlignerConfig = AlignerConfig(),
+    phones_per_second: float = 12.0,
+) -> None:
+    """``aligner_lm/``: an aligner of ``config``'s sizes whose greedy decoder writes one fixed, well-formed
+    alignment whatever the audio: English phones of even length over the mel frames of ``reference``
+    (a padded 24 kHz reference, ``pad_reference``), then EOS.
+
+    A random aligner's free greedy loop (upstream's ``align``) runs to its 768-token bound and leaves
+    an odd, unsplittable sequence; this one lets upstream's own CLI run on a random checkpoint, with a
+    realistic number of decode steps for ours and upstream's. Its decoder blocks add nothing (their
+    output projections are zero); each position's embedding turns the token there into the next one,
+    which the output projection (the token embeddings; the script's tokens alone unpenalised) picks out."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Aligner.from_config(config)
+        frames = int(model.mel(reference).shape[1])
+        decoder = model.decoder
+        n = max(1, round(frames / 100 * phones_per_second))
+        ends = [round(frames * (i + 1) / n) for i in range(n)]
+        english = torch.randint(OTHER_PHONE_FIRST, SIL_ID, (n,)).tolist()
+        tokens = [ALIGN_BOS, *(t for ph, end in zip(english, ends) for t in (ph, TIMESTAMP_OFFSET + end)), ALIGN_EOS]
+        with torch.no_grad():
+            emb = torch.randn_like(decoder.token_embedding.weight)
+            decoder.token_embedding.weight.copy_(emb)
+            decoder.out_proj.weight.copy_(emb)
+            decoder.out_proj.bias.fill_(-1e4)  # only the script's tokens compete (narrow test configs)
+            decoder.out_proj.bias[torch.tensor(tokens)] = 0.0
+            nn.init.normal_(decoder.positional_embedding, std=0.02)
+            for pos, (here, after) in enumerate(zip(tokens, tokens[1:])):
+                decoder.positional_embedding[pos] = 4 * emb[after] - emb[here]
+            for block in decoder.blocks:
+                for proj in (block.attn.out, block.cross_attn.out, block.mlp[2]):
+                    proj.weight.zero_()
+                    proj.bias.zero_()
     _save(folder, config, model.state_dict())
 
 
