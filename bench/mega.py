@@ -9,7 +9,8 @@ concurrencies, on a full-size random checkpoint.
 The aligner, duration model, DiT and WaveVAE decoder are written at upstream's sizes with random
 weights (DiT 458.8M, WaveVAE decoder 226.1M, aligner 54.6M parameters; ~3 GB in float32, written
 once into --workdir); g2p/ is the tiny Qwen2 (the G2P LLM's speed is the backends' business, see
-bench/backends.py; the DiT is most of the compute). The reference is saved once as a role
+bench/backends.py; the DiT is most of the compute), scripted to give every segment the same 40
+phones, so that ours and upstream's CLI do the same work. The reference is saved once as a role
 (/add_speaker: alignment, timed), then for every concurrency c, c clients post /speak with that
 role together (streamed pcm, distinct seeds); ``--route clone`` posts /clone_voice instead, which
 aligns the reference in every request as upstream does. RTF = wall time / seconds of audio per
@@ -22,7 +23,8 @@ folder (as its ``./checkpoints``), text, reference (example.wav, and example.npy
 reads the latent) and ``--time_step``, as one process, and prints both RTFs side by side: upstream's
 over the whole process (model loading included) and over its synthesis (from its "| Start processing"
 line to its "| Saving results" line: aligning the reference, G2P, durations, DiT, decode), against
-ours at concurrency 1 (``--route clone`` aligns the reference per request as upstream does).
+ours at concurrency 1 (``--route clone`` aligns the reference per request as upstream does), whose
+speaking-rate bound is then off (upstream has none): both sides speak the duration model's lengths.
 Upstream's run on a CPU is float32 (its float16 autocast is CUDA's); it needs ffmpeg (pydub).
 """
 
@@ -45,13 +47,14 @@ TEXT = "The quick brown fox jumps over the lazy dog, and then it runs back home 
 
 
 # Bumped when what write_full_size writes changes, so that an older folder in --workdir is rewritten.
-FULL_SIZE_LAYOUT = "2: scripted aligner, config keys and tokenizer upstream's CLI reads"
+FULL_SIZE_LAYOUT = "3: scripted aligner and G2P, config keys and tokenizer upstream's CLI reads"
 
 
 def write_full_size(path: Path, seed: int = 0) -> Path:
     """Every MegaTTS3 folder at upstream's sizes (the default configurations) with random weights,
     plus example.wav / example.npy. The aligner is scripted to align example.wav as ~12 phones a
-    second (a random one's output is not an alignment upstream's own CLI can read)."""
+    second (a random one's output is not an alignment upstream's own CLI can read), the tiny G2P to
+    write the same 40 phones for any text (a random one never stops, and upstream bounds nothing)."""
     from flashtts_mega.aligner import pad_reference
     from flashtts_mega.config import DiTConfig
     from flashtts_mega.tiny_model import (
@@ -61,7 +64,7 @@ def write_full_size(path: Path, seed: int = 0) -> Path:
         write_random_duration,
         write_random_wavvae,
         write_scripted_aligner,
-        write_tiny_g2p,
+        write_scripted_g2p,
     )
 
     marker = path / ".complete"
@@ -74,7 +77,7 @@ def write_full_size(path: Path, seed: int = 0) -> Path:
     write_scripted_aligner(path / "aligner_lm", pad_reference(example_wav(seed=seed), win_size), seed=seed)
     write_random_duration(path / "duration_lm", seed=seed)
     write_random_wavvae(path / "wavvae", seed=seed)
-    write_tiny_g2p(path / "g2p", seed=seed)
+    write_scripted_g2p(path / "g2p", seed=seed)
     write_example(path, win_size=win_size, seed=seed)
     marker.write_text(FULL_SIZE_LAYOUT)
     print(f"wrote a full-size random MegaTTS3 to {path} in {time.perf_counter() - start:.0f} s", flush=True)
@@ -206,7 +209,9 @@ def main() -> int:
         ["--model_path", str(model), "--backend", args.backend, "--llm_device", args.device,
          "--tokenizer_device", args.device, "--detokenizer_device", args.device, "--torch_dtype", args.dtype,
          "--batch_size", str(max(args.concurrency)), "--wait_timeout", "0.05", "--role_dir", str(args.workdir / "roles"),
-         "--log_level", "info"],
+         "--log_level", "info",
+         # beside upstream, which bounds no segment, ours generates what the duration model says too
+         *(["--speaking_rate_bound", "0"] if args.upstream else [])],
         logs, timeout=900,
     )  # fmt: skip
     print(

@@ -19,6 +19,7 @@ classes, as a released checkpoint does.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -35,7 +36,15 @@ from .dit import DiT
 from .duration import DurationModel
 from .g2p import MIN_RESERVED_TOKENS, RESERVED_TTS_0
 from .layout import SAMPLE_RATE
-from .phones import ALIGN_BOS, ALIGN_EOS, G2P_STOP_OFFSET, OTHER_PHONE_FIRST, SIL_ID, TIMESTAMP_OFFSET
+from .phones import (
+    ALIGN_BOS,
+    ALIGN_EOS,
+    G2P_START_OFFSET,
+    G2P_STOP_OFFSET,
+    OTHER_PHONE_FIRST,
+    SIL_ID,
+    TIMESTAMP_OFFSET,
+)
 from .reference import LATENT_CHANNELS, example_latent_frames
 from .wavvae import WaveVAEDecoder
 
@@ -210,13 +219,48 @@ def write_tiny_g2p(folder: Path, seed: int = 0) -> None:
     _tokenizer_config_for_transformers4(Path(folder))
 
 
+def write_scripted_g2p(folder: Path, phones: int = 40, seed: int = 0) -> list[int]:
+    """``g2p/``: the tiny Qwen2 of :func:`write_tiny_g2p` scripted to write one fixed phone sequence
+    whatever the text: after the start token ('sil'), ``phones`` distinct English phones, then the stop
+    token. Returns the phone ids.
+
+    Upstream's G2P runs to its stop token or 256 tokens, and a random one never stops: each segment
+    would become 256 phones, and upstream bounds no segment's audio. The blocks add nothing (their
+    output projections are zero), and an untied output head maps each scripted token to the next."""
+    from safetensors.torch import load_file, save_file
+
+    write_tiny_g2p(folder, seed=seed)
+    folder = Path(folder)
+    if not 1 <= phones <= SIL_ID - OTHER_PHONE_FIRST:
+        raise ValueError(f"phones must be 1..{SIL_ID - OTHER_PHONE_FIRST}, got {phones}")
+    gen = torch.Generator().manual_seed(seed)
+    ids = (OTHER_PHONE_FIRST + torch.randperm(SIL_ID - OTHER_PHONE_FIRST, generator=gen)[:phones]).tolist()
+    from transformers import AutoTokenizer
+
+    reserved_0 = int(AutoTokenizer.from_pretrained(str(folder)).convert_tokens_to_ids(RESERVED_TTS_0))
+    chain = [reserved_0 + t for t in (G2P_START_OFFSET, *ids, G2P_STOP_OFFSET)]
+    weights = load_file(str(folder / "model.safetensors"))
+    embed = weights["model.embed_tokens.weight"]
+    head = torch.zeros_like(embed)
+    for here, after in zip(chain, chain[1:]):
+        embed[here] = torch.randn(embed.shape[1], generator=gen)
+        head[after] = embed[here]
+    for name, tensor in weights.items():
+        if name.endswith(("self_attn.o_proj.weight", "mlp.down_proj.weight")):
+            tensor.zero_()
+    weights["lm_head.weight"] = head
+    save_file(weights, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    config["tie_word_embeddings"] = False
+    (folder / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    return ids
+
+
 def _tokenizer_config_for_transformers4(folder: Path) -> None:
     """Make the tokenizer config one that transformers 4.x reads too (upstream pins <= 4.49, so
     bench/mega.py --upstream can load this folder): transformers 5 writes its own class name
     ``TokenizersBackend`` and a list of ``extra_special_tokens``, which 4.x cannot read. The generic
     fast class and ``additional_special_tokens`` give the same ids in both."""
-    import json
-
     file = folder / "tokenizer_config.json"
     config = json.loads(file.read_text(encoding="utf-8"))
     config["tokenizer_class"] = "PreTrainedTokenizerFast"
