@@ -20,7 +20,7 @@ from flashtts_mega.aligner import (
 )
 from flashtts_mega.checkpoint import load_state_dict, read_config, save_checkpoint, write_config
 from flashtts_mega.config import AlignerConfig
-from flashtts_mega.tiny_model import ALIGNER_TINY, write_tiny_aligner
+from flashtts_mega.tiny_model import ALIGNER_TINY, write_scripted_aligner, write_tiny_aligner
 
 WIN_SIZE = 1536  # any win_size works; the engine passes the DiT config's
 
@@ -190,3 +190,32 @@ def test_tiny_checkpoint_gives_upstreams_logits(aligner):
     expected = [0.4172165095806122, 0.3237677812576294, 0.274761825799942, 0.2670871615409851]
     assert torch.allclose(logits[0, -1, [0, 145, 812, 6799]], torch.tensor(expected), atol=1e-5)
     assert logits[0].argmax(-1).tolist() == [4121, 2455, 1317, 5147, 4249]
+
+
+def test_scripted_aligner_writes_one_even_alignment_in_free_greedy_decoding(tmp_path, reference_wav):
+    """The full-size benches' aligner: upstream's free greedy loop (argmax, no mask) on its logits
+    gives phones at even positions, strictly later end frames at odd ones, then EOS; ours the same."""
+    wav = pad_reference(reference_wav, WIN_SIZE)
+    write_scripted_aligner(tmp_path / "aligner_lm", wav, config=ALIGNER_TINY)
+    aligner = Aligner.from_checkpoint(tmp_path / "aligner_lm")
+    mel = aligner.mel(wav)
+    frames = mel.shape[1]
+    with torch.inference_mode():
+        audio = aligner.encoder(mel[None])
+        tokens = torch.tensor([[phones.ALIGN_BOS]])
+        for _ in range(200):
+            cache = DecoderCache(aligner.decoder, audio, tokens.shape[1])
+            nxt = aligner.decoder(tokens, cache)[0, -1].argmax()
+            tokens = torch.cat([tokens, nxt.view(1, 1)], dim=1)
+            if int(nxt) == phones.ALIGN_EOS:
+                break
+    free = tokens[0, 1:-1].tolist()
+    assert int(tokens[0, -1]) == phones.ALIGN_EOS and len(free) % 2 == 0
+    n = len(free) // 2
+    assert n == round(frames / 100 * 12)
+    ends = [t - phones.TIMESTAMP_OFFSET for t in free[1::2]]
+    assert ends == sorted(set(ends)) and ends[-1] == frames
+    assert all(phones.OTHER_PHONE_FIRST <= p < phones.SIL_ID for p in free[::2])
+    assert aligner.decode(mel) == free  # the constrained decode agrees
+    alignment = aligner.align(wav)
+    assert alignment.ph.shape == (1, n) and alignment.mel2ph.shape == (1, frames // 8 * 8)

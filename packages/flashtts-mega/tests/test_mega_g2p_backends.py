@@ -14,7 +14,7 @@ from flashtts_core.errors import BackendUnavailable
 from flashtts_core.plugins import get_plugin_manager
 from flashtts_mega import phones
 from flashtts_mega.g2p import G2P
-from flashtts_mega.tiny_model import write_tiny_g2p
+from flashtts_mega.tiny_model import write_scripted_g2p, write_tiny_g2p
 
 STANDINS = Path(__file__).resolve().parents[2] / "flashtts-backends" / "tests" / "standins"
 STANDIN_MODULES = {"sglang": "sglang", "tensorrt-llm": "tensorrt_llm"}
@@ -74,3 +74,24 @@ def test_g2p_through_a_cuda_engine_adapter_matches_torch(name, g2p_dir, standin)
     for (ph, tone), text in zip(got, TEXTS):
         assert ph[0] == phones.SIL_ID and len(ph) == len(tone) > 1, text
         assert all(p in legal or phones.ZH_PHONE_FIRST <= p <= phones.ZH_PHONE_LAST for p in ph)
+
+
+def test_scripted_g2p_writes_its_phones_then_stops_on_the_torch_backend(tmp_path):
+    """The full-size benches' G2P: the same phones for any text, then the stop token (upstream's
+    greedy generate sees the same: its stop ends the sequence before the 256-token bound)."""
+    script = write_scripted_g2p(tmp_path / "g2p", phones=12)
+    assert len(set(script)) == 12
+
+    async def run() -> list[list[int]]:
+        cls = get_plugin_manager().backends["torch"]
+        backend = await cls.create(
+            BackendConfig(model_path=tmp_path / "g2p", device="cpu", torch_dtype="float32", max_length=512)
+        )
+        try:
+            g2p = G2P(G2P.load_tokenizer(tmp_path / "g2p"), backend)
+            return [(await g2p.run(text, max_tokens=200))[0][0].tolist() for text in ("Hi.", "A longer sentence here.")]
+        finally:
+            await backend.close()
+
+    for ph in asyncio.run(run()):
+        assert ph == [phones.SIL_ID, *script]

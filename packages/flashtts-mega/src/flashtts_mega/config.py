@@ -230,7 +230,9 @@ class DurationConfig(ModelConfig):
     enc_pre_ln: bool = True
     enc_window_size: Optional[int] = 4
     char_dict_size: int = 4000
-    use_ph_pos_embed: bool = False
+    # upstream's ARDurPredictor adds its phone positions whenever the encoder is on (lm_use_enc): a
+    # config without them does not run there, so the released one has them
+    use_ph_pos_embed: bool = True
     ling_label_dict_size: dict[str, int] = field(default_factory=lambda: {"tone": len(phones.tone_symbols()) - 3})
     use_bert_input: bool = False
     use_pos_embed: bool = False
@@ -318,6 +320,10 @@ class DurationConfig(ModelConfig):
             "use_spk_embed": False,
             "use_spk_id": False,
             "use_spk_enc": False,
+            # read by upstream's ARDurPredictor though they change nothing at inference: the encoder's
+            # dropout (eval mode) and the cap on phones it keeps (past any segment's)
+            "dropout": 0.0,
+            "max_tokens": 100000,
         }
 
 

@@ -45,7 +45,7 @@ from flashtts_core.batcher import DynamicBatcher
 from flashtts_core.crossfade import StreamJoiner
 from flashtts_core.engine import BackendFactory
 from flashtts_core.errors import InvalidRequest, ModelLoadError
-from flashtts_core.options import EngineOptions, resolve_device, resolve_dtype
+from flashtts_core.options import EngineOptions, resolve_device
 from flashtts_core.request import Level, SynthesisRequest, VoiceReference, WordTiming
 from flashtts_core.speaking_rate import BoundReport, max_speech_seconds
 from flashtts_core.text import text_units
@@ -57,6 +57,7 @@ from .frontend import prepare_text
 from .g2p import G2P
 from .layout import SAMPLE_RATE, SUBFOLDERS
 from .options import MegaOptions
+from .precision import choose_precision
 from .reference import check_latent
 from .word_timing import WordFrames, phone_durations, word_frames
 
@@ -168,16 +169,18 @@ class MegaPipeline(MegaEngineBase):
             raise ModelLoadError(f"{model_path} is not a MegaTTS3 model: {', '.join(missing)} missing")
         aligner_device = resolve_device(options.tokenizer_device)
         device = resolve_device(options.detokenizer_device)
-        # The DiT runs in the chosen precision (upstream: float16 autocast); the small models and the
-        # WaveVAE stay in float32, as upstream runs the decoder.
-        dit_dtype = resolve_dtype(options.torch_dtype, device)
+        # The DiT runs in the chosen precision (upstream: float16 autocast on a GPU; ``auto`` on a CPU
+        # is bfloat16 where the CPU has it natively, see ``precision``); the small models stay in float32.
+        precision = choose_precision(options.torch_dtype, device)
         start = time.perf_counter()
         logger.info(
-            "MegaTTS3 from %s: aligner on %s, duration/DiT/WaveVAE on %s (DiT in %s)",
+            "MegaTTS3 from %s: aligner on %s, duration/DiT/WaveVAE on %s; DiT in %s, WaveVAE in %s (%s)",
             model_path,
             aligner_device,
             device,
-            dit_dtype,
+            precision.dit,
+            precision.wavvae,
+            precision.reason,
         )
 
         def load_modules():
@@ -186,8 +189,8 @@ class MegaPipeline(MegaEngineBase):
             return (
                 Aligner.from_checkpoint(model_path / "aligner_lm", aligner_device),
                 DurationModel.from_checkpoint(model_path / "duration_lm", device),
-                DiT.from_checkpoint(model_path / "diffusion_transformer", device, dit_dtype),
-                WaveVAEDecoder.from_checkpoint(model_path / "wavvae", device),
+                DiT.from_checkpoint(model_path / "diffusion_transformer", device, precision.dit),
+                WaveVAEDecoder.from_checkpoint(model_path / "wavvae", device, precision.wavvae),
                 win_size,
             )
 

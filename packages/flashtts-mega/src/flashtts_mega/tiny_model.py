@@ -19,6 +19,7 @@ classes, as a released checkpoint does.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -35,7 +36,15 @@ from .dit import DiT
 from .duration import DurationModel
 from .g2p import MIN_RESERVED_TOKENS, RESERVED_TTS_0
 from .layout import SAMPLE_RATE
-from .phones import G2P_STOP_OFFSET
+from .phones import (
+    ALIGN_BOS,
+    ALIGN_EOS,
+    G2P_START_OFFSET,
+    G2P_STOP_OFFSET,
+    OTHER_PHONE_FIRST,
+    SIL_ID,
+    TIMESTAMP_OFFSET,
+)
 from .reference import LATENT_CHANNELS, example_latent_frames
 from .wavvae import WaveVAEDecoder
 
@@ -87,6 +96,47 @@ def write_random_aligner(folder: Path, seed: int = 0, config: AlignerConfig = Al
         torch.manual_seed(seed)
         model = Aligner.from_config(config)
         nn.init.normal_(model.decoder.positional_embedding, std=0.02)  # a parameter left uninitialised
+    _save(folder, config, model.state_dict())
+
+
+def write_scripted_aligner(
+    folder: Path,
+    reference: np.ndarray,
+    seed: int = 0,
+    config: AlignerConfig = AlignerConfig(),
+    phones_per_second: float = 12.0,
+) -> None:
+    """``aligner_lm/``: an aligner of ``config``'s sizes whose greedy decoder writes one fixed, well-formed
+    alignment whatever the audio: English phones of even length over the mel frames of ``reference``
+    (a padded 24 kHz reference, ``pad_reference``), then EOS.
+
+    A random aligner's free greedy loop (upstream's ``align``) runs to its 768-token bound and leaves
+    an odd, unsplittable sequence; this one lets upstream's own CLI run on a random checkpoint, with a
+    realistic number of decode steps for ours and upstream's. Its decoder blocks add nothing (their
+    output projections are zero); each position's embedding turns the token there into the next one,
+    which the output projection (the token embeddings; the script's tokens alone unpenalised) picks out."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Aligner.from_config(config)
+        frames = int(model.mel(reference).shape[1])
+        decoder = model.decoder
+        n = max(1, round(frames / 100 * phones_per_second))
+        ends = [round(frames * (i + 1) / n) for i in range(n)]
+        english = torch.randint(OTHER_PHONE_FIRST, SIL_ID, (n,)).tolist()
+        tokens = [ALIGN_BOS, *(t for ph, end in zip(english, ends) for t in (ph, TIMESTAMP_OFFSET + end)), ALIGN_EOS]
+        with torch.no_grad():
+            emb = torch.randn_like(decoder.token_embedding.weight)
+            decoder.token_embedding.weight.copy_(emb)
+            decoder.out_proj.weight.copy_(emb)
+            decoder.out_proj.bias.fill_(-1e4)  # only the script's tokens compete (narrow test configs)
+            decoder.out_proj.bias[torch.tensor(tokens)] = 0.0
+            nn.init.normal_(decoder.positional_embedding, std=0.02)
+            for pos, (here, after) in enumerate(zip(tokens, tokens[1:])):
+                decoder.positional_embedding[pos] = 4 * emb[after] - emb[here]
+            for block in decoder.blocks:
+                for proj in (block.attn.out, block.cross_attn.out, block.mlp[2]):
+                    proj.weight.zero_()
+                    proj.bias.zero_()
     _save(folder, config, model.state_dict())
 
 
@@ -166,6 +216,61 @@ def write_tiny_g2p(folder: Path, seed: int = 0) -> None:
         max_position_embeddings=4096,
         seed=seed,
     )
+    _tokenizer_config_for_transformers4(Path(folder))
+
+
+def write_scripted_g2p(folder: Path, phones: int = 40, seed: int = 0) -> list[int]:
+    """``g2p/``: the tiny Qwen2 of :func:`write_tiny_g2p` scripted to write one fixed phone sequence
+    whatever the text: after the start token ('sil'), ``phones`` distinct English phones, then the stop
+    token. Returns the phone ids.
+
+    Upstream's G2P runs to its stop token or 256 tokens, and a random one never stops: each segment
+    would become 256 phones, and upstream bounds no segment's audio. The blocks add nothing (their
+    output projections are zero), and an untied output head maps each scripted token to the next."""
+    from safetensors.torch import load_file, save_file
+
+    write_tiny_g2p(folder, seed=seed)
+    folder = Path(folder)
+    if not 1 <= phones <= SIL_ID - OTHER_PHONE_FIRST:
+        raise ValueError(f"phones must be 1..{SIL_ID - OTHER_PHONE_FIRST}, got {phones}")
+    gen = torch.Generator().manual_seed(seed)
+    ids = (OTHER_PHONE_FIRST + torch.randperm(SIL_ID - OTHER_PHONE_FIRST, generator=gen)[:phones]).tolist()
+    from transformers import AutoTokenizer
+
+    reserved_0 = int(AutoTokenizer.from_pretrained(str(folder)).convert_tokens_to_ids(RESERVED_TTS_0))
+    chain = [reserved_0 + t for t in (G2P_START_OFFSET, *ids, G2P_STOP_OFFSET)]
+    weights = load_file(str(folder / "model.safetensors"))
+    embed = weights["model.embed_tokens.weight"]
+    head = torch.zeros_like(embed)
+    for here, after in zip(chain, chain[1:]):
+        embed[here] = torch.randn(embed.shape[1], generator=gen)
+        head[after] = embed[here]
+    for name, tensor in weights.items():
+        if name.endswith(("self_attn.o_proj.weight", "mlp.down_proj.weight")):
+            tensor.zero_()
+    weights["lm_head.weight"] = head
+    save_file(weights, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    config["tie_word_embeddings"] = False
+    (folder / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    return ids
+
+
+def _tokenizer_config_for_transformers4(folder: Path) -> None:
+    """Make the tokenizer config one that transformers 4.x reads too (upstream pins <= 4.49, so
+    bench/mega.py --upstream can load this folder): transformers 5 writes its own class name
+    ``TokenizersBackend`` and a list of ``extra_special_tokens``, which 4.x cannot read. The generic
+    fast class and ``additional_special_tokens`` give the same ids in both."""
+    file = folder / "tokenizer_config.json"
+    config = json.loads(file.read_text(encoding="utf-8"))
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    config.pop("backend", None)
+    extra = config.pop("extra_special_tokens", None)
+    if isinstance(extra, list):
+        config["additional_special_tokens"] = extra
+    elif extra:
+        config["extra_special_tokens"] = extra
+    file.write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
 def example_wav(seconds: float = EXAMPLE_SECONDS, sample_rate: int = SAMPLE_RATE, seed: int = 0) -> np.ndarray:
