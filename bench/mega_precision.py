@@ -8,7 +8,7 @@ moves the latent and the waveform, and what it saves per stage.
 The full-size DiT and WaveVAE decoder are bench/mega.py's (written once into --workdir, ~3 GB). The
 input is fixed and needs neither the aligner, the G2P nor the duration model: the reference is the
 folder's example.npy latent with evenly spread random phones over it, the segment ``--seconds`` of
-random phones of even length (``flashtts_mega.precision.probe_input``); every run draws the
+random phones of even length (``flashtts_mega.pipeline.probe_input``); every run draws the
 same noise (``--seed``). Each variant runs the DiT sampler and decodes what follows the reference, as
 the engine does; errors are against the float32 run:
 
@@ -48,7 +48,8 @@ def main() -> int:
     import numpy as np
     import torch
     from flashtts_mega.dit import DiT
-    from flashtts_mega.precision import TOLERANCE, choose_precision, latent_error, probe_input, wave_error
+    from flashtts_mega.pipeline import probe_input
+    from flashtts_mega.precision import TOLERANCE, choose_precision, latent_error, wave_error
     from flashtts_mega.wavvae import WaveVAEDecoder
 
     if args.threads:

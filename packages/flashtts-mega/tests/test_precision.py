@@ -3,12 +3,12 @@
 import pytest
 import torch
 from flashtts_mega.dit import DiT
+from flashtts_mega.pipeline import probe_input
 from flashtts_mega.precision import (
     TOLERANCE,
     choose_precision,
     cpu_has_native_bf16,
     latent_error,
-    probe_input,
     wave_error,
 )
 from flashtts_mega.tiny_model import write_tiny_dit, write_tiny_wavvae

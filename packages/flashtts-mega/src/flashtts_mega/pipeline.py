@@ -526,3 +526,25 @@ def match_loudness(wav: np.ndarray, target: float) -> np.ndarray:
     if peak >= 1.0:
         wav = wav / peak * 0.95
     return wav.astype(np.float32)
+
+
+def probe_input(latent: torch.Tensor, seconds: float, seed: int, phones_per_second: float = 12.0):
+    """A fixed DiT input for precision measurements: the reference latent [1, T, 32] with random phones
+    spread evenly over it, then ``seconds`` of random phones (English tone), every phone of even length."""
+    from .alignment import LATENT_STRIDE, ReferenceAlignment, length_regulate
+    from .dit import DiTInput
+    from .phones import CFG_MASK_PHONE, EN_TONE_ID
+
+    gen = torch.Generator().manual_seed(seed)
+
+    def phones(frames: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        n = max(1, round(frames / 100 * phones_per_second))
+        dur = torch.full((1, n), frames // n)
+        dur[0, -1] += frames - int(dur.sum())
+        ph = torch.randint(1, CFG_MASK_PHONE, (1, n), generator=gen)
+        return ph, torch.full_like(ph, EN_TONE_ID), length_regulate(dur)
+
+    ph_ref, tone_ref, mel2ph_ref = phones(latent.shape[1] * LATENT_STRIDE)
+    ph, tone, mel2ph = phones(max(FRAMES_MULTIPLE, int(seconds * 100) // FRAMES_MULTIPLE * FRAMES_MULTIPLE))
+    alignment = ReferenceAlignment(ph_ref, tone_ref, mel2ph_ref)
+    return DiTInput(**build_dit_inputs(alignment, latent, ph, tone, mel2ph))
