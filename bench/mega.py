@@ -84,6 +84,18 @@ def write_full_size(path: Path, seed: int = 0) -> Path:
     return path
 
 
+def bench_model(workdir: Path, size: str) -> Path:
+    """The bench's MegaTTS3 folder in ``workdir``: full size (:func:`write_full_size`) or the tiny test model."""
+    if size == "full":
+        return write_full_size(workdir / "full")
+    from flashtts_mega.tiny_model import write_tiny_mega
+
+    model = workdir / "tiny"
+    if not (model / "example.npy").is_file():
+        write_tiny_mega(model)
+    return model
+
+
 def one_request(url: str, files: dict | None, form: dict, out: dict) -> None:
     """One streamed request: /clone_voice (multipart) when ``files`` is given, else /speak (JSON)."""
     import httpx
@@ -191,14 +203,7 @@ def main() -> int:
 
     from conftest import start_server
 
-    if args.size == "full":
-        model = write_full_size(args.workdir / "full")
-    else:
-        from flashtts_mega.tiny_model import write_tiny_mega
-
-        model = args.workdir / "tiny"
-        if not (model / "example.npy").is_file():
-            write_tiny_mega(model)
+    model = bench_model(args.workdir, args.size)
     files = {
         "reference_audio_file": ("example.wav", (model / "example.wav").read_bytes(), "audio/wav"),
         "latent_file": ("example.npy", (model / "example.npy").read_bytes(), "application/octet-stream"),

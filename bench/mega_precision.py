@@ -54,16 +54,9 @@ def main() -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.size == "full":
-        from mega import write_full_size
+    from mega import bench_model
 
-        model = write_full_size(args.workdir / "full")
-    else:
-        from flashtts_mega.tiny_model import write_tiny_mega
-
-        model = args.workdir / "tiny"
-        if not (model / "example.npy").is_file():
-            write_tiny_mega(model)
+    model = bench_model(args.workdir, args.size)
 
     import torch.cpu
 

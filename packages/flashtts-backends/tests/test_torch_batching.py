@@ -56,6 +56,9 @@ async def test_compute_thread_is_lent_on_cpu_unless_separate(tiny_llm_dir, make_
     separate = await TorchBackend.create(make_config(tiny_llm_dir, cpu_compute_thread="separate"))
     try:
         assert shared.compute_executor is not None and separate.compute_executor is None
+        # an engine's work on a CPU goes to that thread; on a GPU, and with `separate`, to its own threads
+        assert shared.executor_for("cpu") is shared.compute_executor
+        assert shared.executor_for("cuda:0") is None and separate.executor_for("cpu") is None
         assert await asyncio.wrap_future(shared.compute_executor.submit(sum, [1, 2])) == 3
     finally:
         await separate.close()

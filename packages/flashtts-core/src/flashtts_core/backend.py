@@ -29,7 +29,7 @@ class BackendConfig:
     # own (PluginOptions.of(config.options): torch's --llm_quantization, vllm's
     # --llm_gpu_memory_utilization …) from them.
     options: Any = None
-    # Token ids an engine will list in ``allowed_token_ids``; backends may precompute masks.
+    # Free-form settings an engine hands a backend it knows (no bundled backend reads any).
     extra: dict = field(default_factory=dict)
     # Every token id the engine will ever ask this LLM to emit (the union of all its
     # ``allowed_token_ids`` and stop ids), or None. A backend may then compute the output head over
@@ -85,6 +85,11 @@ class LLMBackend(ABC):
     # backends that decode on a CPU thread of this process (``--cpu_compute_thread shared``); None:
     # the engine's own threads.
     compute_executor: Optional[Executor] = None
+
+    def executor_for(self, device: str) -> Optional[Executor]:
+        """Where an engine runs its model work on ``device`` (resolved: ``cpu``, ``cuda:0`` …): the
+        backend's compute thread for work on a CPU, None (the engine's own threads) elsewhere."""
+        return self.compute_executor if device == "cpu" else None
 
     @staticmethod
     def prompt_room(prompt_ids: list[int], context_length: int) -> int:

@@ -121,9 +121,7 @@ class MegaPipeline(MegaEngineBase):
         self.win_size = win_size
         # On a CPU every module runs on the G2P backend's decode thread when it lends one
         # (--cpu_compute_thread shared): one OpenMP team drives the cores (flashtts_backends.scheduled_stream).
-        from flashtts_core.options import resolve_device
-
-        shared = backend.compute_executor if resolve_device(options.detokenizer_device) == "cpu" else None
+        shared = backend.executor_for(resolve_device(options.detokenizer_device))
         self._dit = DynamicBatcher(
             self._run_dit,
             batch_size=options.batch_size,

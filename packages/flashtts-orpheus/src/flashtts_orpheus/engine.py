@@ -87,7 +87,7 @@ class OrpheusEngine(Engine):
             wait_timeout=options.wait_timeout,
             name="snac-decode",
             # On a CPU SNAC shares the LLM's decode thread when the backend offers it (one OpenMP team).
-            executor=backend.compute_executor if codec.device == "cpu" else None,
+            executor=backend.executor_for(codec.device),
         )
         self._allowed = frames.audio_token_ids()
         self.malformed_frames = 0  # frames skipped since start, over all requests

@@ -28,7 +28,7 @@ from flashtts_core.backend import BackendConfig
 from flashtts_core.batcher import DynamicBatcher
 from flashtts_core.engine import BackendFactory, Capabilities, Engine
 from flashtts_core.errors import AudioDecodeError, InvalidRequest
-from flashtts_core.options import EngineOptions
+from flashtts_core.options import EngineOptions, resolve_device
 from flashtts_core.progress import Progress
 from flashtts_core.request import Level, SynthesisRequest, VoiceReference
 from flashtts_core.role_store import is_store_url
@@ -92,25 +92,19 @@ class SparkEngine(Engine):
         self.fixed_voices = FixedVoiceStore(role_dir / FIXED_VOICE_FOLDER)
         self._control = ControlVoicePhases(backend, vocabulary, self.fixed_voices if self.fix_voice else None)
         # On a CPU the codec shares the LLM's decode thread when the backend offers it (one OpenMP team).
-        from flashtts_core.options import resolve_device
-
-        on_cpu = {
-            role: resolve_device(getattr(options, f"{role}_device")) == "cpu" for role in ("tokenizer", "detokenizer")
-        }
-        shared = backend.compute_executor
         self._tokenize = DynamicBatcher(
             tokenizer_codec.encode,
             batch_size=options.batch_size,
             wait_timeout=options.wait_timeout,
             name="spark-tokenize",
-            executor=shared if on_cpu["tokenizer"] else None,
+            executor=backend.executor_for(resolve_device(options.tokenizer_device)),
         )
         self._detokenize = DynamicBatcher(
             detokenizer_codec.decode,
             batch_size=options.batch_size,
             wait_timeout=options.wait_timeout,
             name="spark-detokenize",
-            executor=shared if on_cpu["detokenizer"] else None,
+            executor=backend.executor_for(resolve_device(options.detokenizer_device)),
         )
 
     # -- class-level ------------------------------------------------------------------------------
@@ -128,7 +122,7 @@ class SparkEngine(Engine):
 
     @classmethod
     async def load(cls, options: EngineOptions, create_backend: BackendFactory) -> "SparkEngine":
-        from flashtts_core.options import llm_dtype_name, resolve_device
+        from flashtts_core.options import llm_dtype_name
 
         model_path = Path(options.model_path)
         options = cls._llm_dtype_fallback(options)
@@ -207,7 +201,6 @@ class SparkEngine(Engine):
         if options.torch_dtype not in ("float16", "auto"):
             return options
         import torch
-        from flashtts_core.options import resolve_device
 
         device = resolve_device(options.llm_device)
         bf16 = device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
