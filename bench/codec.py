@@ -8,8 +8,11 @@ A full-size random BiCodec (the released config, weight norm folded, seeded) dec
 tokens in every variant; the float32 decode is the reference. Variants run interleaved in one process,
 ``--repeats`` times each, and the table gives medians and the ratio to float32:
 
-- float32: today's default;
+- float32: the decoder as loaded (``--bicodec_decoder plain``);
+- packed: ``--bicodec_decoder packed`` (the CPU default): the same float32 arithmetic with channels-last
+  convolutions and the upsampling as polyphase convolutions (flashtts_spark.bicodec.packed);
 - bfloat16: ``--detokenizer_dtype bfloat16`` (prenet and wave generator cast whole);
+- packed-bf16: both;
 - mixed-N: only the matrix products (convolutions, linear layers) of the prenet and of the first N
   decoder blocks in bfloat16; every Snake, residual sum, norm and the rest of the decoder in float32.
 
@@ -63,7 +66,12 @@ def products(module: nn.Module) -> list[nn.Module]:
 def apply_variant(model, name: str) -> None:
     if name == "float32":
         return
-    if name == "bfloat16":
+    if name == "packed":
+        model.pack_decoder()
+        return
+    if name in ("bfloat16", "packed-bf16"):
+        if name == "packed-bf16":
+            model.pack_decoder()
         in_bfloat16(model.prenet)
         in_bfloat16(model.decoder)
         return
@@ -134,7 +142,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=3, help="audio seconds per decode")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--variants", default="float32,bfloat16,mixed-1,mixed-2,mixed-3")
+    parser.add_argument("--variants", default="float32,packed,bfloat16,packed-bf16")
     parser.add_argument("--per-module", action="store_true")
     args = parser.parse_args()
 

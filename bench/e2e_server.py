@@ -27,6 +27,9 @@ BACKENDS = {
     "torch-separate": ("torch", None, "bfloat16"),
     "torch-int8-separate": ("torch", None, "int8"),
     "llama-cpp-q8_0-separate": ("llama-cpp", "q8_0", "q8_0"),
+    # BiCodec's decoder as loaded (--bicodec_decoder plain), not packed for the CPU: the lever's baseline.
+    "torch-int8-plaincodec": ("torch", None, "int8"),
+    "llama-cpp-q8_0-plaincodec": ("llama-cpp", "q8_0", "q8_0"),
     "vllm": ("vllm", None, "float32"),
     "mlx-lm": ("mlx-lm", None, "float32"),
 }
@@ -39,6 +42,8 @@ VARIANT_FLAGS = {
     "torch-separate": ["--cpu_compute_thread", "separate"],
     "torch-int8-separate": ["--llm_quantization", "int8", "--cpu_compute_thread", "separate"],
     "llama-cpp-q8_0-separate": ["--cpu_compute_thread", "separate"],
+    "torch-int8-plaincodec": ["--llm_quantization", "int8", "--bicodec_decoder", "plain"],
+    "llama-cpp-q8_0-plaincodec": ["--bicodec_decoder", "plain"],
 }
 
 

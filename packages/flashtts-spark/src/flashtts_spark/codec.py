@@ -65,6 +65,12 @@ class BiCodecCodec(AudioCodec):
         model.decoder.to(torch_dtype)
         self.decoder_dtype = dtype
 
+    def pack_decoder(self) -> None:
+        """Decode through BiCodec's packed wave generator (channels-last convolutions, the upsampling
+        as polyphase convolutions): the float32 model's arithmetic in another order, faster on a CPU."""
+        if self._tokenizer.model.pack_decoder():
+            logger.info("BiCodec decoder packed for the CPU (channels-last, polyphase upsampling)")
+
     def encode(self, wavs: Sequence[np.ndarray]) -> list[SpeakerTokens]:
         """16 kHz float32 mono clips → (global tokens, semantic tokens) per clip."""
         if not self.can_encode:

@@ -84,6 +84,10 @@ class SparkEngine(Engine):
         if own.detokenizer_dtype != "float32":
             detokenizer_codec.set_decoder_dtype(own.detokenizer_dtype)
             logger.info("BiCodec decodes in %s", own.detokenizer_dtype)
+        if own.bicodec_decoder == "packed" or (
+            own.bicodec_decoder == "auto" and resolve_device(options.detokenizer_device) == "cpu"
+        ):
+            detokenizer_codec.pack_decoder()
         self.tokens_per_second = self.sample_rate / self.hop_length  # semantic tokens: 50 a second
         self.fix_voice = own.fix_voice
         role_dir = Path(options.role_dir) if options.role_dir is not None else Path(self.default_role_dir)

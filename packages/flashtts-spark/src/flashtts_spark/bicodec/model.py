@@ -8,6 +8,7 @@ from torch import nn
 
 from .factorized_vq import FactorizedVectorQuantize
 from .mel import MelSpectrogram
+from .packed import PackedWaveGenerator
 from .speaker_encoder import SpeakerEncoder
 from .vocos import Decoder, Encoder
 from .wave_generator import WaveGenerator
@@ -62,6 +63,15 @@ class BiCodec(nn.Module):
 
     def remove_weight_norm(self) -> int:
         return fold_weight_norms(self)
+
+    def pack_decoder(self) -> bool:
+        """Decode through a :class:`PackedWaveGenerator` built from the (folded) wave generator, which
+        it replaces: float32 arithmetic laid out for oneDNN on a CPU. Inference only: the state dict
+        keys of the decoder change. False when already packed."""
+        if not isinstance(self.decoder, WaveGenerator):
+            return False
+        self.decoder = PackedWaveGenerator(self.decoder)
+        return True
 
     def tokenize_semantic(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """wav2vec2 features (B, T, C) → (B, T) semantic tokens."""
