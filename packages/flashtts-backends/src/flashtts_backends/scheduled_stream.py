@@ -11,7 +11,8 @@ The same thread also runs jobs handed to :attr:`SchedulerThread.executor` (an en
 CPU) between two steps. On a CPU every thread that runs torch or ggml kernels leads its own OpenMP
 team, and libgomp cuts its workers' spin-wait to almost nothing once the teams hold more threads than
 there are cores: each of the hundreds of parallel regions in a decode step then pays a sleep and a
-wake-up. One thread for the LLM and the codec keeps one team.
+wake-up. One thread for the LLM and the codec keeps one team; the server's other threads give theirs
+up (``flashtts_core.openmp``).
 """
 
 from __future__ import annotations

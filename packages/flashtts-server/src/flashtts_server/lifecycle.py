@@ -14,11 +14,11 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Optional, Sequence
 
 from flashtts_core.errors import FlashTTSError
+from flashtts_core.openmp import TeamlessThreadPool, release_team
 
 from .memory_trim import start_trimmer
 
@@ -60,17 +60,18 @@ class Lifecycle:
         from .runtime import TTSRuntime
 
         loop = asyncio.get_running_loop()
-        loader = ThreadPoolExecutor(thread_name_prefix="flashtts-load")
+        # Threads that ran torch or ggml kernels lead OpenMP teams, and libgomp throttles every team's
+        # spin-wait while more threads than cores are in teams (flashtts_core.openmp): the default
+        # executor's threads give their team up after each job, and the loading ones leave.
+        loader = TeamlessThreadPool(thread_name_prefix="flashtts-load")
         loop.set_default_executor(loader)
         try:
             rt = runtime if runtime is not None else await TTSRuntime.load(settings)
         finally:
-            # The threads that loaded the model leave: each that ran torch kernels leads an OpenMP
-            # team, and libgomp throttles every team's spin-wait while more threads than cores are
-            # in teams, for as long as those threads live (see flashtts_backends.scheduled_stream).
-            loop.set_default_executor(ThreadPoolExecutor(thread_name_prefix="flashtts-io"))
+            loop.set_default_executor(TeamlessThreadPool(thread_name_prefix="flashtts-io"))
             loader.shutdown(wait=False)
         ready = await rt.preload_roles()
+        release_team()  # the event loop's thread too (an engine may pack weights on it while loading)
         logger.info("roles ready: %s", ", ".join(ready) or "none")
         app.state.runtime = rt
         if self.phase is Phase.LOADING:  # a shutdown that began meanwhile stays a shutdown

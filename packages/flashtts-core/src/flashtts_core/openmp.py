@@ -1,0 +1,71 @@
+"""OpenMP teams on a CPU: one thread leads the team that does the model work, no other thread keeps one.
+
+torch's CPU kernels and ggml's (llama.cpp) run their parallel regions on GNU OpenMP (libgomp, one
+copy in the process: both load it by its soname). Every thread that starts a parallel region becomes
+the master of its own team, and the team's worker threads stay parked for as long as that thread
+lives. libgomp counts every thread in every team, and once that count is above the number of CPUs
+it cuts the spin-wait of *every* team to almost nothing: the hundreds of barriers of one decode step
+then each cost a futex sleep and wake-up. On a 2-core machine one extra team anywhere (the event
+loop's thread, which ran a torch op during loading; a loader thread) slows llama.cpp's decode on
+the scheduler thread from 22 to 16 tokens/s (Spark 0.5B q8_0): bench/decode_threads.py shows it.
+
+:func:`release_team` lets the calling thread's workers exit (``omp_pause_resource_all``, OpenMP 5);
+:class:`TeamlessThreadPool` calls it after every job, so the threads that load models, decode
+uploads and read files never keep a team. The thread that runs the model (an LLM backend's
+scheduler, with the codec between its steps) keeps its team and stays under the limit.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable, Optional
+
+OMP_PAUSE_SOFT = 1  # omp_pause_resource_t: the threads go, the runtime stays initialised
+_LIBRARIES = ("libgomp.so.1", "libgomp.1.dylib")
+_runtime: Optional[Any] = None
+
+
+def _loaded_runtime() -> Optional[Any]:
+    """The process's libgomp when something (torch, ggml) has loaded it, else None (never loads it)."""
+    global _runtime
+    if _runtime is not None:
+        return _runtime
+    noload = getattr(os, "RTLD_NOLOAD", None)
+    if noload is None:  # Windows: no libgomp there
+        return None
+    for name in _LIBRARIES:
+        try:
+            library = ctypes.CDLL(name, mode=noload | os.RTLD_LAZY)
+        except OSError:
+            continue
+        pause = getattr(library, "omp_pause_resource_all", None)
+        if pause is None:  # a libgomp older than GCC 9
+            return None
+        pause.argtypes = [ctypes.c_int]
+        pause.restype = ctypes.c_int
+        _runtime = pause
+        return pause
+    return None
+
+
+def release_team() -> bool:
+    """Let the OpenMP worker threads of the calling thread's team exit; True when libgomp is loaded
+    and did it (a thread with no team: nothing happens). Must not be called inside a parallel region."""
+    pause = _loaded_runtime()
+    return pause is not None and pause(OMP_PAUSE_SOFT) == 0
+
+
+def _released(fn: Callable, args: tuple, kwargs: dict) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        release_team()
+
+
+class TeamlessThreadPool(ThreadPoolExecutor):
+    """A thread pool whose threads give up their OpenMP team after each job (see the module)."""
+
+    def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Future:
+        return super().submit(_released, fn, args, kwargs)
