@@ -2,7 +2,7 @@
 
     python bench/mega_modules.py dit --frames 250 --steps 2 4 --dtype float32 bfloat16
     python bench/mega_modules.py dit --frames 250 --steps 2 --batch 4
-    python bench/mega_modules.py wavvae --frames 125
+    python bench/mega_modules.py wavvae --frames 125 --dtype float32 bfloat16   # plain vs packed
 
 The DiT's cost is linear in steps after a one-off (phone encoder, conditioning): timing two step
 counts gives the per-step cost, and a 32-step call is one-off + 32 × per-step. FLOPs are counted
@@ -81,15 +81,41 @@ def bench_dit(args) -> None:
 
 
 def bench_wavvae(args) -> None:
+    """Plain and packed (--wavvae_decoder) decoders in each --dtype, interleaved --repeats times; error
+    against the plain float32 decode (max |diff| / peak)."""
+    import copy
+    import statistics
+
     torch.manual_seed(0)
-    model = WaveVAEDecoder()
-    fold_weight_norms(model)
-    model.eval().requires_grad_(False)
+    base = WaveVAEDecoder()
+    fold_weight_norms(base)
+    base.eval().requires_grad_(False)
+    variants = {}
+    for dtype in args.dtype:
+        plain = copy.deepcopy(base).to(getattr(torch, dtype))
+        packed = copy.deepcopy(plain)
+        packed.pack()
+        variants[f"plain {dtype}"], variants[f"packed {dtype}"] = plain, packed
     latent = torch.randn(1, args.frames, 32)
-    model.decode(latent[:, :4])
-    wav, wall, cpu = timed(lambda: model.decode(latent))
-    seconds = wav.shape[1] / 24000
-    print(f"WaveVAE float32 decode of {seconds:.1f} s audio: {wall:.1f} s wall, {cpu:.1f} CPU-s")
+    reference = base.decode(latent)
+    seconds = reference.shape[1] / 24000
+    walls: dict[str, list[float]] = {name: [] for name in variants}
+    errors = {}
+    for model in variants.values():
+        model.decode(latent[:, :4])  # warm-up
+    for _ in range(args.repeats):
+        for name, model in variants.items():
+            wav, wall, _ = timed(lambda model=model: model.decode(latent))
+            walls[name].append(wall)
+            errors[name] = float((wav - reference).abs().max() / reference.abs().max())
+    first = statistics.median(walls[next(iter(variants))])
+    print(f"WaveVAE decode of {seconds:.1f} s of audio, medians of {args.repeats} interleaved")
+    for name, values in walls.items():
+        wall = statistics.median(values)
+        print(
+            f"  {name:18s} {wall:6.2f} s wall  {wall / seconds:5.2f} s per audio s  x{first / wall:.2f}  "
+            f"err/peak {errors[name]:.1e}"
+        )
 
 
 def main() -> None:
@@ -99,6 +125,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, nargs="+", default=[2, 4])
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--dtype", nargs="+", default=["float32"])
+    parser.add_argument("--repeats", type=int, default=3, help="wavvae: timed decodes per variant")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     with torch.inference_mode():

@@ -106,3 +106,46 @@ def test_large_checkpoints_load_onto_meta_by_assignment(tiny_vae_dir, vae, monke
     assert not any(p.is_meta for p in assigned.parameters())
     latent = torch.randn(1, 4, 32)
     assert torch.equal(assigned.decode(latent), vae.decode(latent))
+
+
+def test_packed_decoder_computes_the_float32_decode(tiny_vae_dir, vae):
+    """--wavvae_decoder packed (the CPU default): channels-last convolutions and polyphase upsampling
+    (output_padding 1 at ×5 and ×3) only reorder the sums: within float32 rounding of the plain decode."""
+    from flashtts_mega.wavvae_packed import PackedWaveVAE
+
+    packed = WaveVAEDecoder.from_checkpoint(tiny_vae_dir)
+    assert packed.pack() is True and packed.pack() is False  # a second call keeps the packed view
+    assert isinstance(packed.decoder, PackedWaveVAE)
+    latent = torch.randn(2, 30, 32, generator=torch.Generator().manual_seed(2))
+    for start in (0, 12):
+        ref, out = vae.decode(latent, start=start), packed.decode(latent, start=start)
+        assert out.dtype == torch.float32 and out.shape == ref.shape == (2, (30 - start) * 960)
+        peak = float(ref.abs().max())
+        assert peak > 0 and float((out - ref).abs().max()) <= 1e-5 * peak
+    assert torch.allclose(packed.decode(latent[1:]), packed.decode(latent)[1:], atol=1e-5)  # rows independent
+
+
+def test_packed_bfloat16_decoder_stays_near_float32(tiny_vae_dir, vae):
+    bf16 = WaveVAEDecoder.from_checkpoint(tiny_vae_dir, dtype=torch.bfloat16)
+    bf16.pack()
+    latent = torch.randn(1, 8, 32, generator=torch.Generator().manual_seed(3))
+    wav, ref = bf16.decode(latent), vae.decode(latent)
+    assert wav.dtype == torch.float32 and wav.shape == ref.shape
+    assert (wav - ref).abs().mean() < 0.1 * ref.abs().mean() + 1e-6
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("layout,packed", [("auto", True), ("packed", True), ("plain", False)])
+async def test_engine_option_picks_the_wavvae_layout(tiny_mega, tmp_path, layout, packed):
+    from flashtts_core.options import EngineOptions
+    from flashtts_mega.wavvae_packed import PackedWaveVAE
+    from flashtts_server.runtime import TTSRuntime
+
+    options = EngineOptions(
+        model_path=tiny_mega, backend="torch", detokenizer_device="cpu", role_dir=tmp_path, wavvae_decoder=layout
+    )
+    rt = await TTSRuntime.load(options)
+    try:
+        assert isinstance(rt.engine.wavvae.decoder, PackedWaveVAE) is packed
+    finally:
+        await rt.close()

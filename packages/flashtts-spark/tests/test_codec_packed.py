@@ -15,32 +15,6 @@ from flashtts_core.request import SynthesisRequest
 from flashtts_core.sampling import SamplingOverrides
 
 
-@pytest.mark.parametrize(
-    "kernel,stride,padding",
-    [(16, 8, 4), (11, 5, 3), (8, 4, 2), (4, 2, 1), (7, 3, 2), (3, 3, 0), (5, 2, 0)],
-)
-def test_polyphase_equals_transposed_convolution(kernel, stride, padding):
-    from flashtts_spark.bicodec.packed import _Polyphase
-
-    torch.manual_seed(kernel * 10 + stride)
-    conv = torch.nn.ConvTranspose1d(6, 5, kernel, stride=stride, padding=padding)
-    x = torch.randn(3, 6, 17)
-    with torch.inference_mode():
-        expected = conv(x)
-        out = _Polyphase(conv)(x.unsqueeze(2).contiguous(memory_format=torch.channels_last)).squeeze(2)
-    assert out.shape == expected.shape
-    torch.testing.assert_close(out, expected, rtol=0, atol=1e-5 * float(expected.abs().max()))
-
-
-def test_packing_refuses_what_it_does_not_compute():
-    from flashtts_spark.bicodec.packed import _Polyphase
-
-    with pytest.raises(ValueError, match="groups 1"):
-        _Polyphase(torch.nn.ConvTranspose1d(4, 4, 4, stride=2, groups=2))
-    with pytest.raises(ValueError, match="output padding"):
-        _Polyphase(torch.nn.ConvTranspose1d(4, 4, 3, stride=2, output_padding=1))
-
-
 def _items(seed: int = 0):
     rng = np.random.default_rng(seed)
     return [(rng.integers(0, 4096, 32), rng.integers(0, 8192, n)) for n in (60, 37, 1)]

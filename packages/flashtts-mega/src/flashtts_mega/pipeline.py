@@ -181,6 +181,14 @@ class MegaPipeline(MegaEngineBase):
             precision.reason,
         )
 
+        layout = MegaOptions.of(options).wavvae_decoder
+
+        def load_wavvae():
+            wavvae = WaveVAEDecoder.from_checkpoint(model_path / "wavvae", device, precision.wavvae)
+            if (layout == "packed" or (layout == "auto" and device == "cpu")) and wavvae.pack():
+                logger.info("WaveVAE decoder packed for the CPU (channels-last, polyphase upsampling)")
+            return wavvae
+
         def load_modules():
             # the reference's padding: a setting of the DiT folder's config.yaml (upstream's global hyperparameters)
             win_size = DiTConfig.from_dict(read_config(model_path / "diffusion_transformer")).win_size
@@ -188,7 +196,7 @@ class MegaPipeline(MegaEngineBase):
                 Aligner.from_checkpoint(model_path / "aligner_lm", aligner_device),
                 DurationModel.from_checkpoint(model_path / "duration_lm", device),
                 DiT.from_checkpoint(model_path / "diffusion_transformer", device, precision.dit),
-                WaveVAEDecoder.from_checkpoint(model_path / "wavvae", device, precision.wavvae),
+                load_wavvae(),
                 win_size,
             )
 
