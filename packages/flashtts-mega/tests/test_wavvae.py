@@ -111,10 +111,10 @@ def test_large_checkpoints_load_onto_meta_by_assignment(tiny_vae_dir, vae, monke
 def test_packed_decoder_computes_the_float32_decode(tiny_vae_dir, vae):
     """--wavvae_decoder packed (the CPU default): channels-last convolutions and polyphase upsampling
     (output_padding 1 at ×5 and ×3) only reorder the sums: within float32 rounding of the plain decode."""
-    from flashtts_mega.wavvae_packed import PackedWaveVAE
+    from flashtts_mega.wavvae_packed import PackedWaveVAE, pack_wavvae
 
     packed = WaveVAEDecoder.from_checkpoint(tiny_vae_dir)
-    assert packed.pack() is True and packed.pack() is False  # a second call keeps the packed view
+    assert pack_wavvae(packed) is True and pack_wavvae(packed) is False  # a second call keeps the packed view
     assert isinstance(packed.decoder, PackedWaveVAE)
     latent = torch.randn(2, 30, 32, generator=torch.Generator().manual_seed(2))
     for start in (0, 12):
@@ -126,8 +126,10 @@ def test_packed_decoder_computes_the_float32_decode(tiny_vae_dir, vae):
 
 
 def test_packed_bfloat16_decoder_stays_near_float32(tiny_vae_dir, vae):
+    from flashtts_mega.wavvae_packed import pack_wavvae
+
     bf16 = WaveVAEDecoder.from_checkpoint(tiny_vae_dir, dtype=torch.bfloat16)
-    bf16.pack()
+    pack_wavvae(bf16)
     latent = torch.randn(1, 8, 32, generator=torch.Generator().manual_seed(3))
     wav, ref = bf16.decode(latent), vae.decode(latent)
     assert wav.dtype == torch.float32 and wav.shape == ref.shape

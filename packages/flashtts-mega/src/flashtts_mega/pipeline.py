@@ -160,6 +160,7 @@ class MegaPipeline(MegaEngineBase):
         from .dit import DiT
         from .duration import DurationModel
         from .wavvae import WaveVAEDecoder
+        from .wavvae_packed import pack_wavvae
 
         model_path = Path(options.model_path)
         missing = [sub for sub in SUBFOLDERS if not (model_path / sub).is_dir()]
@@ -185,7 +186,7 @@ class MegaPipeline(MegaEngineBase):
 
         def load_wavvae():
             wavvae = WaveVAEDecoder.from_checkpoint(model_path / "wavvae", device, precision.wavvae)
-            if (layout == "packed" or (layout == "auto" and device == "cpu")) and wavvae.pack():
+            if (layout == "packed" or (layout == "auto" and device == "cpu")) and pack_wavvae(wavvae):
                 logger.info("WaveVAE decoder packed for the CPU (channels-last, polyphase upsampling)")
             return wavvae
 

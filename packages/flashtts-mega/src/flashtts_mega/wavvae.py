@@ -150,17 +150,6 @@ class WaveVAEDecoder(nn.Module):
         self.latent_upsampler = Upsample(decoder_dim, latent_upsample)
         self.decoder = Generator(decoder_dim // 2, ngf, tuple(ratios), num_band, use_tanh)
 
-    def pack(self) -> bool:
-        """Decode through :class:`wavvae_packed.PackedWaveVAE` (channels-last convolutions, polyphase
-        upsampling): the same arithmetic in another order, faster on a CPU. False when already packed."""
-        from .wavvae_packed import PackedWaveVAE
-
-        if isinstance(self.decoder, PackedWaveVAE):
-            return False
-        self.decoder = PackedWaveVAE(self.latent_upsampler, self.decoder)  # type: ignore[assignment]
-        self.latent_upsampler = nn.Identity()  # type: ignore[assignment]
-        return True
-
     @property
     def dtype(self) -> torch.dtype:
         return self.proj_to_decoder.weight.dtype

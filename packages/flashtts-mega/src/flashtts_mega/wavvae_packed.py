@@ -6,7 +6,7 @@ nearest + 7-tap branch summed with a ``ConvTranspose1d`` branch. ``PackedWaveVAE
 activations as channels-last (B, C, 1, T) tensors and runs every convolution through
 ``flashtts_core.packed_conv`` (channels-last convolutions; the transposed ones in polyphase form).
 The operations and their order are upstream's; only the sums inside each convolution are ordered
-differently (within ~1e-6 of the peak in float32; tests/test_wavvae_packed.py, bench/mega_modules.py).
+differently (within ~1e-6 of the peak in float32; tests/test_wavvae.py, bench/mega_modules.py wavvae).
 Built from a loaded decoder (weight norm folded): an inference-only view; the released module and its
 parameter names are untouched, so checkpoints still load strictly into it.
 """
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from flashtts_core.packed_conv import PackedConv1d, PolyphaseConvTranspose1d, channels_last
 from torch import nn
 
-from .wavvae import LEAKY_SLOPE, Generator, ResBlockMRF, ResBlockMRFInter, Upsample
+from .wavvae import LEAKY_SLOPE, Generator, ResBlockMRF, ResBlockMRFInter, Upsample, WaveVAEDecoder
 
 
 def _reflect(x: torch.Tensor, pad: int) -> torch.Tensor:
@@ -89,3 +89,13 @@ class PackedWaveVAE(nn.Module):
         x = self.last(_reflect(F.leaky_relu(x, LEAKY_SLOPE), self.pad_out))
         x = torch.tanh(x) if self.out is None else self.out(x)
         return x.squeeze(2)
+
+
+def pack_wavvae(decoder: WaveVAEDecoder) -> bool:
+    """Make ``decoder.decode`` run through :class:`PackedWaveVAE` (its latent upsampler and generator
+    replaced by the packed view). False when it already does."""
+    if isinstance(decoder.decoder, PackedWaveVAE):
+        return False
+    decoder.decoder = PackedWaveVAE(decoder.latent_upsampler, decoder.decoder)  # type: ignore[assignment]
+    decoder.latent_upsampler = nn.Identity()  # type: ignore[assignment]
+    return True
