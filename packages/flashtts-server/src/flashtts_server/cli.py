@@ -262,7 +262,7 @@ async def _infer(options, args, fields, output: Path, fmt: str) -> None:
     import time
 
     from flashtts_core.formats import encode_all
-    from flashtts_core.openmp import TeamlessThreadPool, release_team
+    from flashtts_core.openmp import TeamlessThreadPool
 
     from .runtime import TTSRuntime
     from .synthesis_fields import synthesis_request
@@ -270,7 +270,6 @@ async def _infer(options, args, fields, output: Path, fmt: str) -> None:
     # As the server does (lifecycle.py): no thread but the model's keeps an OpenMP team.
     asyncio.get_running_loop().set_default_executor(TeamlessThreadPool(thread_name_prefix="flashtts"))
     runtime = await TTSRuntime.load(options)
-    release_team()
     try:
         encoder = runtime.plugins.get_format(fmt)
         voice, reference = None, None

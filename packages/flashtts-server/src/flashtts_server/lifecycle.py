@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Optional, Sequence
 
 from flashtts_core.errors import FlashTTSError
-from flashtts_core.openmp import TeamlessThreadPool, release_team
+from flashtts_core.openmp import TeamlessThreadPool
 
 from .memory_trim import start_trimmer
 
@@ -71,7 +71,6 @@ class Lifecycle:
             loop.set_default_executor(TeamlessThreadPool(thread_name_prefix="flashtts-io"))
             loader.shutdown(wait=False)
         ready = await rt.preload_roles()
-        release_team()  # the event loop's thread too (an engine may pack weights on it while loading)
         logger.info("roles ready: %s", ", ".join(ready) or "none")
         app.state.runtime = rt
         if self.phase is Phase.LOADING:  # a shutdown that began meanwhile stays a shutdown
