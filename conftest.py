@@ -21,6 +21,19 @@ from tests.server_process import Server, free_port, start_server
 __all__ = ["Server", "free_port", "start_server"]  # imported from here by the tests
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads_kept():
+    """A runtime loaded in the test process makes the loading thread (here: the tests' own) run its
+    later torch kernels serially (flashtts_core.openmp.stay_teamless, right for a server's event loop);
+    the next test gets the thread count it had."""
+    torch = sys.modules.get("torch")
+    threads = torch.get_num_threads() if torch is not None else None
+    yield
+    torch = sys.modules.get("torch")
+    if torch is not None and threads is not None and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 def _tiny_model(tmp_path_factory, engine: str) -> Path:
     from flashtts_core.plugins import get_plugin_manager
 

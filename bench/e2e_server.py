@@ -18,6 +18,9 @@ AGGREGATE_SECONDS = 5  # audio per request in the concurrency runs
 BACKENDS = {
     "torch": ("torch", None, "bfloat16"),
     "torch-int8": ("torch", None, "int8"),
+    # The attention transformers runs by default (--llm_attn_implementation sdpa), not the server's eager.
+    "torch-sdpa": ("torch", None, "bfloat16"),
+    "torch-int8-sdpa": ("torch", None, "int8"),
     "llama-cpp-f16": ("llama-cpp", "f16", "f16"),
     "llama-cpp-q8_0": ("llama-cpp", "q8_0", "q8_0"),
     # The same GGUFs with the output head over the whole vocabulary (--llm_gguf_head full): the lever's baseline.
@@ -37,6 +40,8 @@ BYTES_PER_WEIGHT = {"float32": 4.0, "bfloat16": 2.0, "f16": 2.0, "q8_0": 34 / 32
 # Server flags of a variant beyond its backend (added to --server-args, which every server gets).
 VARIANT_FLAGS = {
     "torch-int8": ["--llm_quantization", "int8"],
+    "torch-sdpa": ["--llm_attn_implementation", "sdpa"],
+    "torch-int8-sdpa": ["--llm_quantization", "int8", "--llm_attn_implementation", "sdpa"],
     "llama-cpp-f16-fullhead": ["--llm_gguf_head", "full"],
     "llama-cpp-q8_0-fullhead": ["--llm_gguf_head", "full"],
     "torch-separate": ["--cpu_compute_thread", "separate"],

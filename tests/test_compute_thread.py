@@ -74,8 +74,9 @@ def parallel_kernels() -> None:
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc")
 async def test_only_the_decode_thread_keeps_an_openmp_team(tiny_spark, tmp_path):
-    """The loop's thread and the default executor's threads keep no OpenMP team after the load
-    (libgomp throttles every team while more threads than cores are in teams)."""
+    """The loop's thread and the default executor's threads keep no OpenMP team after the load, and
+    the loop's thread raises none later (libgomp throttles every team while more threads than cores
+    are in teams)."""
     from flashtts_core.openmp import release_team
 
     threads = torch.get_num_threads()
@@ -89,6 +90,8 @@ async def test_only_the_decode_thread_keeps_an_openmp_team(tiny_spark, tmp_path)
             before = os_threads()
             release_team()
             assert os_threads() == before, "the loop's thread still led an OpenMP team after the load"
+            parallel_kernels()  # request-time work on the loop (a sampler's lookup table) stays serial
+            assert os_threads() == before, "the loop's thread led an OpenMP team again after the load"
             await asyncio.to_thread(lambda: None)  # the executor has its thread
             before = os_threads()
             await asyncio.to_thread(parallel_kernels)

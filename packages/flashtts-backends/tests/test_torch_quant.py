@@ -31,6 +31,25 @@ def test_an_int8_linear_is_within_a_percent_of_the_float_one():
         assert ((q.dequantized() - linear.weight).abs() <= step * 0.5 + 1e-6).all()
 
 
+def test_a_prompts_rows_agree_with_the_decode_kernel():
+    """A call of DEQUANTIZE_ROWS rows or more (a prompt) multiplies by the dequantized weight; each
+    row's output is the decode kernel's for that row, up to bfloat16 rounding."""
+    from flashtts_backends.torch_quant import DEQUANTIZE_ROWS, Int8Linear
+
+    torch.manual_seed(1)
+    linear = torch.nn.Linear(320, 200, bias=True).to(torch.bfloat16)
+    q = Int8Linear(linear)
+    x = torch.randn(1, DEQUANTIZE_ROWS + 3, 320, dtype=torch.bfloat16)
+    with torch.inference_mode():
+        prompt = q(x)[0].float()
+        rows = torch.cat([q(x[:, i : i + 1])[0] for i in range(x.shape[1])]).float()  # one row a call: the kernel
+        exact = torch.nn.functional.linear(x[0].float(), q.dequantized(), linear.bias.float())
+    peak = exact.abs().max()
+    assert ((prompt - rows).abs().max() / peak).item() < 1e-2
+    assert ((prompt - exact).abs().max() / peak).item() < 1e-2
+    assert ((rows - exact).abs().max() / peak).item() < 1e-2
+
+
 @pytest.mark.asyncio
 async def test_int8_model_generates_close_to_float_and_the_head_restriction_changes_nothing(tiny_llm_dir, make_config):
     from flashtts_backends.torch_backend import TorchBackend

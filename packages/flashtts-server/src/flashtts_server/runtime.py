@@ -18,7 +18,7 @@ from flashtts_core.dialogue import parse_dialogue
 from flashtts_core.engine import Engine
 from flashtts_core.errors import AudioDecodeError, InvalidRequest, NotFound
 from flashtts_core.formats import AudioEncoder
-from flashtts_core.openmp import release_team
+from flashtts_core.openmp import stay_teamless
 from flashtts_core.options import EngineOptions
 from flashtts_core.plugins import PluginManager, get_plugin_manager
 from flashtts_core.request import SynthesisRequest, VoiceReference
@@ -176,8 +176,9 @@ class TTSRuntime:
         names = await asyncio.to_thread(roles.names)
         logger.info("roles in %s: %s", role_dir, ", ".join(names) or "none")
         # The caller's thread (the event loop's) may have run kernels while the engine loaded (packing
-        # weights): its OpenMP team would throttle the decode thread's (flashtts_core.openmp).
-        release_team()
+        # weights): its OpenMP team would throttle the decode thread's (flashtts_core.openmp). It
+        # gives the team up, and kernels it runs later (small request-time work) stay serial.
+        stay_teamless()
         return runtime
 
     async def close(self) -> None:
