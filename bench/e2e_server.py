@@ -21,6 +21,8 @@ BACKENDS = {
     # The attention transformers runs by default (--llm_attn_implementation sdpa), not the server's eager.
     "torch-sdpa": ("torch", None, "bfloat16"),
     "torch-int8-sdpa": ("torch", None, "int8"),
+    # bfloat16 linear layers as loaded (--llm_linear plain), not prepacked for oneDNN: the lever's baseline.
+    "torch-plainlinear": ("torch", None, "bfloat16"),
     "llama-cpp-f16": ("llama-cpp", "f16", "f16"),
     "llama-cpp-q8_0": ("llama-cpp", "q8_0", "q8_0"),
     # The same GGUFs with the output head over the whole vocabulary (--llm_gguf_head full): the lever's baseline.
@@ -42,6 +44,7 @@ VARIANT_FLAGS = {
     "torch-int8": ["--llm_quantization", "int8"],
     "torch-sdpa": ["--llm_attn_implementation", "sdpa"],
     "torch-int8-sdpa": ["--llm_quantization", "int8", "--llm_attn_implementation", "sdpa"],
+    "torch-plainlinear": ["--llm_linear", "plain"],
     "llama-cpp-f16-fullhead": ["--llm_gguf_head", "full"],
     "llama-cpp-q8_0-fullhead": ["--llm_gguf_head", "full"],
     "torch-separate": ["--cpu_compute_thread", "separate"],

@@ -21,7 +21,7 @@ def gpu_memory_utilization() -> float:
 
 class TorchOptions(PluginOptions):
     """Options of the torch backend (``--llm_attn_implementation``, ``--llm_quantization``,
-    ``--cache_implementation``)."""
+    ``--llm_linear``, ``--cache_implementation``)."""
 
     owner = "torch"
     refused_elsewhere = {
@@ -34,6 +34,11 @@ class TorchOptions(PluginOptions):
         None,
         help="torch backend: int8 weight-only linear layers in the LLM body (one scale per output "
         "channel, bfloat16 activations); half the bytes a CPU decode step reads.",
+    )
+    llm_linear: Literal["auto", "packed", "plain"] = option(
+        "auto",
+        help="torch backend: the LLM body's bfloat16 linear layers prepacked for oneDNN on a CPU "
+        "(packed), or as loaded (plain); auto packs a bfloat16 LLM on a CPU without --llm_quantization.",
     )
     cache_implementation: Optional[str] = option(
         None, help="KV-cache strategy for the torch backend: static, offloaded_static, sliding_window, …"

@@ -73,7 +73,9 @@ class TorchBackend(LLMBackend):
 
         device = resolve_device(config.device)
         dtype = resolve_dtype(config.torch_dtype, device)
-        own = TorchOptions.of(config.options)  # --llm_attn_implementation, --llm_quantization, --cache_implementation
+        own = TorchOptions.of(
+            config.options
+        )  # --llm_attn_implementation, --llm_quantization, --llm_linear, --cache_implementation
         if own.cache_implementation:
             logger.info(
                 "torch backend: cache_implementation=%s: sequences decode one per worker with generate() "
@@ -98,18 +100,40 @@ class TorchBackend(LLMBackend):
                     f"--llm_quantization int8 runs on the CPU only (the LLM is on {device})", param="llm_quantization"
                 )
             quantize_int8(model)
+        packed = cls._pack(model, own.llm_linear, device, dtype, quantized=bool(own.llm_quantization))
         torch.manual_seed(config.seed)
         logger.info(
             "torch backend: loaded %s (%.1fM parameters, %s%s, %s attention, batch %d) in %.1f s",
             type(model).__name__,
             params / 1e6,
             str(dtype).replace("torch.", ""),
-            ", body int8" if own.llm_quantization else "",
+            ", body int8" if own.llm_quantization else ", body prepacked for oneDNN" if packed else "",
             own.llm_attn_implementation,
             config.batch_size,
             time.perf_counter() - start,
         )
         return cls(model, config, device)
+
+    @staticmethod
+    def _pack(model, choice: str, device, dtype, quantized: bool) -> bool:
+        """``--llm_linear``: prepack the body's linear layers for oneDNN (torch_packed); True when done."""
+        if choice == "plain" or (choice == "auto" and quantized):
+            return False
+        from .torch_packed import can_pack, pack_linears
+
+        if quantized:
+            raise InvalidRequest(
+                "--llm_linear packed is for bfloat16 weights; --llm_quantization int8 has its own kernel",
+                param="llm_linear",
+            )
+        possible, why = can_pack(device, dtype)
+        if not possible:
+            if choice == "packed":
+                raise InvalidRequest(f"--llm_linear packed: {why}", param="llm_linear")
+            logger.info("torch backend: linear layers as loaded (%s)", why)
+            return False
+        pack_linears(model)
+        return True
 
     def _max_new(self, prompt_ids: list[int], params: SamplingParams) -> int:
         room = self.prompt_room(prompt_ids, self.config.max_length)
