@@ -73,9 +73,8 @@ class TorchBackend(LLMBackend):
 
         device = resolve_device(config.device)
         dtype = resolve_dtype(config.torch_dtype, device)
-        own = TorchOptions.of(
-            config.options
-        )  # --llm_attn_implementation, --llm_quantization, --llm_linear, --cache_implementation
+        # --llm_attn_implementation, --llm_quantization, --llm_linear, --cache_implementation
+        own = TorchOptions.of(config.options)
         if own.cache_implementation:
             logger.info(
                 "torch backend: cache_implementation=%s: sequences decode one per worker with generate() "

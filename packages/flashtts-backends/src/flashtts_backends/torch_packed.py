@@ -1,9 +1,9 @@
 """bfloat16 linear layers of the LLM body prepacked for oneDNN on a CPU (``--llm_linear``).
 
-``F.linear`` on a CPU hands oneDNN the weight in its plain [out, in] layout, and oneDNN reorders it
-into its blocked layout on every call. Reordered once at load (``torch.ops.mkldnn.
-_reorder_linear_weight``, what torch.compile's freezing does to constant weights), a bfloat16 decode
-step's linear layers read the same bytes in the layout the AMX/AVX-512 kernel wants: Spark's 0.5B
+``F.linear`` on a CPU multiplies by the weight in its plain [out, in] layout on every call.
+Reordered once at load into oneDNN's blocked layout for its bfloat16 kernels (``torch.ops.mkldnn.
+_reorder_linear_weight``, what torch.compile's freezing does to constant weights), a decode step's
+linear layers read the same bytes, laid out as the AVX-512/AMX kernel walks them: Spark's 0.5B
 body goes from 57 to 45 ms per step on two cores (1.28x; bench/torch_linear.py), the torch backend
 from 11.7 to 14.5 tokens/s. The products and their float32 accumulation are oneDNN's either way; only
 the order of the sums may differ (within bfloat16 rounding of the output, tested).
