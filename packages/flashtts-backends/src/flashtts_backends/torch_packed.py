@@ -56,15 +56,9 @@ class PackedLinear(torch.nn.Module):
 
 
 def pack_linears(model) -> int:
-    """Replace every ``nn.Linear`` of the decoder body with a :class:`PackedLinear` in place; returns
-    how many were replaced. Each float weight goes as its packed copy is made."""
-    body = model.get_decoder()
-    replaced = 0
-    with torch.no_grad():
-        for parent in list(body.modules()):
-            for name, child in list(parent.named_children()):
-                if isinstance(child, torch.nn.Linear):
-                    setattr(parent, name, PackedLinear(child))
-                    replaced += 1
+    """Every ``nn.Linear`` of the decoder body as a :class:`PackedLinear`; returns how many."""
+    from .torch_quant import replace_body_linears
+
+    replaced = replace_body_linears(model, PackedLinear)
     logger.info("torch backend: %d linear layers of the decoder prepacked for oneDNN (bfloat16, CPU)", replaced)
     return replaced

@@ -69,23 +69,31 @@ class Int8Linear(torch.nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 per-channel"
 
 
-def quantize_int8(model) -> int:
-    """Replace every ``nn.Linear`` of the decoder body with an :class:`Int8Linear` in place; returns
-    how many were replaced. The float weights are freed as each layer goes."""
+def replace_body_linears(model, make) -> int:
+    """Replace every ``nn.Linear`` of the decoder body with ``make(linear)`` in place (int8 here,
+    prepacked in torch_packed); returns how many were replaced. Each float weight is freed as its
+    layer goes, and the rest of the model stops holding the checkpoint's memory map."""
     body = model.get_decoder()
     replaced = 0
-    for parent in list(body.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, torch.nn.Linear):
-                setattr(parent, name, Int8Linear(child))
-                replaced += 1
+    with torch.no_grad():
+        for parent in list(body.modules()):
+            for name, child in list(parent.named_children()):
+                if isinstance(child, torch.nn.Linear):
+                    setattr(parent, name, make(child))
+                    replaced += 1
     release_checkpoint_mapping(model)
+    return replaced
+
+
+def quantize_int8(model) -> int:
+    """Every ``nn.Linear`` of the decoder body as an :class:`Int8Linear`; returns how many."""
+    replaced = replace_body_linears(model, Int8Linear)
     logger.info("torch backend: %d linear layers of the decoder quantized to int8 (weight-only, per channel)", replaced)
     return replaced
 
 
 def release_checkpoint_mapping(model) -> None:
-    """Give the remaining float tensors their own memory. A checkpoint already in the model's dtype
+    """Give the remaining float tensors their own memory (after the body's linears were replaced). A checkpoint already in the model's dtype
     (a bf16 safetensors file for a bf16 model) is loaded as views of its memory map, which stays
     mapped, and its pages resident, while any tensor still points into it: the embeddings alone
     keep the whole 6.6 GB file of Orpheus 3B mapped after its body is quantized (RSS 8.8 -> 4.2 GB)."""
